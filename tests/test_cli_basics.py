@@ -1,0 +1,37 @@
+"""The command line's version, help and `info` on real checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from utilise_cli import __version__
+from utilise_cli.cli import app
+
+runner = CliRunner()
+
+
+def test_version_and_help():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0 and "info" in result.output
+
+
+def test_info_on_released_checkpoint(reference_dir):
+    result = runner.invoke(app, ["info", str(reference_dir / "sen12mscrts_w_s1_seed0.pth"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["parameters"] == 1358285
+    assert summary["config"]["input_dim"] == 15 and summary["config"]["output_dim"] == 13
+    assert summary["levels"] == 5 and summary["chip_multiple"] == 16
+
+
+def test_info_on_bad_file_is_one_line_error(tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"\x00" * 100)
+    result = runner.invoke(app, ["info", str(bad)])
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0 and "bad.pth" in result.output
+    assert "Traceback" not in result.output

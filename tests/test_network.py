@@ -1,0 +1,132 @@
+"""The network reproduces the original implementation and behaves as MODEL.md describes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from utilise_cli import NetworkConfig, UTILISE, load_model, save_checkpoint
+from utilise_cli.errors import CheckpointError, InputShapeError
+from utilise_cli.network.blocks import ReflectConv2d
+from utilise_cli.network.utilise import resize_matrix
+
+REFERENCES = ["earthnet2021", "sen12mscrts_wo_s1", "sen12mscrts_w_s1"]
+
+
+@pytest.mark.parametrize("name", REFERENCES)
+def test_reproduces_original_outputs(reference_dir, name):
+    model = load_model(reference_dir / f"{name}_seed0.pth")
+    data = np.load(reference_dir / f"{name}_seed0_io.npz")
+    with torch.inference_mode():
+        y, attention = model(torch.from_numpy(data["x"]), torch.from_numpy(data["position_days"]),
+                             return_attention=True)
+    assert y.shape == data["y"].shape and attention.shape == data["attention"].shape
+    assert np.abs(y.numpy() - data["y"]).max() <= 1e-5
+    assert np.abs(attention.numpy() - data["attention"]).max() <= 1e-5
+    # The second sample ends in temporal padding: its output is exactly 0 there, as in the original.
+    padded = data["position_days"][1] == 0
+    assert padded.sum() == 3
+    assert np.all(y.numpy()[1, padded] == 0)
+
+
+@pytest.mark.parametrize("name", REFERENCES)
+def test_parameter_count_matches_manifest(reference_dir, name):
+    import json
+
+    manifest = json.loads((reference_dir / "manifest_seed0.json").read_text())[name]
+    model = load_model(reference_dir / f"{name}_seed0.pth")
+    assert sum(p.numel() for p in model.parameters()) == manifest["params"]
+    assert list(model.config.encoder_widths) == manifest["encoder_widths"]
+    assert (model.config.input_dim, model.config.output_dim) == (manifest["input_dim"], manifest["output_dim"])
+
+
+def test_padded_batch_equals_sequences_run_alone(reference_dir):
+    model = load_model(reference_dir / "earthnet2021_seed0.pth")
+    data = np.load(reference_dir / "earthnet2021_seed0_io.npz")
+    x, days = torch.from_numpy(data["x"]), torch.from_numpy(data["position_days"])
+    with torch.inference_mode():
+        batch = model(x, days)
+        alone = model(x[1:, :5], days[1:, :5])
+    assert torch.allclose(batch[1, :5], alone[0], atol=1e-5)
+
+
+def test_attention_rows_sum_to_one_and_any_length_works():
+    torch.manual_seed(1)
+    model = UTILISE(NetworkConfig(encoder_widths=(16, 16, 32), decoder_widths=(16, 16, 32))).eval()
+    for t in (1, 3, 13):
+        x = torch.rand(2, t, 4, 24, 40)
+        days = torch.sort(torch.randint(1, 365, (2, t)), dim=1).values.float()
+        with torch.inference_mode():
+            y, attention = model(x, days, return_attention=True)
+        assert y.shape == (2, t, 4, 24, 40)
+        assert attention.shape == (4, 2, t, t, 6, 10)
+        assert torch.allclose(attention.sum(dim=3), torch.ones(()), atol=1e-5)
+        assert float(y.min()) > 0 and float(y.max()) < 1
+
+
+@pytest.mark.parametrize("kernel,stride,size", [(3, 1, (40, 56)), (4, 2, (64, 48)), (3, 1, (8, 8))])
+def test_reflect_conv_without_padded_copy_is_exact(kernel, stride, size):
+    torch.manual_seed(0)
+    conv = ReflectConv2d(6, 5, kernel, stride)
+    x = torch.randn(3, 6, *size)
+    expected = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), conv.weight, conv.bias, stride)
+    assert torch.allclose(conv(x), expected, atol=1e-5)
+
+
+def test_resize_matrix_matches_torch_bilinear_and_pooling():
+    a = torch.rand(2, 3, 8, 6)
+    up = torch.einsum("Yy,Xx,bcyx->bcYX", resize_matrix(8, 64, a.dtype, a.device),
+                      resize_matrix(6, 48, a.dtype, a.device), a)
+    assert torch.allclose(up, F.interpolate(a, size=(64, 48), mode="bilinear", align_corners=False), atol=1e-6)
+    down = torch.einsum("Yy,Xx,bcyx->bcYX", resize_matrix(8, 3, a.dtype, a.device),
+                        resize_matrix(6, 4, a.dtype, a.device), a)
+    assert torch.allclose(down, F.adaptive_avg_pool2d(a, (3, 4)), atol=1e-6)
+
+
+def test_training_mode_backward_pass():
+    torch.manual_seed(0)
+    model = UTILISE(NetworkConfig(encoder_widths=(8, 8, 16), decoder_widths=(8, 8, 16))).train()
+    x = torch.rand(2, 4, 4, 32, 32)
+    x[1, 3] = 0  # one padded frame
+    days = torch.tensor([[3.0, 20, 40, 90], [5, 30, 60, 0]])
+    loss = model(x, days).mean()
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_own_format_roundtrip_keeps_outputs_and_metadata(tmp_path, reference_dir):
+    model = load_model(reference_dir / "earthnet2021_seed0.pth")
+    path = save_checkpoint(model, tmp_path / "ours.pth", {"bands": ["B2", "B3", "B4", "B8"], "scale": 1e-4})
+    again = load_model(path)
+    assert again.metadata["bands"] == ["B2", "B3", "B4", "B8"]
+    assert again.config == model.config
+    x, days = torch.rand(1, 4, 4, 32, 32), torch.tensor([[10.0, 50, 90, 130]])
+    with torch.inference_mode():
+        assert torch.equal(model(x, days), again(x, days))
+
+
+def test_bad_sizes_say_which_sizes_work():
+    model = UTILISE(NetworkConfig()).eval()
+    with pytest.raises(InputShapeError, match=r"multiples of 8.*height 100 \(try 96 or 104\)"):
+        model(torch.rand(1, 2, 4, 100, 64), torch.tensor([[1.0, 2.0]]))
+    with pytest.raises(InputShapeError, match="takes 4 input channels, got 13"):
+        model(torch.rand(1, 2, 13, 64, 64), torch.tensor([[1.0, 2.0]]))
+
+
+def test_not_a_checkpoint_gives_clear_errors(tmp_path, reference_dir):
+    text = tmp_path / "notes.pth"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="notes.pth: not a readable PyTorch checkpoint"):
+        load_model(text)
+    truncated = tmp_path / "cut.pth"
+    truncated.write_bytes((reference_dir / "earthnet2021_seed0.pth").read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="cut.pth"):
+        load_model(truncated)
+    other = tmp_path / "other.pth"
+    torch.save({"model_state_dict": {"encoder.weight": torch.zeros(3)}}, other)
+    with pytest.raises(CheckpointError, match="not a U-TILISE checkpoint"):
+        load_model(other)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_model(tmp_path / "missing.pth")

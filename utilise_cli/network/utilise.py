@@ -1,0 +1,168 @@
+"""The U-TILISE network: per-frame U-Net encoder, temporal attention at the bottleneck, and a decoder
+whose skip connections are averaged over time with the bottleneck attention (``att_group``).
+
+Shapes: x is B x T x C_in x H x W (reflectance 0..1, occluded pixels set to 1), days is B x T (day of
+year, 1 January = 0); the output is B x T x C_out x H x W. A frame whose values all equal ``pad_value``
+and whose day is 0 is temporal padding: it is skipped and its output is exactly 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..errors import InputShapeError
+from .blocks import DoubleConv, DownBlock, UpBlock
+from .config import NetworkConfig
+from .temporal import TemporalEncoder
+
+
+def padding_mask(x: torch.Tensor, days: torch.Tensor, pad_value: float) -> torch.Tensor:
+    """B x T bool: True where a frame is temporal padding (all values == pad_value and day == 0)."""
+    return (x == pad_value).flatten(2).all(dim=2) & (days == 0)
+
+
+def resize_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """n_out x n_in matrix that resizes one axis like F.interpolate(mode="bilinear", align_corners=False)
+    when enlarging and like F.adaptive_avg_pool2d when shrinking."""
+    matrix = torch.zeros(n_out, n_in, dtype=torch.float64)
+    if n_out >= n_in:
+        src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
+        lo = src.floor().long().clamp(max=n_in - 1)
+        hi = (lo + 1).clamp(max=n_in - 1)
+        frac = src - lo
+        matrix[torch.arange(n_out), lo] += 1 - frac
+        matrix[torch.arange(n_out), hi] += frac
+    else:
+        for i in range(n_out):
+            start, end = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
+            matrix[i, start:end] = 1.0 / (end - start)
+    return matrix.to(dtype=dtype, device=device)
+
+
+def aggregate_skip(attention: torch.Tensor, skip: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+    """Average an encoder map over time with the bottleneck attention, one head per channel group.
+
+    attention: G x B x T x T x h x w (query date, key date); skip: B x T x C x H x W with C divisible by G.
+    Returns B x T x C x H x W, stored channels-last (the layout the following convolution wants).
+    """
+    g, b, t, _, h, w = attention.shape
+    height, width = skip.shape[-2:]
+    c = skip.shape[2]
+    if pad is not None:
+        # Padded key dates contribute nothing; the rows are intentionally not renormalised.
+        # (Resizing is linear per key date, so masking before it is the same as after.)
+        attention = attention * (~pad).to(attention.dtype)[None, :, None, :, None, None]
+    # Resize as two small matrix products, which leaves the result laid out B x H x W x (G T T).
+    att = attention.permute(1, 4, 5, 0, 2, 3).reshape(b, h, w, g * t * t)
+    rows = resize_matrix(h, height, att.dtype, att.device)
+    cols = resize_matrix(w, width, att.dtype, att.device)
+    att = torch.einsum("Yy,byxk->bYxk", rows, att)
+    att = torch.einsum("Xx,bYxk->bYXk", cols, att)
+    att = att.reshape(b, height * width * g, t, t)
+    # One (query x key) @ (key x channel) product per pixel and head. The skip map is channels-last
+    # (physically B x T x H x W x C), so each batch element is read in place through a strided view.
+    frames_cl = skip.flatten(0, 1)
+    if not frames_cl.is_contiguous(memory_format=torch.channels_last):
+        skip = frames_cl.contiguous(memory_format=torch.channels_last).reshape(skip.shape)
+    out = skip.new_empty((b, t, height, width, c))
+    cg = c // g
+    for i in range(b):
+        frames = skip[i]
+        keys = frames.as_strided((height * width * g, t, cg), (cg, frames.stride(0), 1), frames.storage_offset())
+        prod = torch.bmm(att[i], keys).reshape(height, width, g, t, cg)
+        out[i] = prod.permute(3, 0, 1, 2, 4).reshape(t, height, width, c)
+    return out.permute(0, 1, 4, 2, 3)
+
+
+class UTILISE(nn.Module):
+    """U-TILISE (Stucker, Sainte Fare Garnot, Schindler, IEEE TGRS 2023) for any number of levels and widths."""
+
+    def __init__(self, config: NetworkConfig, metadata: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        enc, dec = config.encoder_widths, config.decoder_widths
+        self.stem = DoubleConv(config.input_dim, enc[0], enc[0])
+        self.encoder = nn.ModuleList(DownBlock(enc[i], enc[i + 1]) for i in range(config.levels - 1))
+        self.temporal = TemporalEncoder(enc[-1], config.n_head, config.d_k, config.n_groups,
+                                        config.dropout, config.positional_period)
+        # decoder[i] goes from level L-1-i to level L-2-i (bottleneck upwards).
+        self.decoder = nn.ModuleList(
+            UpBlock(dec[level + 1], dec[level], enc[level]) for level in reversed(range(config.levels - 1))
+        )
+        self.head = DoubleConv(dec[0], dec[0], config.output_dim, last_relu=False)
+        self.to(memory_format=torch.channels_last)
+
+    def check_input(self, x: torch.Tensor, days: torch.Tensor) -> None:
+        """Raise InputShapeError with a sentence if x / days cannot go through this network."""
+        cfg = self.config
+        if x.dim() != 5:
+            raise InputShapeError(f"input must be B x T x C x H x W, got {tuple(x.shape)}")
+        b, t, c, h, w = x.shape
+        if c != cfg.input_dim:
+            raise InputShapeError(f"the network takes {cfg.input_dim} input channels, got {c}")
+        m = cfg.size_multiple
+        bad = [(name, n) for name, n in (("height", h), ("width", w)) if n % m or n == 0]
+        if bad:
+            sizes = ", ".join(
+                f"{name} {n} (try {max(m, n // m * m)} or {(n // m + 1) * m})" for name, n in bad
+            )
+            raise InputShapeError(
+                f"H and W must be multiples of {m} for a {cfg.levels}-level network: {sizes}"
+            )
+        if tuple(days.shape) != (b, t):
+            raise InputShapeError(f"days must be B x T = {(b, t)}, got {tuple(days.shape)}")
+
+    def forward(self, x: torch.Tensor, days: torch.Tensor,
+                return_attention: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x: B x T x C_in x H x W; days: B x T -> B x T x C_out x H x W (and attention
+        n_head x B x T x T x H/2^(L-1) x W/2^(L-1) when ``return_attention``)."""
+        self.check_input(x, days)
+        days = days.to(device=x.device, dtype=torch.float32)
+        b, t, c, h, w = x.shape
+        pad = padding_mask(x, days, self.config.pad_value)
+        keep = None
+        if bool(pad.any()):
+            keep = torch.nonzero(~pad.flatten(), as_tuple=True)[0]
+        else:
+            pad = None
+
+        # Channels-last lets the CPU (oneDNN) and GPU convolution kernels skip layout conversions.
+        frames = x.reshape(b * t, c, h, w).contiguous(memory_format=torch.channels_last)
+        if keep is not None:
+            frames = frames[keep]
+        skips = [self.stem(frames)]
+        for block in self.encoder:
+            skips.append(block(skips[-1]))
+        # Padded frames are never encoded: their features are the pad value (0).
+        skips = [self._unfold(s, b, t, keep) for s in skips]
+
+        encoded, attention = self.temporal(skips[-1], days, pad)
+        # The decoder works frame by frame, so padded frames are dropped from here on.
+        out = encoded.flatten(0, 1)
+        if keep is not None:
+            out = out[keep]
+        for i, block in enumerate(self.decoder):
+            level = self.config.levels - 2 - i
+            skip = aggregate_skip(attention, skips[level], pad).flatten(0, 1)
+            out = block(out, skip if keep is None else skip[keep])
+        out = self.head(out)
+        if self.config.output_activation == "sigmoid":
+            out = torch.sigmoid(out)
+        out = self._unfold(out, b, t, keep)
+        return (out, attention) if return_attention else out
+
+    @staticmethod
+    def _unfold(frames: torch.Tensor, b: int, t: int, keep: torch.Tensor | None) -> torch.Tensor:
+        """N x C x H x W of the kept frames -> B x T x C x H x W with zeros at padded frames."""
+        if keep is None:
+            return frames.reshape(b, t, *frames.shape[1:])
+        full = frames.new_zeros((b * t, *frames.shape[1:]))
+        if full.dim() == 4:
+            full = full.contiguous(memory_format=torch.channels_last)
+        full[keep] = frames
+        return full.reshape(b, t, *frames.shape[1:])
