@@ -98,3 +98,95 @@ def info(
     typer.echo(f"attention    {cfg.n_head} heads, d_k {cfg.d_k}")
     for key, value in summary["metadata"].items():
         typer.echo(f"{key:12s} {value}")
+
+
+@app.command()
+@user_errors
+def fill(
+    folder: Path = typer.Argument(..., help="Folder of dated Sentinel-2 GeoTIFF scenes plus cloud masks."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: one COG per date, YYYYMMDD_filled.tif, "
+                             "plus YYYYMMDD_filled_flags.tif (0 observed, 1 filled, 255 never observed)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="U-TILISE checkpoint. Default: the shipped weights."),
+    method: str = typer.Option("utilise", help="utilise (the network), or a baseline: linear, closest."),
+    bands: Optional[str] = typer.Option(None, help="Comma-separated band names to fill, in the network's order. "
+                                        "Default: the checkpoint's bands, else B2,B3,B4,B8."),
+    chip_size: int = typer.Option(128, help="Chip height and width in pixels (128 or 256; a multiple of 8)."),
+    overlap: int = typer.Option(32, help="Pixels shared by neighbouring chips, blended with a cosine ramp."),
+    batch_size: int = typer.Option(4, help="Chips per forward pass."),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    time_window: int = typer.Option(0, help="Dates per network pass; longer series run in overlapping, blended "
+                                    "windows. 0 = the whole series at once (or the checkpoint's max_dates)."),
+    regenerate_all: bool = typer.Option(False, "--regenerate-all", help="Replace observed pixels by the "
+                                        "network's output too (default: keep them as they are)."),
+    dtype: str = typer.Option("uint16", help="uint16 (DN = reflectance x 10000, nodata 0) or float32 (NaN nodata)."),
+    scale: float = typer.Option(1e-4, help="Input reflectance = DN x scale + offset."),
+    offset: float = typer.Option(0.0, help="Input offset (-0.1 for raw L1C/L2A DN of baseline 04.00 and later)."),
+    nodata: Optional[float] = typer.Option(None, help="Input nodata DN. Default: the file's nodata, else 0."),
+    mask_pattern: str = typer.Option(None, help="Regex that marks mask files by name. Default: names with "
+                                     "mask, cloud, clm, scl, cldprb, ... as a word."),
+    mask_kind: str = typer.Option("auto", help="auto, binary (1 = occluded), scl (classes), probability (0..100)."),
+    mask_band: Optional[str] = typer.Option(None, help="Mask band inside the scenes (default: SCL, MSK_CLDPRB, ...)."),
+    cloud_threshold: float = typer.Option(50.0, help="Probability masks: occluded at or above this value."),
+    scl_classes: str = typer.Option("3,8,9,10", help="SCL classes counted as occluded (0, 1 are always no data)."),
+    date_pattern: Optional[str] = typer.Option(None, help="Regex with named groups year, month, day (or doy) "
+                                               "for dates in file names. Default: YYYYMMDD, YYYY-MM-DD, june_28_2021..."),
+    align: bool = typer.Option(False, "--align", help="Reproject scenes on other grids onto the first scene's grid."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo dates whose outputs exist (default: skip them)."),
+    preview: bool = typer.Option(False, "--preview", help="Also write preview.png: input and filled series."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print scenes, dates, grid, chips, time and memory; "
+                                 "read no pixels, write nothing."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log lines (-vv for debug)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+) -> None:
+    """Fill clouds in a folder of dated scenes; write one cloud-free Cloud-Optimized GeoTIFF per date."""
+    from .fill import FillOptions, fill as run_fill, load_predictor, plan_fill
+    from .scenes import DEFAULT_MASK_PATTERN
+
+    setup_logging(verbose, quiet)
+    if dtype not in ("uint16", "float32"):
+        raise typer.BadParameter("must be uint16 or float32", param_hint="--dtype")
+    if method not in ("utilise", "linear", "closest"):
+        raise typer.BadParameter("must be utilise, linear or closest", param_hint="--method")
+    try:
+        classes = tuple(int(c) for c in scl_classes.split(","))
+    except ValueError:
+        raise typer.BadParameter("must be comma-separated integers such as 3,8,9,10", param_hint="--scl-classes")
+    options = FillOptions(
+        bands=[b.strip() for b in bands.split(",")] if bands else None, method=method, checkpoint=checkpoint,
+        chip_size=chip_size, overlap=overlap, batch_size=batch_size, device=device, time_window=time_window,
+        regenerate_all=regenerate_all, dtype=dtype, scale=scale, offset=offset, nodata=nodata,
+        mask_pattern=mask_pattern or DEFAULT_MASK_PATTERN, date_pattern=date_pattern, mask_kind=mask_kind,
+        mask_band=mask_band, cloud_threshold=cloud_threshold, scl_classes=classes, align=align,
+        overwrite=overwrite, preview=preview)
+    if dry_run:
+        predictor = load_predictor(options)[0]
+        plan = plan_fill(folder, out, options, predictor)
+        grid = plan.cube.grid
+        typer.echo(f"{len(plan.scenes)} scenes in {folder}:")
+        for scene, path in zip(plan.scenes, plan.outputs):
+            state = "exists, skipped" if plan.outputs.index(path) not in plan.todo else "to write"
+            typer.echo(f"  {scene.date}  {', '.join(p.name for p in scene.files)}  mask {scene.mask.path.name} "
+                       f"({scene.mask_kind})  -> {path.name} ({state})")
+        typer.echo(f"grid      {grid.width} x {grid.height} px, {grid.crs}, pixel {abs(grid.transform.a):g} m")
+        typer.echo(f"bands     {', '.join(plan.bands)}; method {method}")
+        typer.echo(f"chips     {plan.chips} of {chip_size} x {chip_size} px, overlap {overlap} px "
+                   "(chips without clouds are not run)")
+        typer.echo(f"estimate  at most {plan.estimated_seconds:.0f} s on 2 CPU cores, about "
+                   f"{plan.estimated_memory_mb:.0f} MB of memory")
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("filling"), BarColumn(), MofNCompleteColumn(), TextColumn("chips"),
+                  TimeRemainingColumn(), disable=quiet, transient=False) as bar:
+        task = bar.add_task("fill", total=None)
+        report = run_fill(folder, out, options, progress=lambda done, total: bar.update(task, completed=done,
+                                                                                         total=total))
+    if report.skipped_outputs and not report.outputs:
+        typer.echo(f"all {len(report.skipped_outputs)} outputs already in {out}; nothing to do (--overwrite to redo)")
+        return
+    typer.echo(f"wrote {len(report.outputs)} COGs to {out} ({len(report.skipped_outputs)} already there): "
+               f"{report.chips_run} chips run, {report.chips_skipped} cloud-free chips passed through, "
+               f"{report.filled_pixels} pixel-dates filled, {report.never_observed_pixels} pixels never observed "
+               f"(nodata), {report.seconds:.1f} s")
+    if report.preview:
+        typer.echo(f"preview: {report.preview}")

@@ -1,0 +1,238 @@
+"""`utilise fill` end to end on the real sample: COGs, grids, kept pixels, seams, bad input, interruption."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rio_cogeo.cogeo import cog_validate
+from typer.testing import CliRunner
+
+from utilise_cli.cli import app
+from utilise_cli.fill import FillOptions, fill
+
+from .conftest import ROOT
+
+SAMPLE = ROOT / "sample_data"
+runner = CliRunner()
+
+
+def scenes_and_masks(folder: Path) -> list[tuple[Path, Path]]:
+    return [(p, p.with_name(p.stem + "_mask.tif")) for p in sorted(folder.glob("*_T34VCL.tif"))]
+
+
+@pytest.fixture(scope="module")
+def linear_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("linear")
+    report = fill(SAMPLE, out, FillOptions(method="linear", preview=True))
+    return out, report
+
+
+@pytest.fixture(scope="module")
+def network_run(tmp_path_factory):
+    checkpoint = ROOT.parent / "shared" / "reference" / "earthnet2021_seed0.pth"
+    if not checkpoint.exists():
+        pytest.skip(f"needs {checkpoint}")
+    out = tmp_path_factory.mktemp("network")
+    report = fill(SAMPLE, out, FillOptions(checkpoint=checkpoint, regenerate_all=True, overlap=32))
+    return out, report
+
+
+def test_one_valid_cog_per_date_on_the_input_grid(linear_run):
+    out, report = linear_run
+    pairs = scenes_and_masks(SAMPLE)
+    assert len(report.outputs) == len(pairs) == 12
+    for (scene, _), output in zip(pairs, sorted(report.outputs)):
+        valid, errors, _ = cog_validate(str(output))
+        assert valid, errors
+        with rasterio.open(scene) as src, rasterio.open(output) as dst:
+            assert (dst.crs, dst.transform, dst.shape, dst.count) == (src.crs, src.transform, src.shape, 4)
+            assert dst.descriptions == ("B2", "B3", "B4", "B8") and dst.dtypes[0] == "uint16" and dst.nodata == 0
+            assert dst.tags()["ACQUISITION_DATE"] == f"{scene.name[:4]}-{scene.name[4:6]}-{scene.name[6:8]}"
+        assert cog_validate(str(output.with_name(output.stem + "_flags.tif")))[0]
+    assert not list(out.glob(".*")), "no temporary files are left behind"
+    assert (out / "preview.png").stat().st_size > 10_000
+
+
+def test_observed_pixels_unchanged_and_gaps_filled_plausibly(linear_run):
+    out, _ = linear_run
+    pairs = scenes_and_masks(SAMPLE)
+    stack, masks, outputs, flags = [], [], [], []
+    for scene, mask in pairs:
+        date = scene.name[:8]
+        with rasterio.open(scene) as s, rasterio.open(mask) as m, rasterio.open(out / f"{date}_filled.tif") as o, \
+                rasterio.open(out / f"{date}_filled_flags.tif") as f:
+            stack.append(s.read()), masks.append(m.read(1)), outputs.append(o.read()), flags.append(f.read(1))
+    stack, masks, outputs, flags = map(np.stack, (stack, masks, outputs, flags))
+    observed = (masks == 0) & (stack != 0).all(axis=1)
+    kept = np.broadcast_to(observed[:, None], stack.shape)
+    assert np.array_equal(outputs[kept], stack[kept])
+    assert np.array_equal(flags == 0, observed)
+    gaps = (flags == 1)
+    assert gaps.sum() > 5000  # the sample has real clouds on several dates
+    # Linear interpolation stays within the range of each pixel's clear observations.
+    clear = np.where(np.broadcast_to(observed[:, None], stack.shape), stack, np.nan).astype(float)
+    clear[:, :, ~observed.any(axis=0)] = 0  # never observed: no range to compare with
+    low, high = np.nanmin(clear, axis=0), np.nanmax(clear, axis=0)
+    filled = np.broadcast_to(gaps[:, None], stack.shape)
+    values = outputs.astype(float)
+    assert np.all(values[filled] >= np.broadcast_to(low, stack.shape)[filled] - 1)
+    assert np.all(values[filled] <= np.broadcast_to(high, stack.shape)[filled] + 1)
+    never = flags == 255
+    assert never.any() and np.all(outputs.transpose(1, 0, 2, 3)[:, never] == 0)
+
+
+def test_network_fill_blends_every_pixel_from_the_chips(network_run):
+    out, report = network_run
+    assert report.chips_run == 4 and report.chips_skipped == 0
+    with rasterio.open(out / "20210501_filled.tif") as dst, rasterio.open(out / "20210501_filled_flags.tif") as f:
+        image, flags = dst.read(), f.read(1)
+    data = image[:, flags != 255]
+    # Every pixel with data anywhere in the series is the network's (sigmoid) output: strictly inside 0..1.
+    assert data.min() >= 1 and data.max() <= 10000
+    assert np.all(image[:, flags == 255] == 0)
+
+
+def test_network_fill_keeps_grid_and_tags_checkpoint(network_run):
+    out, _ = network_run
+    with rasterio.open(out / "20210403_filled.tif") as dst:
+        tags = dst.tags()
+    assert tags["UTILISE_METHOD"] == "utilise" and len(tags["UTILISE_CHECKPOINT_SHA256"]) == 64
+    assert tags["UTILISE_OBSERVED_PIXELS"] == "regenerated"
+
+
+def test_rerun_skips_finished_outputs_and_interrupted_run_leaves_nothing_that_looks_finished(tmp_path):
+    out = tmp_path / "out"
+
+    def interrupt(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fill(SAMPLE, out, FillOptions(method="linear"), progress=interrupt)
+    assert not list(out.glob("*.tif")) and not list(out.glob(".*"))
+    report = fill(SAMPLE, out, FillOptions(method="linear"))
+    assert len(report.outputs) == 12
+    (out / "20210501_filled.tif").unlink()
+    again = fill(SAMPLE, out, FillOptions(method="linear"))
+    assert [p.name for p in again.outputs] == ["20210501_filled.tif"] and len(again.skipped_outputs) == 11
+
+
+def test_dry_run_prints_plan_and_writes_nothing(tmp_path):
+    result = runner.invoke(app, ["fill", str(SAMPLE), "--out", str(tmp_path / "o"), "--method", "linear", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "12 scenes" in result.output and "149 x 165 px" in result.output and "4 of 128 x 128" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+# ---- bad input: one line naming the file, exit 2, nothing written ---------------------------------------
+
+
+def copy_sample(tmp_path: Path, n: int = 5) -> Path:
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    for scene, mask in scenes_and_masks(SAMPLE)[:n]:
+        shutil.copy(scene, folder)
+        shutil.copy(mask, folder)
+    return folder
+
+
+def write_raster(path: Path, data: np.ndarray, like: Path, descriptions=None, transform=None) -> None:
+    with rasterio.open(like) as src:
+        profile = src.profile
+    profile.update(count=data.shape[0], dtype=data.dtype.name)
+    if transform is not None:
+        profile.update(transform=transform)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        for i, d in enumerate(descriptions or [], start=1):
+            dst.set_band_description(i, d)
+
+
+def _other_grid(folder: Path) -> str:
+    scene = sorted(folder.glob("*_T34VCL.tif"))[1]
+    with rasterio.open(scene) as src:
+        data, transform = src.read(), src.transform
+    write_raster(scene, data, scene, ["B2", "B3", "B4", "B8"], transform * rasterio.Affine.translation(3, 0))
+    return scene.name
+
+
+def _missing_band(folder: Path) -> str:
+    scene = sorted(folder.glob("*_T34VCL.tif"))[2]
+    with rasterio.open(scene) as src:
+        data = src.read()[:3]
+    write_raster(scene, data, scene, ["B2", "B3", "B4"])
+    return scene.name
+
+
+def _corrupt(folder: Path) -> str:
+    bad = folder / "20210601_S2_T34VCL.tif"
+    bad.write_bytes(b"II*\x00" + b"\x00" * 50)
+    return bad.name
+
+
+def _same_date(folder: Path) -> str:
+    scene = sorted(folder.glob("*_T34VCL.tif"))[0]
+    shutil.copy(scene, folder / f"{scene.stem}_copy.tif")
+    return scene.stem
+
+
+def _no_date(folder: Path) -> str:
+    scene = sorted(folder.glob("*_T34VCL.tif"))[0]
+    with rasterio.open(scene) as src:  # a copy without the ACQUISITION_DATE tag
+        write_raster(folder / "scene_without_date.tif", src.read(), scene, ["B2", "B3", "B4", "B8"])
+    return "scene_without_date.tif"
+
+
+def _no_mask(folder: Path) -> str:
+    mask = sorted(folder.glob("*_mask.tif"))[3]
+    mask.unlink()
+    return mask.name.replace("_mask", "")
+
+
+def _empty(folder: Path) -> str:
+    for p in folder.iterdir():
+        p.unlink()
+    return folder.name
+
+
+@pytest.mark.parametrize("breaker,expected", [
+    (_empty, "no GeoTIFF scenes"), (_no_date, "no acquisition date"), (_same_date, "two scenes on the same date"),
+    (_no_mask, "no cloud mask"), (_other_grid, "on another grid"), (_missing_band, "has no band B8"),
+    (_corrupt, "not a readable raster"),
+])
+def test_bad_scene_folders_fail_cleanly(tmp_path, breaker, expected):
+    folder = copy_sample(tmp_path)
+    named = breaker(folder)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["fill", str(folder), "--out", str(out), "--method", "linear", "-q"])
+    assert result.exit_code == 2, result.output
+    message = result.output.strip()
+    assert message.startswith("error:") and "\n" not in message and "Traceback" not in message
+    assert expected in message and named in message
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_other_grid_is_accepted_with_align(tmp_path):
+    folder = copy_sample(tmp_path)
+    _other_grid(folder)
+    report = fill(folder, tmp_path / "out", FillOptions(method="linear", align=True))
+    with rasterio.open(report.outputs[1]) as dst, rasterio.open(sorted(folder.glob("*_T34VCL.tif"))[0]) as ref:
+        assert dst.transform == ref.transform and dst.shape == ref.shape
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = runner.invoke(app, ["fill", str(SAMPLE), "--out", str(blocker / "out"), "--method", "linear", "-q"])
+    assert result.exit_code == 2 and "cannot write there" in result.output and str(blocker) in result.output
+
+
+def test_checkpoint_with_other_bands_is_refused(tmp_path, reference_dir):
+    result = runner.invoke(app, ["fill", str(SAMPLE), "--out", str(tmp_path / "o"), "-q",
+                                 "--checkpoint", str(reference_dir / "sen12mscrts_wo_s1_seed0.pth")])
+    assert result.exit_code == 2
+    assert "sen12mscrts_wo_s1_seed0.pth: takes 13 bands" in result.output
+    assert not (tmp_path / "o").exists()

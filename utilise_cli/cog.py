@@ -1,0 +1,96 @@
+"""Writing one Cloud-Optimized GeoTIFF per date, stripe by stripe, never leaving a finished-looking partial file.
+
+Rows are streamed into a hidden tiled GeoTIFF (``.NAME.partial.tif``); when every row is written it is
+copied to COG (GDAL's COG driver only copies finished datasets) under another hidden name and renamed
+to its final name, so a file with the final name is always complete.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+
+UINT16_SCALE = 1e-4
+FLAG_OBSERVED, FLAG_FILLED, FLAG_NEVER_OBSERVED = 0, 1, 255
+
+
+def partial_name(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.partial.tif")
+
+
+def to_output_dtype(reflectance: np.ndarray, dtype: str) -> np.ndarray:
+    """Reflectance (0..1, NaN = nodata) -> uint16 DN (x 10000, 0 = nodata, valid values >= 1) or float32 (NaN)."""
+    if dtype == "float32":
+        return reflectance.astype(np.float32)
+    dn = np.clip(np.rint(np.nan_to_num(reflectance, nan=0.0) / UINT16_SCALE), 1, 65535).astype(np.uint16)
+    dn[np.isnan(reflectance)] = 0
+    return dn
+
+
+@dataclass
+class StripeWriter:
+    """One output raster written in row stripes, then turned into a COG."""
+
+    path: Path
+    crs: CRS | None
+    transform: Affine
+    width: int
+    height: int
+    count: int
+    dtype: str
+    descriptions: Sequence[str]
+    tags: dict[str, str] = field(default_factory=dict)
+    resampling: str = "average"
+    _dataset: rasterio.io.DatasetWriter | None = None
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        nodata = {"uint16": 0, "float32": float("nan"), "uint8": FLAG_NEVER_OBSERVED}[self.dtype]
+        profile = dict(driver="GTiff", width=self.width, height=self.height, count=self.count, dtype=self.dtype,
+                       crs=self.crs, transform=self.transform, nodata=nodata, tiled=True, blockxsize=256,
+                       blockysize=256, compress="deflate", predictor=3 if self.dtype == "float32" else 2,
+                       BIGTIFF="IF_SAFER")
+        self._dataset = rasterio.open(partial_name(self.path), "w", **profile)
+
+    def write_rows(self, row0: int, data: np.ndarray) -> None:
+        """data: count x rows x width, already in the output dtype."""
+        assert self._dataset is not None
+        window = rasterio.windows.Window(0, row0, self.width, data.shape[-2])
+        self._dataset.write(data, window=window)
+
+    def finish(self) -> Path:
+        """Close, convert to COG and rename into place."""
+        assert self._dataset is not None
+        ds = self._dataset
+        for i, name in enumerate(self.descriptions, start=1):
+            ds.set_band_description(i, name)
+        if self.dtype == "uint16":
+            ds.scales = [UINT16_SCALE] * self.count
+            ds.offsets = [0.0] * self.count
+        ds.update_tags(**self.tags)
+        ds.close()
+        self._dataset = None
+        staged = self.path.with_name(f".{self.path.stem}.cog.tif")
+        predictor = 3 if self.dtype == "float32" else 2
+        rasterio.shutil.copy(partial_name(self.path), staged, driver="COG", compress="DEFLATE", predictor=predictor,
+                             blocksize=512, overview_resampling=self.resampling,
+                             BIGTIFF="IF_SAFER")
+        os.replace(staged, self.path)
+        partial_name(self.path).unlink(missing_ok=True)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the partial file (after an error or interruption)."""
+        if self._dataset is not None:
+            self._dataset.close()
+            self._dataset = None
+        partial_name(self.path).unlink(missing_ok=True)
+        self.path.with_name(f".{self.path.stem}.cog.tif").unlink(missing_ok=True)

@@ -1,0 +1,169 @@
+"""The scene cube: every date's bands and cloud mask on one grid, opened lazily with rioxarray + dask.
+
+``reflectance`` is (time, band, y, x) in raw file values (DN); ``mask`` is (time, y, x) in raw mask values.
+Pixels are decoded to reflectance 0..1 and an ``observed`` flag only for the window being processed
+(:func:`read_rows`), so memory stays bounded by the window, never the scene.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+
+from .dates import day_positions
+from .errors import SceneError
+from .scenes import BandRef, Scene
+
+log = logging.getLogger(__name__)
+
+SCL_OCCLUDED = (3, 8, 9, 10)
+SCL_NODATA = (0, 1)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A raster grid: CRS, affine transform (pixel corners) and size in pixels."""
+
+    crs: CRS | None
+    transform: Affine
+    width: int
+    height: int
+
+    def same_as(self, other: "Grid") -> bool:
+        return (self.crs == other.crs and (self.width, self.height) == (other.width, other.height)
+                and self.transform.almost_equals(other.transform, precision=1e-6))
+
+
+@dataclass(frozen=True)
+class MaskRule:
+    """How to read a cloud mask: kind 'binary' (nonzero = occluded), 'scl' (classes) or 'probability'."""
+
+    kind: str
+    threshold: float = 50.0
+    scl_occluded: tuple[int, ...] = SCL_OCCLUDED
+
+
+@dataclass
+class SceneCube:
+    """Dated scenes on one grid (lazy). Dimensions: time, band, y, x."""
+
+    reflectance: xr.DataArray
+    mask: xr.DataArray
+    scenes: list[Scene]
+    grid: Grid
+    rules: list[MaskRule]
+    scale: float
+    offset: float
+    nodata: float | None
+
+    @property
+    def bands(self) -> list[str]:
+        return [str(b) for b in self.reflectance["band"].values]
+
+    @property
+    def dates(self) -> list:
+        return [s.date for s in self.scenes]
+
+    @property
+    def days(self) -> np.ndarray:
+        """T positions for the network: day of year of the first date's year (1 January = 0)."""
+        return np.asarray(day_positions(self.dates), dtype=np.float32)
+
+
+def decode_mask(values: np.ndarray, rule: MaskRule) -> tuple[np.ndarray, np.ndarray]:
+    """Raw mask values -> (occluded, nodata) boolean arrays of the same shape."""
+    values = np.asarray(values)
+    finite = np.isfinite(values) if values.dtype.kind == "f" else np.ones(values.shape, bool)
+    if rule.kind == "scl":
+        return np.isin(values, rule.scl_occluded), np.isin(values, SCL_NODATA) | ~finite
+    if rule.kind == "probability":
+        return np.where(finite, values, 0) >= rule.threshold, ~finite
+    return np.where(finite, values, 0) != 0, ~finite
+
+
+def _grid_of(array: xr.DataArray) -> Grid:
+    return Grid(array.rio.crs, array.rio.transform(), array.rio.width, array.rio.height)
+
+
+def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, scale: float = 1e-4,
+              offset: float = 0.0, nodata: float | None = None, align: bool = False,
+              chunk_rows: int = 512) -> SceneCube:
+    """Stack scenes into a lazy cube on the first scene's grid.
+
+    Scenes on another grid raise SceneError unless ``align`` (bilinear reprojection for reflectance,
+    nearest for masks onto the first scene's grid). ``nodata`` defaults to the file's nodata, else 0.
+    """
+    if isinstance(rules, MaskRule):
+        rules = [rules] * len(scenes)
+    opened: dict[Path, xr.DataArray] = {}
+
+    def band(ref: BandRef) -> xr.DataArray:
+        if ref.path not in opened:
+            opened[ref.path] = rioxarray.open_rasterio(ref.path, chunks={"band": 1, "y": chunk_rows, "x": -1},
+                                                       mask_and_scale=False, lock=False)
+        return opened[ref.path].isel(band=ref.index - 1, drop=True)
+
+    reference: Grid | None = None
+    frames, masks = [], []
+    for scene in scenes:
+        stack = xr.concat([band(ref) for ref in scene.bands.values()], dim="band")
+        stack = stack.assign_coords(band=list(scene.bands))
+        mask = band(scene.mask)
+        grid = _grid_of(stack)
+        if reference is None:
+            reference, ref_stack = grid, stack
+            if nodata is None:
+                nodata = opened[scene.path].rio.nodata
+                nodata = 0.0 if nodata is None else float(nodata)
+        for what, array in (("scene", stack), ("mask", mask)):
+            if _grid_of(array).same_as(reference):
+                continue
+            path = scene.path if what == "scene" else scene.mask.path
+            if not align:
+                raise SceneError(f"{path}: on another grid than {scenes[0].path.name} (CRS, transform or size "
+                                 "differ); pass --align to reproject it onto the first scene's grid")
+            log.info("reprojecting %s onto the grid of %s", path.name, scenes[0].path.name)
+            resampling = Resampling.bilinear if what == "scene" else Resampling.nearest
+            array = array.rio.reproject_match(ref_stack, resampling=resampling, nodata=nodata if what == "scene" else 0)
+            array = array.assign_coords(x=ref_stack.x, y=ref_stack.y)
+            if what == "scene":
+                stack = array
+            else:
+                mask = array
+        frames.append(stack.drop_vars("spatial_ref", errors="ignore"))
+        masks.append(mask.drop_vars("spatial_ref", errors="ignore"))
+    assert reference is not None
+    time = xr.DataArray(np.array([np.datetime64(s.date) for s in scenes]), dims="time")
+    reflectance = xr.concat(frames, dim=time, join="override").transpose("time", "band", "y", "x")
+    mask_cube = xr.concat(masks, dim=time, join="override").transpose("time", "y", "x")
+    reflectance = reflectance.rio.write_crs(reference.crs).rio.write_transform(reference.transform)
+    return SceneCube(reflectance, mask_cube, list(scenes), reference, list(rules), scale, offset, nodata)
+
+
+def read_rows(cube: SceneCube, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode rows [row0, row1) of every date.
+
+    Returns reflectance T x C x h x W (float32, 0..1 after scale/offset; NaN where not observed) and
+    observed T x h x W (bool: valid data and not occluded by the cloud mask).
+    """
+    raw = np.asarray(cube.reflectance[:, :, row0:row1].values)
+    raw_mask = np.asarray(cube.mask[:, row0:row1].values)
+    reflectance = raw.astype(np.float32) * np.float32(cube.scale) + np.float32(cube.offset)
+    valid = np.isfinite(reflectance).all(axis=1)
+    if cube.nodata is not None:
+        valid &= ~(raw == cube.nodata).any(axis=1)
+    observed = np.empty(valid.shape, dtype=bool)
+    for t, rule in enumerate(cube.rules):
+        occluded, mask_nodata = decode_mask(raw_mask[t], rule)
+        observed[t] = valid[t] & ~occluded & ~mask_nodata
+    reflectance[~np.broadcast_to(observed[:, None], reflectance.shape)] = np.nan
+    return reflectance, observed

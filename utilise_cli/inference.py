@@ -1,0 +1,86 @@
+"""Filling a batch of chips: the network (with temporal windows for long series) or a baseline.
+
+A predictor takes reflectance B x T x C x h x w (0..1, anything where not observed), observed
+B x T x h x w (bool) and days T, and returns B x T x C x h x w reflectance (NaN only where a baseline
+has no observation at all).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from .baselines import interpolate
+from .chips import ramp_window
+from .network import UTILISE
+
+
+class Predictor(Protocol):
+    name: str
+
+    def __call__(self, reflectance: np.ndarray, observed: np.ndarray, days: np.ndarray) -> np.ndarray: ...
+
+
+def time_windows(length: int, window: int, overlap: int) -> list[tuple[int, int]]:
+    """[start, stop) of temporal windows covering ``length`` dates; the last one ends at ``length``."""
+    if window <= 0 or length <= window:
+        return [(0, length)]
+    step = max(1, window - overlap)
+    starts = list(range(0, length - window, step)) + [length - window]
+    return [(s, s + window) for s in starts]
+
+
+@dataclass
+class NetworkPredictor:
+    """U-TILISE on chips; occluded pixels are set to 1.0 as the network was trained to expect."""
+
+    model: UTILISE
+    window: int = 0
+    window_overlap: int = 2
+    name: str = "utilise"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def __call__(self, reflectance: np.ndarray, observed: np.ndarray, days: np.ndarray) -> np.ndarray:
+        b, t, c, h, w = reflectance.shape
+        x = np.where(observed[:, :, None], np.nan_to_num(reflectance, nan=1.0), 1.0).clip(0, 1)
+        total = np.zeros((b, t, self.model.config.output_dim, h, w), dtype=np.float32)
+        weight = np.zeros(t, dtype=np.float32)
+        for start, stop in time_windows(t, self.window, self.window_overlap):
+            ramp = ramp_window(stop - start, min(self.window_overlap, (stop - start) // 2)) if self.window else 1.0
+            if start == 0 and self.window:
+                ramp[: self.window_overlap] = 1.0
+            if stop == t and self.window:
+                ramp[len(ramp) - self.window_overlap:] = 1.0
+            total[:, start:stop] += self._run(x[:, start:stop], days[start:stop]) * np.reshape(ramp, (-1, 1, 1, 1))
+            weight[start:stop] += ramp
+        return total / weight.reshape(1, t, 1, 1, 1)
+
+    def _run(self, x: np.ndarray, days: np.ndarray) -> np.ndarray:
+        device = self.device
+        inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        if device.type == "cuda":
+            inputs = inputs.pin_memory()
+        inputs = inputs.to(device, non_blocking=True)
+        positions = torch.from_numpy(np.asarray(days, np.float32)).to(device).expand(x.shape[0], -1)
+        with torch.inference_mode():
+            return self.model(inputs, positions).float().cpu().numpy()
+
+
+@dataclass
+class BaselinePredictor:
+    """Per-pixel interpolation along time (linear, closest, last, next)."""
+
+    method: str = "linear"
+
+    @property
+    def name(self) -> str:
+        return self.method
+
+    def __call__(self, reflectance: np.ndarray, observed: np.ndarray, days: np.ndarray) -> np.ndarray:
+        return np.stack([interpolate(self.method, r, o, days) for r, o in zip(reflectance, observed)])

@@ -1,0 +1,64 @@
+"""Figures people look at instead of reading numbers: before/after quicklooks of filled series.
+
+Functions return matplotlib figures (for notebooks) or save PNGs (for the command line). Reflectance
+is shown as true colour with a fixed stretch (0..0.3 reflectance), so dates are comparable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+TRUE_COLOUR_MAX = 0.3  # reflectance shown as white
+OCCLUDED_RGB = (1.0, 0.0, 1.0)  # magenta marks pixels that were not observed
+
+
+def true_colour(rgb: np.ndarray, occluded_rgb: Sequence[float] = OCCLUDED_RGB) -> np.ndarray:
+    """3 x H x W reflectance (NaN = not observed) -> H x W x 3 image in 0..1."""
+    image = np.clip(np.moveaxis(rgb, 0, -1) / TRUE_COLOUR_MAX, 0, 1)
+    missing = ~np.isfinite(image).all(axis=-1)
+    image = np.nan_to_num(image)
+    image[missing] = occluded_rgb
+    return image
+
+
+def before_after_figure(before: np.ndarray, after: np.ndarray, titles: Sequence[str]) -> plt.Figure:
+    """Two rows of true-colour images: the input (occluded pixels magenta) and the filled series.
+
+    before, after: T x 3 x H x W reflectance (RGB order), NaN where there is no value.
+    """
+    t = before.shape[0]
+    fig, axes = plt.subplots(2, t, figsize=(1.6 * t + 0.8, 3.6), squeeze=False)
+    for i in range(t):
+        axes[0, i].imshow(true_colour(before[i]), interpolation="nearest")
+        axes[1, i].imshow(true_colour(after[i], (0.0, 0.0, 0.0)), interpolation="nearest")
+        axes[0, i].set_title(titles[i], fontsize=7)
+    axes[0, 0].set_ylabel("input", fontsize=8)
+    axes[1, 0].set_ylabel("filled", fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Save a figure as PNG under a temporary name, then rename (no half-written pictures)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.partial.png")
+    fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def save_fill_preview(before: np.ndarray, after: np.ndarray, scenes: Sequence, path: str | Path) -> Path:
+    """The before/after strip of a fill run."""
+    return save_figure(before_after_figure(before, after, [f"{s.date:%Y-%m-%d}" for s in scenes]), path)
