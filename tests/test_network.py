@@ -130,3 +130,22 @@ def test_not_a_checkpoint_gives_clear_errors(tmp_path, reference_dir):
         load_model(other)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         load_model(tmp_path / "missing.pth")
+
+
+def test_temporal_windows_cover_every_date_and_match_one_pass_when_long_enough():
+    from utilise_cli.inference import NetworkPredictor, time_windows
+
+    torch.manual_seed(0)
+    model = UTILISE(NetworkConfig(encoder_widths=(8, 8, 16), decoder_widths=(8, 8, 16))).eval()
+    x = np.random.default_rng(0).random((1, 12, 4, 16, 16), dtype=np.float32)
+    observed, days = np.ones((1, 12, 16, 16), bool), np.arange(12.0) * 10
+    windows = time_windows(12, 5, 2)
+    assert windows[0][0] == 0 and windows[-1][1] == 12
+    assert set(range(12)) == {d for a, b in windows for d in range(a, b)}
+    one_pass = NetworkPredictor(model)(x, observed, days)
+    assert np.allclose(NetworkPredictor(model, window=12)(x, observed, days), one_pass)
+    windowed = NetworkPredictor(model, window=5, window_overlap=2)(x, observed, days)
+    assert windowed.shape == one_pass.shape and np.isfinite(windowed).all()
+    # The first window alone decides the first dates: they equal a pass over those 5 dates.
+    first = NetworkPredictor(model)(x[:, :5], observed[:, :5], days[:5])
+    assert np.allclose(windowed[:, :3], first[:, :3], atol=1e-6)

@@ -163,8 +163,8 @@ def fill(
         plan = plan_fill(folder, out, options, predictor)
         grid = plan.cube.grid
         typer.echo(f"{len(plan.scenes)} scenes in {folder}:")
-        for scene, path in zip(plan.scenes, plan.outputs):
-            state = "exists, skipped" if plan.outputs.index(path) not in plan.todo else "to write"
+        for i, (scene, path) in enumerate(zip(plan.scenes, plan.outputs)):
+            state = "to write" if i in plan.todo else "exists, skipped"
             typer.echo(f"  {scene.date}  {', '.join(p.name for p in scene.files)}  mask {scene.mask.path.name} "
                        f"({scene.mask_kind})  -> {path.name} ({state})")
         typer.echo(f"grid      {grid.width} x {grid.height} px, {grid.crs}, pixel {abs(grid.transform.a):g} m")

@@ -147,9 +147,6 @@ def plan_fill(folder: str | Path, out: str | Path, options: FillOptions,
     scenes = discover_scenes(folder, bands, options.mask_pattern, options.date_pattern, options.mask_kind,
                              options.mask_band)
     dates = [s.date for s in scenes]
-    for a, b in zip(scenes, scenes[1:]):
-        if a.date == b.date:
-            raise SceneError(f"{b.path}: two scenes on the same date {b.date} (also {a.path.name}); keep one")
     rules = [MaskRule(s.mask_kind, options.cloud_threshold, tuple(options.scl_classes)) for s in scenes]
     cube = open_cube(scenes, rules, options.scale, options.offset, options.nodata, options.align,
                      chunk_rows=options.chip_size)

@@ -52,14 +52,23 @@ class NetworkPredictor:
         total = np.zeros((b, t, self.model.config.output_dim, h, w), dtype=np.float32)
         weight = np.zeros(t, dtype=np.float32)
         for start, stop in time_windows(t, self.window, self.window_overlap):
-            ramp = ramp_window(stop - start, min(self.window_overlap, (stop - start) // 2)) if self.window else 1.0
-            if start == 0 and self.window:
-                ramp[: self.window_overlap] = 1.0
-            if stop == t and self.window:
-                ramp[len(ramp) - self.window_overlap:] = 1.0
-            total[:, start:stop] += self._run(x[:, start:stop], days[start:stop]) * np.reshape(ramp, (-1, 1, 1, 1))
+            ramp = self._time_ramp(start, stop, t)
+            total[:, start:stop] += self._run(x[:, start:stop], days[start:stop]) * ramp.reshape(-1, 1, 1, 1)
             weight[start:stop] += ramp
         return total / weight.reshape(1, t, 1, 1, 1)
+
+    def _time_ramp(self, start: int, stop: int, length: int) -> np.ndarray:
+        """Weights of a temporal window's dates: ramped where it overlaps a neighbour, 1 at the series ends."""
+        ramp = np.ones(stop - start, dtype=np.float32)
+        if stop - start == length:
+            return ramp
+        n = min(self.window_overlap, (stop - start) // 2)
+        shaped = ramp_window(stop - start, n)
+        if start > 0:
+            ramp[:n] = shaped[:n]
+        if stop < length:
+            ramp[len(ramp) - n:] = shaped[len(ramp) - n:]
+        return ramp
 
     def _run(self, x: np.ndarray, days: np.ndarray) -> np.ndarray:
         device = self.device
