@@ -46,9 +46,23 @@ def user_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (test runners swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D401
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(message)s", stream=sys.stderr, force=True)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 def _version(value: bool) -> None:
@@ -190,3 +204,147 @@ def fill(
                f"(nodata), {report.seconds:.1f} s")
     if report.preview:
         typer.echo(f"preview: {report.preview}")
+
+
+def _float_list(text: str, option: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter("must be comma-separated numbers such as 0.3,0.5", param_hint=option) from None
+
+
+@app.command()
+@user_errors
+def prepare(
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="Source format: geotiff (a folder of dated scenes), "
+                              "minicube (earthnet-minicuber .nc), worldcereal (a location folder), openeo (.nc), "
+                              "earthnet2021 (.npz cubes), sen12mscrts (an ROI folder)."),
+    sources: list[Path] = typer.Argument(..., help="One or more files or folders of that format."),
+    out: Path = typer.Option(..., "--out", "-o", help="Dataset file to write (HDF5, e.g. train.h5); "
+                             "the screening report goes to OUT.report.json."),
+    bands: Optional[str] = typer.Option(None, help="Comma-separated bands in the source's naming. Default per "
+                                        "format: B2,B3,B4,B8 (GeoTIFF), B02,B03,B04,B8A (minicube, EarthNet2021)."),
+    max_cover: float = typer.Option(0.01, help="A frame is clear when at most this fraction (0..1) of its valid "
+                                    "pixels is cloud or shadow."),
+    max_nodata: float = typer.Option(0.5, help="Frames with a larger no-data fraction (0..1) are dropped."),
+    min_frames: int = typer.Option(5, help="Series with fewer clear frames are dropped."),
+    mask: str = typer.Option("scl", help="Minicubes only: scl (classes 3, 8, 9, 10) or dlmask."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Read and screen, print the report, write nothing."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log lines."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+) -> None:
+    """Convert a dataset source to the training format: clear frames only, with a screening report."""
+    from .datasets import ScreeningRule, prepare as run_prepare
+    from .datasets.prepare import report_lines
+
+    setup_logging(verbose, quiet)
+    options = {"bands": [b.strip() for b in bands.split(",")]} if bands else {}
+    if fmt == "minicube":
+        options["mask"] = mask
+    report = run_prepare(fmt, sources, out, ScreeningRule(max_cover, max_nodata, min_frames), dry_run, **options)
+    if not quiet:
+        typer.echo("\n".join(report_lines(report)))
+    typer.echo("dry run: nothing written" if dry_run else f"wrote {out}")
+
+
+@app.command()
+@user_errors
+def simulate(
+    dataset: Path = typer.Argument(..., help="Dataset file made by `utilise prepare`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Simulated dataset file to write (HDF5)."),
+    seed: int = typer.Option(0, help="Random seed; the same seed gives the same file."),
+    ratio: str = typer.Option("0.5", help="Comma-separated ratios of masked frames (0..1]; each is stored."),
+    masks: list[Path] = typer.Option([], "--masks", help="Real cloud-mask library used when a series has no "
+                                     "cloudy dates of its own: an eo-learn folder (CLM.npy), a WorldCereal 20 m "
+                                     ".nc, a .npy or a dataset .h5. Repeatable."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log lines."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+) -> None:
+    """Add synthetic gaps made of real cloud masks (never on frame 0), repeatable by seed."""
+    from .datasets import simulate as run_simulate
+
+    setup_logging(verbose, quiet)
+    stats = run_simulate(dataset, out, seed, _float_list(ratio, "--ratio"), masks)
+    for st in stats:
+        typer.echo(st.line())
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+@user_errors
+def train(
+    config: Path = typer.Argument(..., help="Training configuration (YAML); see configs/shipped.yaml."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: config.yaml, log.csv, best.pth, last.pth, "
+                             "val_*.png."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last epoch."),
+    epochs: Optional[int] = typer.Option(None, help="Override: number of epochs."),
+    lr: Optional[float] = typer.Option(None, help="Override: Adam learning rate (paper 2e-4)."),
+    batch_size: Optional[int] = typer.Option(None, help="Override: series per batch (paper 3)."),
+    device: Optional[str] = typer.Option(None, help="Override: auto, cpu or cuda."),
+    max_minutes: Optional[float] = typer.Option(None, help="Override: stop after the epoch that passes this "
+                                                "wall time (minutes)."),
+    set_: list[str] = typer.Option([], "--set", help="Override any setting: key=value (YAML value). Repeatable."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log lines."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+) -> None:
+    """Train U-TILISE on prepared datasets (gaps simulated anew per sample) and keep the best checkpoint."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .train import TrainConfig, parse_override, train as run_train
+
+    setup_logging(verbose, quiet)
+    overrides = dict(parse_override(s) for s in set_)
+    for key, value in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size), ("device", device),
+                       ("max_minutes", max_minutes)):
+        if value is not None:
+            overrides[key] = value
+    cfg = TrainConfig.from_yaml(config, overrides)
+    with Progress(TextColumn("training epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("steps, loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), disable=quiet) as bar:
+        task = bar.add_task("train", total=cfg.epochs * cfg.steps_per_epoch, epoch=0, loss=0.0)
+        results = run_train(cfg, out, resume, progress=lambda e, s, loss: bar.update(task, completed=s, epoch=e + 1,
+                                                                                     loss=loss))
+    if results:
+        last = results[-1]
+        typer.echo(f"{len(results)} epochs, {last.step} steps, {last.seconds / 60:.1f} min; last validation "
+                   f"loss {last.val_loss:.4f}, PSNR on gaps {last.val_psnr_occluded:.2f} dB; best.pth in {out}")
+
+
+@app.command("eval")
+@user_errors
+def evaluate_command(
+    methods: str = typer.Argument(..., metavar="MODEL_OR_BASELINE", help="Comma-separated: linear, closest, last, "
+                                  "next, shipped (the packaged weights) or checkpoint paths."),
+    simulated: Path = typer.Argument(..., help="Simulated dataset made by `utilise simulate` (or, with --seeds, a "
+                                     "dataset made by `utilise prepare`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Results folder: metrics.json, metrics.md, metrics.png."),
+    ratio: Optional[str] = typer.Option(None, help="Stored gaps to score, e.g. ratio_0.50. Default: the first."),
+    seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds: simulate the prepared dataset once per "
+                                        "seed (ratio 0.5) and report mean ± std over seeds in summary.md/json."),
+    masks: list[Path] = typer.Option([], "--masks", help="With --seeds: mask libraries for series without cloudy "
+                                     "dates of their own (see `utilise simulate`)."),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log lines."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+) -> None:
+    """Score checkpoints and interpolation baselines on the same simulated gaps (MAE, RMSE, PSNR dB, SSIM,
+    SAM degrees; all / occluded / observed input pixels, averaged per series)."""
+    from .evaluate import evaluate, load_method, markdown_table, write_results
+
+    setup_logging(verbose, quiet)
+    loaded = [load_method(m.strip(), device) for m in methods.split(",") if m.strip()]
+    if seeds:
+        from .evaluate import seed_study, seed_table
+
+        summary = seed_study(loaded, simulated, [int(v) for v in _float_list(seeds, "--seeds")], out, masks)
+        table = seed_table(summary)
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        (out / "summary.md").write_text(f"`{simulated}`, seeds {seeds}, ratio 0.5\n\n{table}\n")
+        typer.echo(table)
+        typer.echo(f"wrote {out / 'summary.md'}, {out / 'summary.json'} and one folder per seed")
+        return
+    results = evaluate(loaded, simulated, ratio)
+    paths = write_results(results, out)
+    if not quiet:
+        typer.echo(markdown_table(results))
+    typer.echo(f"wrote {', '.join(str(p) for p in paths)}")

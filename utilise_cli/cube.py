@@ -149,21 +149,33 @@ def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, sca
     return SceneCube(reflectance, mask_cube, list(scenes), reference, list(rules), scale, offset, nodata)
 
 
+def read_classes(cube: SceneCube, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode rows [row0, row1) of every date.
+
+    Returns reflectance T x C x h x W (float32, 0..1 after scale/offset; NaN where there is no data),
+    occluded T x h x W (bool, the cloud mask says cloud or shadow) and nodata T x h x W (bool).
+    """
+    raw = np.asarray(cube.reflectance[:, :, row0:row1].values)
+    raw_mask = np.asarray(cube.mask[:, row0:row1].values)
+    reflectance = raw.astype(np.float32) * np.float32(cube.scale) + np.float32(cube.offset)
+    nodata = ~np.isfinite(reflectance).all(axis=1)
+    if cube.nodata is not None:
+        nodata |= (raw == cube.nodata).any(axis=1)
+    occluded = np.empty(nodata.shape, dtype=bool)
+    for t, rule in enumerate(cube.rules):
+        occluded[t], mask_nodata = decode_mask(raw_mask[t], rule)
+        nodata[t] |= mask_nodata
+    reflectance[np.broadcast_to(nodata[:, None], reflectance.shape)] = np.nan
+    return reflectance, occluded, nodata
+
+
 def read_rows(cube: SceneCube, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray]:
     """Decode rows [row0, row1) of every date.
 
     Returns reflectance T x C x h x W (float32, 0..1 after scale/offset; NaN where not observed) and
     observed T x h x W (bool: valid data and not occluded by the cloud mask).
     """
-    raw = np.asarray(cube.reflectance[:, :, row0:row1].values)
-    raw_mask = np.asarray(cube.mask[:, row0:row1].values)
-    reflectance = raw.astype(np.float32) * np.float32(cube.scale) + np.float32(cube.offset)
-    valid = np.isfinite(reflectance).all(axis=1)
-    if cube.nodata is not None:
-        valid &= ~(raw == cube.nodata).any(axis=1)
-    observed = np.empty(valid.shape, dtype=bool)
-    for t, rule in enumerate(cube.rules):
-        occluded, mask_nodata = decode_mask(raw_mask[t], rule)
-        observed[t] = valid[t] & ~occluded & ~mask_nodata
+    reflectance, occluded, nodata = read_classes(cube, row0, row1)
+    observed = ~occluded & ~nodata
     reflectance[~np.broadcast_to(observed[:, None], reflectance.shape)] = np.nan
     return reflectance, observed

@@ -33,6 +33,26 @@ def time_windows(length: int, window: int, overlap: int) -> list[tuple[int, int]
     return [(s, s + window) for s in starts]
 
 
+def run_network(model: UTILISE, x: np.ndarray, days: np.ndarray) -> np.ndarray:
+    """Network output for input x B x T x C x H x W (gaps already set to 1) and days T or B x T.
+
+    H and W of any size: the input is mirrored up to the network's size multiple and the output cropped."""
+    device = next(model.parameters()).device
+    b, t, c, h, w = x.shape
+    m = model.config.size_multiple
+    pad_h, pad_w = -h % m, -w % m
+    if pad_h or pad_w:
+        x = np.pad(x, ((0, 0), (0, 0), (0, 0), (0, pad_h), (0, pad_w)), mode="symmetric")
+    inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    if device.type == "cuda":
+        inputs = inputs.pin_memory()
+    inputs = inputs.to(device, non_blocking=True)
+    positions = torch.as_tensor(np.asarray(days, np.float32), device=device).expand(b, t)
+    with torch.inference_mode():
+        out = model(inputs, positions).float().cpu().numpy()
+    return out[..., :h, :w]
+
+
 @dataclass
 class NetworkPredictor:
     """U-TILISE on chips; occluded pixels are set to 1.0 as the network was trained to expect."""
@@ -71,14 +91,7 @@ class NetworkPredictor:
         return ramp
 
     def _run(self, x: np.ndarray, days: np.ndarray) -> np.ndarray:
-        device = self.device
-        inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        if device.type == "cuda":
-            inputs = inputs.pin_memory()
-        inputs = inputs.to(device, non_blocking=True)
-        positions = torch.from_numpy(np.asarray(days, np.float32)).to(device).expand(x.shape[0], -1)
-        with torch.inference_mode():
-            return self.model(inputs, positions).float().cpu().numpy()
+        return run_network(self.model, x, days)
 
 
 @dataclass
