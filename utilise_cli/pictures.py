@@ -62,3 +62,39 @@ def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
 def save_fill_preview(before: np.ndarray, after: np.ndarray, scenes: Sequence, path: str | Path) -> Path:
     """The before/after strip of a fill run."""
     return save_figure(before_after_figure(before, after, [f"{s.date:%Y-%m-%d}" for s in scenes]), path)
+
+
+def triptych_figure(inputs: np.ndarray, predicted: np.ndarray, target: np.ndarray, title: str) -> plt.Figure:
+    """Three rows of true colour: input (gaps magenta), prediction, target. Arrays T x 3 x H x W (RGB)."""
+    t = inputs.shape[0]
+    fig, axes = plt.subplots(3, t, figsize=(1.4 * t + 0.8, 4.6), squeeze=False)
+    for i in range(t):
+        for row, (images, colour) in enumerate(((inputs, OCCLUDED_RGB), (predicted, (0.0, 0.0, 0.0)),
+                                                 (target, (0.0, 0.0, 0.0)))):
+            axes[row, i].imshow(true_colour(images[i], colour), interpolation="nearest")
+    for row, label in enumerate(("input", "predicted", "target")):
+        axes[row, 0].set_ylabel(label, fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def metrics_figure(values: dict[str, Sequence[float]], series: Sequence[str], ylabel: str) -> plt.Figure:
+    """Grouped bars: one group per series, one bar per method."""
+    n = max(len(series), 1)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * n * max(1, len(values)) * 0.5 + 2), 3.0))
+    width = 0.8 / max(len(values), 1)
+    for i, (method, vals) in enumerate(values.items()):
+        ax.bar(np.arange(len(vals)) + i * width, vals, width, label=method)
+    ax.set_xticks(np.arange(n) + 0.4 - width / 2)
+    ax.set_xticklabels([s[:18] for s in series], rotation=30, ha="right", fontsize=7)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.legend(fontsize=7)
+    finite = [v for vals in values.values() for v in vals if np.isfinite(v)]
+    if finite:
+        ax.set_ylim(min(finite) - 2, max(finite) + 1)
+    fig.tight_layout()
+    return fig
