@@ -348,3 +348,49 @@ def evaluate_command(
     if not quiet:
         typer.echo(markdown_table(results))
     typer.echo(f"wrote {', '.join(str(p) for p in paths)}")
+
+
+@app.command()
+@user_errors
+def explain(
+    source: Path = typer.Argument(..., help="A folder of dated scenes (as for fill) or a dataset .h5 file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for series.png, attention_<date>.png, attention_head<k>.png."),
+    checkpoint: Optional[Path] = typer.Option(None, help="U-TILISE checkpoint. Default: the shipped weights."),
+    date: Optional[str] = typer.Option(None, help="Target date (YYYY-MM-DD) whose attention is shown. Default: the "
+                                       "date with most occluded pixels in the chip."),
+    pixel: Optional[str] = typer.Option(None, help="X,Y in pixels (column, row from the top left): explain the chip "
+                                        "centred there, marked with a red +."),
+    chip: Optional[int] = typer.Option(None, help="Chip number (row-major, chips of --chip-size without overlap). "
+                                       "Default: the chip with most occluded pixels."),
+    chip_size: int = typer.Option(128, help="Chip side in pixels."),
+    head: int = typer.Option(0, help="Head whose attention is shown for every target date."),
+    sequence: Optional[str] = typer.Option(None, help="Dataset files: the series name (default: the first)."),
+    align: bool = typer.Option(False, "--align", help="Reproject scenes on other grids onto the first scene's grid."),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+) -> None:
+    """Show which dates the network drew from: input, filled series and bottleneck attention per head."""
+    from .explain import attention_to_occluded, explain_dataset, explain_scenes, write_figures
+    from .network import load_model
+    from .weights import default_checkpoint
+
+    if pixel is not None and chip is not None:
+        raise typer.BadParameter("give --pixel or --chip, not both", param_hint="--pixel")
+    xy = None
+    if pixel is not None:
+        try:
+            x_text, y_text = pixel.split(",")
+            xy = (int(x_text), int(y_text))
+        except ValueError:
+            raise typer.BadParameter("must be X,Y in whole pixels, e.g. 60,80", param_hint="--pixel") from None
+    model = load_model(checkpoint or default_checkpoint(), device)
+    if source.suffix in (".h5", ".hdf5"):
+        expl = explain_dataset(model, source, sequence)
+    else:
+        expl = explain_scenes(model, source, chip_size, chip, xy, align=align)
+    paths = write_figures(expl, out, date, head)
+    stats = attention_to_occluded(expl)
+    typer.echo(f"chip at row {expl.origin[0]}, column {expl.origin[1]}: {len(expl.dates)} dates, "
+               f"{stats['occluded_places']} occluded pixel-dates")
+    typer.echo(f"at occluded places a key date gets {stats['clear_key_mean']:.3f} attention when clear and "
+               f"{stats['occluded_key_mean']:.3f} when occluded (uniform would be {stats['uniform']:.3f})")
+    typer.echo("wrote " + ", ".join(str(p) for p in paths))

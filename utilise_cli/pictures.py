@@ -98,3 +98,43 @@ def metrics_figure(values: dict[str, Sequence[float]], series: Sequence[str], yl
         ax.set_ylim(min(finite) - 2, max(finite) + 1)
     fig.tight_layout()
     return fig
+
+
+def _attention_grid(maps: np.ndarray, row_labels: Sequence[str], col_titles: Sequence[str], title: str,
+                    observed: np.ndarray, pixel: tuple[int, int] | None) -> plt.Figure:
+    """rows x cols attention maps on [0, 1] (viridis); key dates where the pixel is occluded are outlined."""
+    rows, cols = maps.shape[:2]
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 1.2, 1.3 * rows + 0.7), squeeze=False)
+    image = None
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            image = ax.imshow(maps[r, c], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+            if (~observed[c]).any():
+                ax.contour(~observed[c], levels=[0.5], colors="magenta", linewidths=0.4)
+            if pixel is not None:
+                ax.plot(*pixel, marker="+", color="red", markersize=5)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(col_titles[c], fontsize=6)
+        axes[r, 0].set_ylabel(row_labels[r], fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 0.93, 1), pad=0.3)
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01)
+    return fig
+
+
+def attention_heads_figure(attention: np.ndarray, dates: Sequence[str], target: str, observed: np.ndarray,
+                           pixel: tuple[int, int] | None = None) -> plt.Figure:
+    """Attention of one target date over all key dates, one row per head. attention: heads x T x h x w."""
+    return _attention_grid(attention, [f"head {h}" for h in range(attention.shape[0])], dates,
+                           f"attention of {target} over the dates (magenta: occluded at that date)", observed, pixel)
+
+
+def attention_dates_figure(attention: np.ndarray, dates: Sequence[str], head: int, observed: np.ndarray,
+                           pixel: tuple[int, int] | None = None) -> plt.Figure:
+    """One head: each target date's (row) attention over the key dates (columns). attention: T x T x h x w."""
+    return _attention_grid(attention, [f"{d}" for d in dates], dates,
+                           f"head {head}: rows are target dates, columns the dates attended to", observed, pixel)
