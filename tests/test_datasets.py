@@ -231,3 +231,43 @@ def test_torch_dataset_crops_windows_augments_and_collates(sweden, tmp_path):
     t = len(whole[0]["days"])
     assert batch["frames"].tolist() == [[True] * t, [True] * 3 + [False] * (t - 3)]
     assert (batch["x"][1, 3:] == 0).all() and (batch["days"][1, 3:] == 0).all()
+
+
+def test_sen12mscrts_layout_pairs_s1_by_time_and_appends_it_unmasked(tmp_path):
+    """SEN12MS-CR-TS layout built from the real Sweden scenes: 13 S2 bands, a cloud mask from SCL, and S1
+    VV/VH (dB) stand-ins derived from the real NIR band so each date's SAR is distinct."""
+    folder = shared_path("data", "greenearthnet", "geotiff_sweden_T34VCL")
+    names = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B9", "B11", "B12"]  # no B10 in L2A
+    roi = tmp_path / "ROIs1158" / "106"
+    for t, path in enumerate(sorted(folder.glob("*.tif"))):
+        date = f"{path.name[:4]}-{path.name[4:6]}-{path.name[6:8]}"
+        with rasterio.open(path) as src:
+            s2 = np.stack([src.read(src.descriptions.index(n) + 1)[:64, :64] for n in names])
+            scl = src.read(src.descriptions.index("SCL") + 1)[:64, :64]
+            profile = {"driver": "GTiff", "height": 64, "width": 64, "crs": src.crs, "transform": src.transform}
+        for sensor, data, dtype in (("S2", s2, "uint16"), ("S1", None, "float32")):
+            (roi / sensor / str(t)).mkdir(parents=True, exist_ok=True)
+            name = roi / sensor / str(t) / f"{sensor.lower()}_ROIs1158_106_ImgNo_{t}_{date}_patch_7.tif"
+            if data is None:
+                nir = s2[7].astype(np.float32) / 10000
+                data = np.stack([10 * np.log10(nir + 0.01) - 5, 10 * np.log10(nir + 0.01) - 12]).astype(dtype)
+            with rasterio.open(name, "w", count=len(data), dtype=dtype, **profile) as dst:
+                dst.write(data)
+            if sensor == "S2":
+                with rasterio.open(name.with_name(name.stem + "_mask.tif"), "w", count=1, dtype="uint8", **profile) as dst:
+                    dst.write(np.isin(scl, OCCLUDED_SCL).astype("uint8")[None])
+    report = prepare("sen12mscrts", [tmp_path / "ROIs1158"], tmp_path / "crts.h5", ScreeningRule(min_frames=3))
+    assert report["series"][0]["name"] == "ROIs1158_106_patch7" and len(report["series"][0]["frames"]) == 12
+    with DatasetFile(tmp_path / "crts.h5") as data:
+        s = data.read(data.names[0]).series
+    assert s.sar is not None and s.sar.shape == (len(s.dates), 2, 64, 64) and s.bands == ["B2", "B3", "B4", "B8"]
+    sample = SequenceDataset([tmp_path / "crts.h5"], max_frames=0, library=[np.ones((8, 8), bool)])[0]
+    assert sample["x"].shape[1] == 6  # 4 optical + VV + VH
+    assert (sample["x"][:, 4:] < 1).any()  # SAR is not blanked in the gaps
+    # the SAR of the frames with a gap is passed through unchanged
+    sar_unit = np.clip((s.sar + 25) / 25, 0, 1)
+    np.testing.assert_allclose(sample["x"][:, 4:].numpy(), sar_unit, atol=1e-6)
+    (tmp_path / "ROIs1158" / "106" / "S2" / "0").joinpath(
+        next(p.name for p in (roi / "S2" / "0").glob("*_mask.tif"))).unlink()
+    with pytest.raises(DatasetError, match="no cloud mask beside it"):
+        prepare("sen12mscrts", [tmp_path / "ROIs1158"], tmp_path / "y.h5")

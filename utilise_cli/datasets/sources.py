@@ -205,12 +205,71 @@ def read_earthnet2021(source: Path, **_: object) -> list[Series]:
     return out
 
 
+S2_13_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
+_CRTS_NAME = re.compile(r"^s(?P<sensor>[12])_(?P<roi>[^_]+)_(?P<roi_id>[^_]+)_ImgNo_(?P<t>\d+)_"
+                        r"(?P<date>\d{4}-\d{2}-\d{2})_patch_(?P<patch>\d+)(?P<mask>_mask)?\.tif$")
+
+
+def read_sen12mscrts(source: Path, bands: Sequence[str] | None = None, **_: object) -> list[Series]:
+    """SEN12MS-CR-TS: ``<ROI>/<id>/S2/<t>/s2_<ROI>_<id>_ImgNo_<t>_<date>_patch_<p>.tif`` (13 bands, DN),
+    ``.../S1/<t>/s1_..._patch_<p>.tif`` (VV, VH in dB) and a cloud mask per S2 patch,
+    ``s2_..._patch_<p>_mask.tif`` (1 = cloud or shadow; the dataset ships none, make them with s2cloudless).
+    One series per ROI and patch over the time index t; S1 is paired with S2 by t."""
+    import rasterio
+
+    wanted = [S2_13_BANDS.index(b) for b in (bands or ("B2", "B3", "B4", "B8"))]
+    found: dict[tuple[str, str, str], dict[int, dict[str, Path]]] = {}
+    for path in sorted(source.rglob("s[12]_*.tif")):
+        match = _CRTS_NAME.match(path.name)
+        if match:
+            kind = "mask" if match["mask"] else f"s{match['sensor']}"
+            key = (match["roi"], match["roi_id"], match["patch"])
+            found.setdefault(key, {}).setdefault(int(match["t"]), {})[kind] = path
+    if not found:
+        raise DatasetError(f"{source}: no SEN12MS-CR-TS patches (S2/<t>/s2_<ROI>_<id>_ImgNo_<t>_<date>_patch_<p>.tif)")
+    out = []
+    for (roi, roi_id, patch), times in sorted(found.items()):
+        frames, classes, dates, sar = [], [], [], []
+        crs, transform = "", None
+        for t in sorted(times):
+            files = times[t]
+            if "s2" not in files:
+                continue
+            if "mask" not in files:
+                raise DatasetError(f"{files['s2']}: no cloud mask beside it ({files['s2'].stem}_mask.tif, 1 = cloud); "
+                                   "make the masks first, e.g. with s2cloudless")
+            with rasterio.open(files["s2"]) as src:
+                if src.count != 13:
+                    raise DatasetError(f"{files['s2']}: {src.count} bands, SEN12MS-CR-TS S2 patches have 13")
+                dn = src.read([i + 1 for i in wanted]).astype(np.float32)
+                crs, transform = (src.crs.to_wkt() if src.crs else ""), tuple(src.transform)[:6]
+            with rasterio.open(files["mask"]) as src:
+                cloud = src.read(1) > 0
+            missing = (dn == 0).all(axis=0)
+            frames.append(np.where(missing, np.nan, dn / 10000.0))
+            classes.append(cloud_classes(cloud, missing))
+            dates.append(dt.date.fromisoformat(_CRTS_NAME.match(files["s2"].name)["date"]))
+            if "s1" in files:
+                with rasterio.open(files["s1"]) as src:
+                    sar.append(src.read([1, 2]).astype(np.float32))
+            else:
+                sar.append(None)
+        if not frames:
+            continue
+        have_sar = all(v is not None for v in sar)
+        out.append(Series(f"{roi}_{roi_id}_patch{patch}", _reflectance(np.stack(frames)), np.stack(classes), dates,
+                          [S2_13_BANDS[i] for i in wanted], str(source), "sen12mscrts", crs, transform,
+                          np.stack(sar) if have_sar else None))
+    return out
+
+
 READERS: dict[str, Callable[..., list[Series]]] = {
     "geotiff": read_geotiff,
     "minicube": read_minicube,
     "worldcereal": read_worldcereal,
     "openeo": read_openeo,
     "earthnet2021": read_earthnet2021,
+    "sen12mscrts": read_sen12mscrts,
 }
 
 
