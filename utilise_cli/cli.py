@@ -147,6 +147,9 @@ def fill(
     align: bool = typer.Option(False, "--align", help="Reproject scenes on other grids onto the first scene's grid."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo dates whose outputs exist (default: skip them)."),
     preview: bool = typer.Option(False, "--preview", help="Also write preview.png: input and filled series."),
+    scheduler: str = typer.Option("sync", help="For a folder of tile folders: sync (this process), processes or "
+                                  "local:N (a dask LocalCluster of N worker processes), or a dask scheduler address "
+                                  "such as tcp://host:8786. Each tile goes to OUT/<tile>."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print scenes, dates, grid, chips, time and memory; "
                                  "read no pixels, write nothing."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log lines (-vv for debug)."),
@@ -172,6 +175,26 @@ def fill(
         mask_pattern=mask_pattern or DEFAULT_MASK_PATTERN, date_pattern=date_pattern, mask_kind=mask_kind,
         mask_band=mask_band, cloud_threshold=cloud_threshold, scl_classes=classes, align=align,
         overwrite=overwrite, preview=preview)
+    from .tiles import find_tiles, fill_tiles
+
+    tiles = find_tiles(folder)
+    if tiles is not None:
+        if dry_run:
+            typer.echo(f"{len(tiles)} tiles in {folder}; each is filled into {out}/<tile> (scheduler {scheduler}):")
+            predictor = load_predictor(options)[0]
+            for tile in tiles:
+                plan = plan_fill(tile, out / tile.name, options, predictor)
+                typer.echo(f"  {tile.name}: {len(plan.scenes)} dates, {len(plan.todo)} to write, {plan.chips} chips")
+            return
+        results = fill_tiles(folder, out, options, scheduler)
+        failed = [r for r in results if r.error]
+        written = sum(r.outputs for r in results)
+        typer.echo(f"{len(results) - len(failed)} of {len(results)} tiles done, {written} COGs written to {out}")
+        if failed:
+            for r in failed:
+                typer.echo(f"error: tile {r.tile}: {r.error}", err=True)
+            raise typer.Exit(2)
+        return
     if dry_run:
         predictor = load_predictor(options)[0]
         plan = plan_fill(folder, out, options, predictor)

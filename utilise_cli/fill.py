@@ -8,6 +8,7 @@ rows streamed to GeoTIFF and turned into COGs (:mod:`cog`). Memory is bounded by
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -101,15 +102,22 @@ def load_predictor(options: FillOptions) -> tuple[Predictor, dict[str, str]]:
     """The network (or baseline) to fill with, and the tags that identify it in the outputs."""
     if options.method != "utilise":
         return BaselinePredictor(options.method), {"UTILISE_METHOD": options.method}
-    from .network import load_model
     from .weights import default_checkpoint
 
     checkpoint = options.checkpoint or default_checkpoint()
-    model = load_model(checkpoint, device=options.device)
+    model = _cached_model(str(checkpoint), options.device)
     window = options.time_window or int(model.metadata.get("max_dates", 0) or 0)
     tags = {"UTILISE_METHOD": "utilise", "UTILISE_CHECKPOINT": Path(checkpoint).name,
             "UTILISE_CHECKPOINT_SHA256": str(model.metadata.get("checkpoint_sha256", ""))}
     return NetworkPredictor(model, window=window), tags
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_model(checkpoint: str, device: str):
+    """One loaded network per process and checkpoint: a dask worker filling many tiles loads it once."""
+    from .network import load_model
+
+    return load_model(checkpoint, device=device)
 
 
 def resolve_bands(options: FillOptions, predictor: Predictor | None) -> list[str]:

@@ -1,0 +1,117 @@
+"""Many tiles: a folder of tile folders (each a folder of dated scenes), filled one tile per task, in this
+process or on a dask.distributed cluster (a LocalCluster of worker processes or a running scheduler).
+
+Each tile is written by :func:`utilise_cli.fill.fill` into OUT/<tile>; a tile whose every date is done is
+skipped, so a rerun after a crash or a killed worker finishes only what is missing. Outputs are identical to
+filling each tile on its own: the same code runs, only elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import SceneError, UtiliseError
+from .fill import FillOptions, FillReport, fill
+from .scenes import RASTER_SUFFIXES
+
+log = logging.getLogger(__name__)
+
+
+def _has_rasters(folder: Path) -> bool:
+    return any(p.is_file() and p.suffix.lower() in RASTER_SUFFIXES for p in folder.iterdir())
+
+
+def find_tiles(folder: str | Path) -> list[Path] | None:
+    """The tile folders of ``folder`` when it is a folder of tiles (no scenes of its own, subfolders with
+    scenes); None when it is a folder of scenes."""
+    folder = Path(folder)
+    if not folder.is_dir() or _has_rasters(folder):
+        return None
+    tiles = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and _has_rasters(p))
+    return tiles or None
+
+
+@dataclass
+class TileResult:
+    tile: str
+    outputs: int
+    skipped: int
+    chips_run: int
+    seconds: float
+    error: str = ""
+
+
+def fill_tile(tile: str, out: str, options: FillOptions, threads: int = 0) -> TileResult:
+    """Fill one tile (runs in a worker). Project errors come back as text so one bad tile does not stop the rest."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        report: FillReport = fill(tile, out, options)
+    except UtiliseError as err:
+        return TileResult(Path(tile).name, 0, 0, 0, 0.0, str(err))
+    return TileResult(Path(tile).name, len(report.outputs), len(report.skipped_outputs), report.chips_run,
+                      report.seconds)
+
+
+def _client(scheduler: str):
+    """A dask.distributed Client for 'processes' / 'local:N' (a LocalCluster) or an address."""
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler.startswith(("tcp://", "tls://", "ws://", "inproc://")):
+        return Client(scheduler), None
+    workers = os.cpu_count() or 1
+    if ":" in scheduler:
+        try:
+            workers = int(scheduler.split(":", 1)[1])
+        except ValueError:
+            raise SceneError(f"--scheduler {scheduler!r}: expected local:N with a whole number N") from None
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+    log.info("dask LocalCluster with %d worker processes; dashboard %s", workers, cluster.dashboard_link)
+    return Client(cluster), cluster
+
+
+def fill_tiles(folder: str | Path, out: str | Path, options: FillOptions, scheduler: str = "sync",
+               progress: Callable[[int, int], None] | None = None) -> list[TileResult]:
+    """Fill every tile of ``folder`` into ``out/<tile>``. ``scheduler``: sync (this process), processes or
+    local:N (a dask LocalCluster of N single-threaded worker processes), or a scheduler address."""
+    tiles = find_tiles(folder)
+    if not tiles:
+        raise SceneError(f"{folder}: no tile folders with scenes inside; pass a folder of tile folders")
+    out = Path(out)
+    jobs = [(str(t), str(out / t.name)) for t in tiles]
+    results: list[TileResult] = []
+    if scheduler in ("sync", "threads"):
+        for i, (tile, target) in enumerate(jobs):
+            results.append(fill_tile(tile, target, options))
+            if progress:
+                progress(i + 1, len(jobs))
+    else:
+        from dask.distributed import as_completed
+
+        client, cluster = _client(scheduler)
+        try:
+            workers = max(1, len(client.scheduler_info()["workers"]))
+            threads = max(1, (os.cpu_count() or 1) // workers) if cluster is not None else 0
+            futures = [client.submit(fill_tile, tile, target, options, threads, pure=False) for tile, target in jobs]
+            for i, future in enumerate(as_completed(futures)):
+                results.append(future.result())
+                if progress:
+                    progress(i + 1, len(jobs))
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    results.sort(key=lambda r: r.tile)
+    for r in results:
+        if r.error:
+            log.error("tile %s failed: %s", r.tile, r.error)
+        else:
+            log.info("tile %s: %d dates written, %d already done, %d chips, %.1f s", r.tile, r.outputs, r.skipped,
+                     r.chips_run, r.seconds)
+    return results
