@@ -236,3 +236,29 @@ def test_checkpoint_with_other_bands_is_refused(tmp_path, reference_dir):
     assert result.exit_code == 2
     assert "sen12mscrts_wo_s1_seed0.pth: takes 13 bands" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_shipped_weights_fill_without_seams_between_chips(tmp_path):
+    """Chips of 64 px blended over 16 px against one chip over the whole scene: across the blend zones the
+    filled image changes as smoothly as the seamless run does there."""
+    from utilise_cli.weights import DEFAULT_WEIGHTS
+
+    if not DEFAULT_WEIGHTS.is_file():
+        pytest.skip("no shipped weights in this installation")
+    chipped = fill(SAMPLE, tmp_path / "chipped", FillOptions(chip_size=64, overlap=16, regenerate_all=True))
+    whole = fill(SAMPLE, tmp_path / "whole", FillOptions(chip_size=168, overlap=0, regenerate_all=True))
+    assert chipped.chips_run > whole.chips_run == 1
+    zones = set()
+    for start in range(48, 149, 48):  # chips start every 48 px; each blend zone is 16 px wide
+        zones.update(range(start, min(start + 16, 148)))
+    zones = sorted(zones)
+    jumps = {}
+    for name, run in (("chipped", chipped), ("whole", whole)):
+        values = []
+        for path in sorted(run.outputs):
+            with rasterio.open(path) as src:
+                image = src.read().astype(np.float64)
+            steps = np.abs(np.diff(image, axis=2))[:, :, zones]
+            values.append(steps[:, image[0, :, zones].T > 0].mean())
+        jumps[name] = float(np.mean(values))
+    assert jumps["chipped"] <= 1.15 * jumps["whole"], jumps

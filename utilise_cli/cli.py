@@ -363,7 +363,8 @@ def evaluate_command(
         table = seed_table(summary)
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         (out / "summary.md").write_text(f"`{simulated}`, seeds {seeds}, ratio 0.5\n\n{table}\n")
-        typer.echo(table)
+        if not quiet:
+            typer.echo(table)
         typer.echo(f"wrote {out / 'summary.md'}, {out / 'summary.json'} and one folder per seed")
         return
     results = evaluate(loaded, simulated, ratio)

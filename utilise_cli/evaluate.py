@@ -157,11 +157,16 @@ def seed_study(methods: Sequence[Method], prepared: str | os.PathLike, seeds: Se
         for variant in variants:
             label = name if variant == "raw" else f"{name} (observed kept)"
             summary["methods"][label] = {
-                subset: {metric: {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "per_seed": vals}
+                subset: {metric: {"mean": float(np.mean(vals)), "std": _std(vals), "per_seed": vals}
                          for metric in METRICS
                          for vals in [[r["results"][name][variant][subset][metric] for r in runs]]}
                 for subset in SUBSETS}
     return summary
+
+
+def _std(values: list[float]) -> float:
+    """Spread over seeds; 0 for identical values, inf ones included (a perfect score on every seed)."""
+    return 0.0 if len(set(values)) == 1 else float(np.std(values))
 
 
 def seed_table(summary: dict[str, Any], reference: str = "linear") -> str:

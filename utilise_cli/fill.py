@@ -106,6 +106,8 @@ def load_predictor(options: FillOptions) -> tuple[Predictor, dict[str, str]]:
 
     checkpoint = options.checkpoint or default_checkpoint()
     model = _cached_model(str(checkpoint), options.device)
+    if model.metadata.get("status"):
+        log.warning("%s: %s", Path(checkpoint).name, model.metadata["status"])
     window = options.time_window or int(model.metadata.get("max_dates", 0) or 0)
     tags = {"UTILISE_METHOD": "utilise", "UTILISE_CHECKPOINT": Path(checkpoint).name,
             "UTILISE_CHECKPOINT_SHA256": str(model.metadata.get("checkpoint_sha256", ""))}

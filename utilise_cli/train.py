@@ -49,6 +49,7 @@ class TrainConfig:
     crop: int = 64                                       # training crop side, pixels
     ratio: float = 0.5                                   # ratio of masked frames (paper: 0.5)
     full_above: float = 0.9                              # gaps above this cover hide the whole frame
+    gap_weight: float = 1.0                              # L1 weight of gap pixels vs observed ones (paper: 1)
     epochs: int = 300
     steps_per_epoch: int = 100                           # batches per epoch
     milestones: list[int] = field(default_factory=lambda: [50, 100, 150, 200, 250])
@@ -97,10 +98,15 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value)
 
 
-def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-    """Mean |pred - target| over the valid pixels of real (non-padded) frames. B x T x C x H x W."""
-    weight = (valid & frames[:, :, None, None]).unsqueeze(2).to(pred.dtype)
-    return ((pred - target).abs() * weight).sum() / (weight.sum() * pred.shape[2]).clamp(min=1)
+def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, frames: torch.Tensor,
+              gaps: torch.Tensor | None = None, gap_weight: float = 1.0) -> torch.Tensor:
+    """Weighted mean |pred - target| over the valid pixels of real (non-padded) frames; pixels in simulated
+    gaps weigh ``gap_weight`` (1 = the paper's plain L1). pred, target B x T x C x H x W; masks B x T x H x W."""
+    weight = (valid & frames[:, :, None, None]).to(pred.dtype)
+    if gaps is not None and gap_weight != 1.0:
+        weight = weight * (1 + (gap_weight - 1) * gaps.to(pred.dtype))
+    weight = weight.unsqueeze(2)
+    return ((pred - target).abs() * weight).sum() / (weight.sum() * pred.shape[2]).clamp(min=1e-8)
 
 
 @dataclass
@@ -199,7 +205,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
         for batch in loader:
             x, y = batch["x"].to(device), batch["y"].to(device)
             pred = model(x, batch["days"].to(device))
-            loss = masked_l1(pred, y, batch["valid"].to(device), batch["frames"].to(device))
+            loss = masked_l1(pred, y, batch["valid"].to(device), batch["frames"].to(device),
+                             batch["gaps"].to(device), config.gap_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
