@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from utilise_cli.baselines import interpolate
 from utilise_cli.cli import app
 from utilise_cli.datasets import DatasetFile, prepare, simulate
-from utilise_cli.evaluate import Method, evaluate, load_method
+from utilise_cli.evaluate import evaluate, load_method
 from utilise_cli.metrics import psnr_from_rmse, series_metrics
 from utilise_cli.network import load_model
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import __version__
 from .chips import blend_window, chip_starts
-from .cog import FLAG_FILLED, FLAG_NEVER_OBSERVED, FLAG_OBSERVED, StripeWriter, partial_name, to_output_dtype
+from .cog import FLAG_FILLED, FLAG_NEVER_OBSERVED, FLAG_OBSERVED, StripeWriter, to_output_dtype
 from .cube import MaskRule, SceneCube, open_cube, read_rows
 from .errors import CheckpointError, OutputError, SceneError
 from .inference import BaselinePredictor, NetworkPredictor, Predictor

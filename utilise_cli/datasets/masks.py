@@ -14,7 +14,8 @@ import numpy as np
 
 from ..errors import DatasetError
 from .screening import MIN_LIBRARY_COVER
-from .sources import SCL_NODATA, SCL_OCCLUDED, _open_netcdf
+from ..cube import SCL_NODATA, SCL_OCCLUDED
+from .sources import open_netcdf
 
 
 def _usable(masks: np.ndarray, valid: np.ndarray | None = None) -> list[np.ndarray]:
@@ -41,7 +42,7 @@ def load_mask_library(path: str | Path) -> list[np.ndarray]:
     if path.suffix == ".npy":
         return _usable(np.load(path) > 0)
     if path.suffix == ".nc":
-        ds = _open_netcdf(path, decode=False)
+        ds = open_netcdf(path, decode=False)
         if "SCL" not in ds.variables:
             raise DatasetError(f"{path}: no SCL variable to take cloud masks from")
         scl = ds["SCL"].values

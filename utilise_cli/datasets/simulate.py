@@ -13,7 +13,6 @@ import math
 import os
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np

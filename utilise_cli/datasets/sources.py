@@ -14,16 +14,12 @@ from typing import Callable, Sequence
 import numpy as np
 import xarray as xr
 
-from ..cube import MaskRule, open_cube, read_classes
+from ..cube import SCL_NODATA, SCL_OCCLUDED, MaskRule, open_cube, read_classes
 from ..errors import DatasetError, UtiliseError
 from ..scenes import DEFAULT_MASK_PATTERN, discover_scenes
 from .series import Series, cloud_classes
 
 log = logging.getLogger(__name__)
-
-SCL_OCCLUDED = (3, 8, 9, 10)
-SCL_NODATA = (0, 1)
-
 
 def _reflectance(values: np.ndarray) -> np.ndarray:
     """Reflectance to float32 0..1; NaN stays NaN (no data). Values above 1 (bright clouds) are clipped."""
@@ -48,7 +44,7 @@ def _need(ds: xr.Dataset, names: Sequence[str], path: Path) -> None:
                            "check the format name or pass --bands")
 
 
-def _open_netcdf(path: Path, decode: bool = True) -> xr.Dataset:
+def open_netcdf(path: Path, decode: bool = True) -> xr.Dataset:
     try:
         return xr.open_dataset(path, mask_and_scale=decode)
     except Exception as err:  # netCDF4 and h5netcdf raise many types
@@ -82,7 +78,7 @@ def read_minicube(source: Path, bands: Sequence[str] | None = None, mask: str = 
     """An earthnet-minicuber / GreenEarthNet netCDF cube: daily axis, days without an acquisition dropped.
 
     ``mask``: 'scl' (classes 3, 8, 9, 10 occluded) or 'dlmask' (the cube's cloud mask, nonzero occluded)."""
-    ds = _open_netcdf(source)
+    ds = open_netcdf(source)
     names = [f"s2_{b}" for b in (bands or ("B02", "B03", "B04", "B8A"))]
     mask_var = {"scl": "s2_SCL", "dlmask": "s2_dlmask"}.get(mask)
     if mask_var is None:
@@ -123,7 +119,7 @@ def read_worldcereal(source: Path, bands: Sequence[str] | None = None, **_: obje
     if not twenty.is_file():
         raise DatasetError(f"{twenty}: missing (the SCL of {ten.name} lives in the matching 20 m file)")
     # SCL is packed with an integer scale and fill value that xarray cannot decode: read it raw (0 = no data).
-    ds, ds20 = _open_netcdf(ten), _open_netcdf(twenty, decode=False)
+    ds, ds20 = open_netcdf(ten), open_netcdf(twenty, decode=False)
     names = list(bands or ("B02", "B03", "B04", "B08"))
     _need(ds, names, ten)
     _need(ds20, ["SCL"], twenty)
@@ -140,7 +136,7 @@ def read_worldcereal(source: Path, bands: Sequence[str] | None = None, **_: obje
 
 def read_openeo(source: Path, bands: Sequence[str] | None = None, **_: object) -> list[Series]:
     """An openEO / GFMap netCDF cube: ``S2-L2A-B02`` ... int16 DN (reflectance x 10000) and ``S2-L2A-SCL``."""
-    ds = _open_netcdf(source)
+    ds = open_netcdf(source)
     names = [f"S2-L2A-{b}" for b in (bands or ("B02", "B03", "B04", "B08"))]
     _need(ds, names + ["S2-L2A-SCL", "t"], source)
     raw = np.stack([ds[n].values for n in names], axis=1).astype(np.float32)

@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..errors import InputShapeError
 from .blocks import DoubleConv, DownBlock, UpBlock
