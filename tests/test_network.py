@@ -149,3 +149,15 @@ def test_temporal_windows_cover_every_date_and_match_one_pass_when_long_enough()
     # The first window alone decides the first dates: they equal a pass over those 5 dates.
     first = NetworkPredictor(model)(x[:, :5], observed[:, :5], days[:5])
     assert np.allclose(windowed[:, :3], first[:, :3], atol=1e-6)
+
+
+def test_bf16_autocast_is_close_to_float32_but_not_identical(reference_dir):
+    from utilise_cli.inference import run_network
+
+    model = load_model(reference_dir / "earthnet2021_seed0.pth")
+    x = np.load(reference_dir / "earthnet2021_seed0_io.npz")["x"][:1, :, :, :64, :64]
+    days = np.arange(x.shape[1], dtype=np.float32) * 10
+    full = run_network(model, x, days)
+    half = run_network(model, x, days, "bf16")
+    diff = np.abs(full - half)
+    assert half.dtype == np.float32 and 0 < diff.max() < 0.05 and diff.mean() < 0.005

@@ -130,6 +130,8 @@ def fill(
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     time_window: int = typer.Option(0, help="Dates per network pass; longer series run in overlapping, blended "
                                     "windows. 0 = the whole series at once (or the checkpoint's max_dates)."),
+    precision: str = typer.Option("fp32", help="fp32, or bf16 / fp16 autocast (faster on recent GPUs; "
+                                  "the README gives the accuracy cost)."),
     regenerate_all: bool = typer.Option(False, "--regenerate-all", help="Replace observed pixels by the "
                                         "network's output too (default: keep them as they are)."),
     dtype: str = typer.Option("uint16", help="uint16 (DN = reflectance x 10000, nodata 0) or float32 (NaN nodata)."),
@@ -162,6 +164,8 @@ def fill(
     setup_logging(verbose, quiet)
     if dtype not in ("uint16", "float32"):
         raise typer.BadParameter("must be uint16 or float32", param_hint="--dtype")
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise typer.BadParameter("must be fp32, bf16 or fp16", param_hint="--precision")
     if method not in ("utilise", "linear", "closest"):
         raise typer.BadParameter("must be utilise, linear or closest", param_hint="--method")
     try:
@@ -171,7 +175,7 @@ def fill(
     options = FillOptions(
         bands=[b.strip() for b in bands.split(",")] if bands else None, method=method, checkpoint=checkpoint,
         chip_size=chip_size, overlap=overlap, batch_size=batch_size, device=device, time_window=time_window,
-        regenerate_all=regenerate_all, dtype=dtype, scale=scale, offset=offset, nodata=nodata,
+        regenerate_all=regenerate_all, dtype=dtype, precision=precision, scale=scale, offset=offset, nodata=nodata,
         mask_pattern=mask_pattern or DEFAULT_MASK_PATTERN, date_pattern=date_pattern, mask_kind=mask_kind,
         mask_band=mask_band, cloud_threshold=cloud_threshold, scl_classes=classes, align=align,
         overwrite=overwrite, preview=preview)
@@ -337,7 +341,8 @@ def train(
 @user_errors
 def evaluate_command(
     methods: str = typer.Argument(..., metavar="MODEL_OR_BASELINE", help="Comma-separated: linear, closest, last, "
-                                  "next, shipped (the packaged weights) or checkpoint paths."),
+                                  "next, shipped (the packaged weights) or checkpoint paths; add @bf16 or @fp16 "
+                                  "to a network to score it under autocast."),
     simulated: Path = typer.Argument(..., help="Simulated dataset made by `utilise simulate` (or, with --seeds, a "
                                      "dataset made by `utilise prepare`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Results folder: metrics.json, metrics.md, metrics.png."),

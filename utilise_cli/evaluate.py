@@ -20,7 +20,7 @@ import numpy as np
 from .baselines import METHODS, interpolate
 from .datasets.store import DatasetFile
 from .datasets.torch_data import network_input
-from .errors import DatasetError, OutputError
+from .errors import CheckpointError, DatasetError, OutputError
 from .inference import run_network
 from .metrics import series_metrics, ssim_map
 
@@ -34,6 +34,7 @@ class Method:
 
     name: str
     model: Any = None
+    precision: str = "fp32"
 
     def predict(self, target: np.ndarray, gaps: np.ndarray, days: np.ndarray) -> np.ndarray:
         """T x C x H x W prediction from the target (NaN = no data) with ``gaps`` hidden."""
@@ -41,18 +42,26 @@ class Method:
         if self.model is None:
             pred = interpolate(self.name, np.nan_to_num(target), observed, days)
             return np.nan_to_num(pred, nan=0.0)  # never-observed pixels: no value, scored as 0
-        return run_network(self.model, network_input(target, gaps)[None], days)[0]
+        return run_network(self.model, network_input(target, gaps)[None], days, self.precision)[0]
 
 
-def load_method(spec: str, device: str = "cpu") -> Method:
-    """'linear' / 'closest' / 'last' / 'next', 'shipped' (the packaged weights) or a checkpoint path."""
+def load_method(spec: str, device: str = "cpu", precision: str = "fp32") -> Method:
+    """'linear' / 'closest' / 'last' / 'next', 'shipped' (the packaged weights) or a checkpoint path;
+    a network spec may end in @bf16 or @fp16 to run it under autocast."""
     if spec in METHODS:
         return Method(spec)
+    from .inference import PRECISIONS
     from .network import load_model
     from .weights import default_checkpoint
 
+    if "@" in spec:
+        spec, precision = spec.rsplit("@", 1)
+    if precision not in PRECISIONS:
+        raise CheckpointError(f"{spec}@{precision}: precision must be one of {', '.join(PRECISIONS)}")
     path = default_checkpoint() if spec == "shipped" else Path(spec)
-    return Method("utilise (shipped)" if spec == "shipped" else Path(spec).name, load_model(path, device))
+    name = "utilise (shipped)" if spec == "shipped" else Path(spec).name
+    suffix = "" if precision == "fp32" else f" @{precision}"
+    return Method(name + suffix, load_model(path, device), precision)
 
 
 def evaluate(methods: Sequence[Method], simulated: str | os.PathLike, ratio_key: str | None = None,

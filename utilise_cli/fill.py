@@ -45,6 +45,7 @@ class FillOptions:
     batch_size: int = 4  # chips per forward pass
     device: str = "auto"  # auto | cpu | cuda
     time_window: int = 0  # dates per network pass (0 = the whole series at once)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; see README for the accuracy cost)
     regenerate_all: bool = False  # also replace observed pixels by the network's output
     dtype: str = "uint16"  # uint16 DN (scale 1e-4, nodata 0) or float32 (NaN nodata)
     scale: float = 1e-4  # reflectance = DN * scale + offset
@@ -111,7 +112,7 @@ def load_predictor(options: FillOptions) -> tuple[Predictor, dict[str, str]]:
     window = options.time_window or int(model.metadata.get("max_dates", 0) or 0)
     tags = {"UTILISE_METHOD": "utilise", "UTILISE_CHECKPOINT": Path(checkpoint).name,
             "UTILISE_CHECKPOINT_SHA256": str(model.metadata.get("checkpoint_sha256", ""))}
-    return NetworkPredictor(model, window=window), tags
+    return NetworkPredictor(model, window=window, precision=options.precision), tags
 
 
 @functools.lru_cache(maxsize=2)

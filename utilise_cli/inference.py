@@ -33,10 +33,14 @@ def time_windows(length: int, window: int, overlap: int) -> list[tuple[int, int]
     return [(s, s + window) for s in starts]
 
 
-def run_network(model: UTILISE, x: np.ndarray, days: np.ndarray) -> np.ndarray:
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def run_network(model: UTILISE, x: np.ndarray, days: np.ndarray, precision: str = "fp32") -> np.ndarray:
     """Network output for input x B x T x C x H x W (gaps already set to 1) and days T or B x T.
 
-    H and W of any size: the input is mirrored up to the network's size multiple and the output cropped."""
+    H and W of any size: the input is mirrored up to the network's size multiple and the output cropped.
+    ``precision`` bf16 / fp16 runs under autocast (faster on GPUs with tensor cores; costs accuracy)."""
     device = next(model.parameters()).device
     b, t, c, h, w = x.shape
     m = model.config.size_multiple
@@ -48,7 +52,8 @@ def run_network(model: UTILISE, x: np.ndarray, days: np.ndarray) -> np.ndarray:
         inputs = inputs.pin_memory()
     inputs = inputs.to(device, non_blocking=True)
     positions = torch.as_tensor(np.asarray(days, np.float32), device=device).expand(b, t)
-    with torch.inference_mode():
+    dtype = PRECISIONS[precision]
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         out = model(inputs, positions).float().cpu().numpy()
     return out[..., :h, :w]
 
@@ -60,6 +65,7 @@ class NetworkPredictor:
     model: UTILISE
     window: int = 0
     window_overlap: int = 2
+    precision: str = "fp32"
     name: str = "utilise"
 
     @property
@@ -91,7 +97,7 @@ class NetworkPredictor:
         return ramp
 
     def _run(self, x: np.ndarray, days: np.ndarray) -> np.ndarray:
-        return run_network(self.model, x, days)
+        return run_network(self.model, x, days, self.precision)
 
 
 @dataclass
