@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import rasterio
@@ -71,3 +73,50 @@ def test_rerun_after_a_lost_tile_finishes_only_what_is_missing(tiles, tmp_path):
     assert again.exit_code == 0, again.output
     assert "3 of 3 tiles done, 4 COGs written" in again.output
     assert len(list((out / "tile2").glob("*_filled.tif"))) == 12
+
+
+def test_killing_a_worker_mid_run_leaves_no_corrupt_output(tmp_path):
+    """A real SIGKILL of a dask worker process while tiles are being filled with the network: every output that
+    exists is complete, and a rerun gives exactly the outputs of an undisturbed run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+    from rio_cogeo.cogeo import cog_validate
+
+    from utilise_cli.weights import DEFAULT_WEIGHTS
+
+    if not DEFAULT_WEIGHTS.is_file():
+        pytest.skip("no shipped weights in this installation")
+    tiles = tmp_path / "tiles"
+    for i in range(4):
+        shutil.copytree(SAMPLE, tiles / f"tile{i}", ignore=shutil.ignore_patterns("*.md"))
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "utilise_cli", "fill", str(tiles), "--out", str(out), "--chip-size", "64",
+            "--overlap", "16", "-q"]
+    proc = subprocess.Popen(args + ["--scheduler", "local:2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    killed = False
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline and not killed:
+        if list(out.rglob("*_filled.tif")):
+            workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                       if "spawn_main" in " ".join(p.cmdline())]
+            if workers:
+                os.kill(workers[0].pid, signal.SIGKILL)
+                killed = True
+        time.sleep(0.05)
+    proc.communicate(timeout=300)
+    assert killed, "the run ended before a worker could be killed"
+    for path in out.rglob("*.tif"):
+        if not path.name.startswith("."):
+            assert cog_validate(str(path))[0], path
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    reference = tmp_path / "reference"
+    subprocess.run(args[:6] + [str(reference)] + args[7:], check=True, capture_output=True, timeout=300)
+    a, b = read_all(out), read_all(reference)
+    assert len(a) == 4 * 24 and a.keys() == b.keys()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
