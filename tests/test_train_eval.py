@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,6 +46,7 @@ def test_train_writes_the_run_folder_and_resumes(data, tmp_path):
                                                  "val_0001.png"}
     merged = yaml.safe_load((run / "config.yaml").read_text())
     assert merged["lr"] == 1e-3 and merged["batch_size"] == 2 and merged["milestones"] == [50, 100, 150, 200, 250]
+    assert not any(Path(p).is_absolute() for key in ("train", "val", "masks") for p in merged[key])
     model = load_model(run / "best.pth")
     assert model.config.encoder_widths == (8, 8, 16) and model.metadata["bands"] == ["B2", "B3", "B4", "B8"]
     # a second run into the same folder must not silently overwrite it

@@ -89,6 +89,14 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def portable_dict(self) -> dict[str, Any]:
+        """to_dict with dataset and mask paths relative to the working directory, so that a saved config
+        or checkpoint names no machine-specific folder."""
+        data = self.to_dict()
+        for key in ("train", "val", "masks"):
+            data[key] = [os.path.relpath(p) for p in data[key]]
+        return data
+
 
 def parse_override(text: str) -> tuple[str, Any]:
     """'key=value' with a YAML value ('lr=1e-4', 'milestones=[10, 20]')."""
@@ -168,7 +176,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
     state_path = run / "resume.pt"
     if not resume and (run / "last.pth").exists():
         raise UtiliseError(f"{run}: holds a run already; pass --resume to continue it or choose another --out")
-    (run / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    (run / "config.yaml").write_text(yaml.safe_dump(config.portable_dict(), sort_keys=False))
 
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
@@ -222,7 +230,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
         results.append(row)
         _log_row(run / "log.csv", row)
         meta = {"epoch": epoch, "step": step, "val_loss": val_loss, "val_psnr_occluded": val_psnr,
-                "train_config": config.to_dict(), "bands": config.bands}
+                "train_config": config.portable_dict(), "bands": config.bands}
         if val_loss < best:
             best = val_loss
             save_checkpoint(model, run / "best.pth", meta)
