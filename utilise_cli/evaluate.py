@@ -19,9 +19,8 @@ import numpy as np
 
 from .baselines import METHODS, interpolate
 from .datasets.store import DatasetFile
-from .datasets.torch_data import network_input
 from .errors import CheckpointError, DatasetError, OutputError
-from .inference import run_network
+from .inference import network_input, run_network
 from .metrics import series_metrics, ssim_map
 
 SUBSETS = ("all", "occluded", "observed")

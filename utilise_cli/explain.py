@@ -19,8 +19,8 @@ import torch
 from .chips import chip_starts
 from .cube import MaskRule, open_cube, read_rows
 from .datasets.store import DatasetFile
-from .datasets.torch_data import network_input
 from .errors import SceneError
+from .inference import network_input
 from .network import UTILISE
 from .network.utilise import resize_matrix
 from .scenes import DEFAULT_MASK_PATTERN, discover_scenes
@@ -55,7 +55,7 @@ class Explanation:
 def explain_chip(model: UTILISE, reflectance: np.ndarray, observed: np.ndarray, days: np.ndarray,
                  dates: list[dt.date], bands: list[str], name: str) -> Explanation:
     """Run the network on one chip (H, W multiples of the network's size multiple)."""
-    x = np.where(observed[:, None], np.nan_to_num(reflectance, nan=1.0), 1.0).clip(0, 1).astype(np.float32)
+    x = network_input(reflectance, ~observed)
     device = next(model.parameters()).device
     with torch.inference_mode():
         out, attention = model(torch.from_numpy(x)[None].to(device),
@@ -122,7 +122,7 @@ def explain_dataset(model: UTILISE, path: str | Path, sequence: str | None = Non
     h, w = s.frames.shape[-2] // m * m, s.frames.shape[-1] // m * m
     target = s.frames[..., :h, :w]
     observed = ~hidden[..., :h, :w] & ~np.isnan(target).any(axis=1)
-    reflectance = np.where(observed[:, None], network_input(target, ~observed), np.nan)
+    reflectance = np.where(observed[:, None], target, np.nan)
     return explain_chip(model, reflectance, observed, s.days, s.dates, s.bands, name)
 
 
@@ -152,14 +152,14 @@ def attention_to_occluded(expl: Explanation) -> dict[str, Any]:
 def write_figures(expl: Explanation, out: str | os.PathLike, date: str | dt.date | None = None,
                   head: int = 0) -> list[Path]:
     """series.png, attention_<date>.png (every head) and attention_head<k>.png (every target date)."""
-    from .pictures import attention_dates_figure, attention_heads_figure, before_after_figure, save_figure
+    from .pictures import attention_dates_figure, attention_heads_figure, before_after_figure, rgb_indices, save_figure
 
     target = expl.date_index(date)
     if not 0 <= head < expl.attention.shape[0]:
         raise SceneError(f"--head {head} does not exist; the network has heads 0..{expl.attention.shape[0] - 1}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rgb = [expl.bands.index(b) for b in _rgb_bands(expl.bands)]
+    rgb = rgb_indices(expl.bands)
     titles = [f"{d:%Y-%m-%d}" for d in expl.dates]
     marker = expl.pixel
     return [
@@ -170,12 +170,3 @@ def write_figures(expl: Explanation, out: str | os.PathLike, date: str | dt.date
                     out / f"attention_head{head}.png"),
     ]
 
-
-def _rgb_bands(bands: list[str]) -> list[str]:
-    from .scenes import band_key
-
-    keys = [band_key(b) for b in bands]
-    try:
-        return [bands[keys.index(k)] for k in ("B4", "B3", "B2")]
-    except ValueError:
-        return bands[:3]

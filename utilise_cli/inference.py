@@ -33,6 +33,13 @@ def time_windows(length: int, window: int, overlap: int) -> list[tuple[int, int]
     return [(s, s + window) for s in starts]
 
 
+def network_input(reflectance: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+    """What the network was trained to see: reflectance (... x T x C x H x W, 0..1, NaN = no data) with every
+    channel set to 1.0 where ``hidden`` (... x T x H x W) or where there is no data."""
+    blank = np.expand_dims(hidden, -3) | np.isnan(reflectance)
+    return np.where(blank, np.float32(1.0), reflectance).clip(0, 1).astype(np.float32)
+
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -74,7 +81,7 @@ class NetworkPredictor:
 
     def __call__(self, reflectance: np.ndarray, observed: np.ndarray, days: np.ndarray) -> np.ndarray:
         b, t, c, h, w = reflectance.shape
-        x = np.where(observed[:, :, None], np.nan_to_num(reflectance, nan=1.0), 1.0).clip(0, 1)
+        x = network_input(reflectance, ~observed)
         total = np.zeros((b, t, self.model.config.output_dim, h, w), dtype=np.float32)
         weight = np.zeros(t, dtype=np.float32)
         for start, stop in time_windows(t, self.window, self.window_overlap):

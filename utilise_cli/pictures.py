@@ -20,6 +20,16 @@ TRUE_COLOUR_MAX = 0.3  # reflectance shown as white
 OCCLUDED_RGB = (1.0, 0.0, 1.0)  # magenta marks pixels that were not observed
 
 
+def rgb_indices(bands: Sequence[str]) -> list[int]:
+    """Indices of the red, green and blue bands (B4, B3, B2 in any spelling), else of the first three."""
+    from .scenes import band_key
+
+    keys = [band_key(b) for b in bands]
+    if all(k in keys for k in ("B4", "B3", "B2")):
+        return [keys.index(k) for k in ("B4", "B3", "B2")]
+    return [min(i, len(bands) - 1) for i in range(3)]
+
+
 def true_colour(rgb: np.ndarray, occluded_rgb: Sequence[float] = OCCLUDED_RGB) -> np.ndarray:
     """3 x H x W reflectance (NaN = not observed) -> H x W x 3 image in 0..1."""
     image = np.clip(np.moveaxis(rgb, 0, -1) / TRUE_COLOUR_MAX, 0, 1)

@@ -149,12 +149,12 @@ def validate(model: UTILISE, dataset: SequenceDataset) -> tuple[float, float, di
     return float(np.mean(losses)), float(np.mean(psnrs)) if psnrs else math.nan, first
 
 
-def save_quicklook(arrays: dict[str, Any], path: Path, title: str) -> None:
+def save_quicklook(arrays: dict[str, Any], bands: list[str], path: Path, title: str) -> None:
     """Input / prediction / target strip of the frames of a validation series (true colour)."""
-    from .pictures import save_figure, triptych_figure
+    from .pictures import rgb_indices, save_figure, triptych_figure
 
-    x = np.where(arrays["gaps"][:, None], np.nan, arrays["x"][:, :4])
-    rgb = [2, 1, 0]
+    x = np.where(arrays["gaps"][:, None], np.nan, arrays["x"][:, :len(bands)])
+    rgb = rgb_indices(bands)
     fig = triptych_figure(x[:, rgb], arrays["pred"][:, rgb], arrays["y"][:, rgb], title)
     save_figure(fig, path)
 
@@ -241,7 +241,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
                    state_path.with_name(".resume.pt.tmp"))
         os.replace(state_path.with_name(".resume.pt.tmp"), state_path)
         if arrays:
-            save_quicklook(arrays, run / f"val_{epoch:04d}.png", f"epoch {epoch}: {arrays['name']}, "
+            save_quicklook(arrays, config.bands, run / f"val_{epoch:04d}.png", f"epoch {epoch}: {arrays['name']}, "
                            f"PSNR on gaps {val_psnr:.2f} dB")
         log.info("epoch %d step %d train %.4f val %.4f psnr(gaps) %.2f dB %.0f s", epoch, step, row.train_loss,
                  val_loss, val_psnr, row.seconds)

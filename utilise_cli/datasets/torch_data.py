@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..dates import day_positions
+from ..inference import network_input
 from .simulate import simulate_gaps
 from .series import Series
 from .store import DatasetFile, Gaps
@@ -27,12 +28,6 @@ def sar_to_unit(sar: np.ndarray) -> np.ndarray:
     """Sentinel-1 backscatter in dB -> 0..1 (clipped to -25..0 dB); NaN -> 0."""
     lo, hi = SAR_RANGE_DB
     return np.nan_to_num((np.clip(sar, lo, hi) - lo) / (hi - lo), nan=0.0).astype(np.float32)
-
-
-def network_input(target: np.ndarray, hidden: np.ndarray) -> np.ndarray:
-    """T x C x H x W target (NaN = no data) and T x H x W hidden pixels -> input with 1.0 where hidden or no data."""
-    blank = hidden[:, None] | np.isnan(target)
-    return np.where(blank, np.float32(1.0), target).astype(np.float32)
 
 
 def _augment(arrays: list[np.ndarray], k: int, flip: bool) -> list[np.ndarray]:
