@@ -98,7 +98,15 @@ class UpBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         """x: N x c_in x h x w; skip: N x c_skip x 2h x 2w -> N x c_out x 2h x 2w."""
-        up = self.up(x).relu_()
-        skip = self.skip(skip).relu_()
-        x = self.conv1(torch.cat([up, skip], dim=1)).relu_()
+        up, skip = self.up(x), self.skip(skip)
+        if torch.is_grad_enabled() and (up.requires_grad or skip.requires_grad):
+            merged = torch.cat([up.relu(), skip.relu()], dim=1)
+        else:
+            # Inference: both ReLUs write straight into the concatenated map, which saves the copy that
+            # torch.cat makes (at 128 x 128 the merged map is the largest tensor of the pass).
+            merged = torch.empty((up.shape[0], up.shape[1] + skip.shape[1], *up.shape[2:]), dtype=up.dtype,
+                                 device=up.device, memory_format=torch.channels_last)
+            torch.clamp_min(up, 0.0, out=merged[:, :up.shape[1]])
+            torch.clamp_min(skip, 0.0, out=merged[:, up.shape[1]:])
+        x = self.conv1(merged).relu_()
         return _residual(self.conv2(x).relu_(), x)
