@@ -155,7 +155,7 @@ def _other_grid(folder: Path) -> str:
     scene = sorted(folder.glob("*_T34VCL.tif"))[1]
     with rasterio.open(scene) as src:
         data, transform = src.read(), src.transform
-    write_raster(scene, data, scene, ["B2", "B3", "B4", "B8"], transform * rasterio.Affine.translation(3, 0))
+    write_raster(scene, data, scene, ["B2", "B3", "B4", "B8"], transform @ rasterio.Affine.translation(3, 0))
     return scene.name
 
 

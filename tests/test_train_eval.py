@@ -90,6 +90,21 @@ def test_eval_scores_baselines_and_checkpoints_on_identical_pixels(data, tmp_pat
     assert per["earthnet2021_seed0.pth"]["raw"][0]["observed"]["mae"] > 0
 
 
+def test_eval_ignores_what_a_method_writes_where_the_target_has_no_data(data):
+    class Scribble:  # linear interpolation, plus noise wherever there is no ground truth
+        name, model, precision = "scribble", None, "fp32"
+
+        def predict(self, target, gaps, days):
+            pred = load_method("linear").predict(target, gaps, days)
+            noise = np.random.default_rng(0).random(pred.shape, dtype=np.float32)
+            return np.where(np.isnan(target), noise, pred)
+
+    with DatasetFile(data / "se_sim.h5") as f:
+        assert np.isnan(f.read(f.names[0]).series.frames).any()  # the series has no-data pixels to test with
+    per = evaluate([load_method("linear"), Scribble()], data / "se_sim.h5")["per_series"]
+    assert per["scribble"]["raw"] == per["linear"]["raw"]
+
+
 def test_eval_cli_writes_json_markdown_and_plot(data, tmp_path):
     out = tmp_path / "res"
     result = runner.invoke(app, ["eval", "linear,closest", str(data / "se_sim.h5"), "--out", str(out)])

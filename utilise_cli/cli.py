@@ -121,7 +121,8 @@ def fill(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: one COG per date, YYYYMMDD_filled.tif, "
                              "plus YYYYMMDD_filled_flags.tif (0 observed, 1 filled, 255 never observed)."),
     checkpoint: Optional[Path] = typer.Option(None, help="U-TILISE checkpoint. Default: the shipped weights."),
-    method: str = typer.Option("utilise", help="utilise (the network), or a baseline: linear, closest."),
+    method: str = typer.Option("utilise", help="utilise (the network), or a baseline along time: linear, adjusted "
+                        "(linear plus the date's own anomaly), closest, last, next."),
     bands: Optional[str] = typer.Option(None, help="Comma-separated band names to fill, in the network's order. "
                                         "Default: the checkpoint's bands, else B2,B3,B4,B8."),
     chip_size: int = typer.Option(128, help="Chip height and width in pixels (128 or 256; a multiple of 8)."),
@@ -158,6 +159,7 @@ def fill(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
 ) -> None:
     """Fill clouds in a folder of dated scenes; write one cloud-free Cloud-Optimized GeoTIFF per date."""
+    from .baselines import METHODS
     from .fill import FillOptions, fill as run_fill, load_predictor, plan_fill
     from .scenes import DEFAULT_MASK_PATTERN
 
@@ -166,8 +168,8 @@ def fill(
         raise typer.BadParameter("must be uint16 or float32", param_hint="--dtype")
     if precision not in ("fp32", "bf16", "fp16"):
         raise typer.BadParameter("must be fp32, bf16 or fp16", param_hint="--precision")
-    if method not in ("utilise", "linear", "closest"):
-        raise typer.BadParameter("must be utilise, linear or closest", param_hint="--method")
+    if method != "utilise" and method not in METHODS:
+        raise typer.BadParameter(f"must be utilise or one of {', '.join(METHODS)}", param_hint="--method")
     try:
         classes = tuple(int(c) for c in scl_classes.split(","))
     except ValueError:
@@ -340,8 +342,8 @@ def train(
 @app.command("eval")
 @user_errors
 def evaluate_command(
-    methods: str = typer.Argument(..., metavar="MODEL_OR_BASELINE", help="Comma-separated: linear, closest, last, "
-                                  "next, shipped (the packaged weights) or checkpoint paths; add @bf16 or @fp16 "
+    methods: str = typer.Argument(..., metavar="MODEL_OR_BASELINE", help="Comma-separated: linear, adjusted, closest, "
+                                  "last, next, shipped (the packaged weights) or checkpoint paths; add @bf16 or @fp16 "
                                   "to a network to score it under autocast."),
     simulated: Path = typer.Argument(..., help="Simulated dataset made by `utilise simulate` (or, with --seeds, a "
                                      "dataset made by `utilise prepare`)."),

@@ -4,6 +4,10 @@ Every method sees the same series, gaps and target masks. Metrics (utilise_cli.m
 series on the pixels whose target is valid, three ways: all pixels, occluded input pixels (inside the
 simulated gaps) and observed input pixels; then averaged over series. A network is scored as it outputs
 ("raw") and with observed pixels kept ("kept"); for baselines the two are the same.
+
+Pixels without a valid target are never scored, but SSIM windows reach across them; every method's values
+there are replaced by the target's before SSIM, so that no method gains or loses by what it writes where
+nothing can be checked (a baseline writes 0 at never-observed pixels, which matches the zero-filled target).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy as np
 from .baselines import METHODS, interpolate
 from .datasets.store import DatasetFile
 from .errors import CheckpointError, DatasetError, OutputError
-from .inference import network_input, run_network
+from .inference import model_input, run_network
 from .metrics import series_metrics, ssim_map
 
 SUBSETS = ("all", "occluded", "observed")
@@ -41,11 +45,11 @@ class Method:
         if self.model is None:
             pred = interpolate(self.name, np.nan_to_num(target), observed, days)
             return np.nan_to_num(pred, nan=0.0)  # never-observed pixels: no value, scored as 0
-        return run_network(self.model, network_input(target, gaps)[None], days, self.precision)[0]
+        return run_network(self.model, model_input(self.model, target, gaps, days)[None], days, self.precision)[0]
 
 
 def load_method(spec: str, device: str = "cpu", precision: str = "fp32") -> Method:
-    """'linear' / 'closest' / 'last' / 'next', 'shipped' (the packaged weights) or a checkpoint path;
+    """A baseline of baselines.METHODS, 'shipped' (the packaged weights) or a checkpoint path;
     a network spec may end in @bf16 or @fp16 to run it under autocast."""
     if spec in METHODS:
         return Method(spec)
@@ -91,7 +95,7 @@ def evaluate(methods: Sequence[Method], simulated: str | os.PathLike, ratio_key:
                 if method.model is not None:
                     variants["kept"] = np.where((valid & ~gaps)[:, None], clean, pred)
                 for variant, p in variants.items():
-                    smap = ssim_map(p, clean)
+                    smap = ssim_map(np.where(valid[:, None], p, clean), clean)
                     scores = {k: series_metrics(p, clean, sel, smap) for k, sel in subsets.items()}
                     per_series.setdefault(method.name, {}).setdefault(variant, []).append(scores)
     results = {

@@ -38,7 +38,7 @@ class FillOptions:
     """Options of :func:`fill`; units in the field comments."""
 
     bands: Sequence[str] | None = None  # band names to fill; default: the checkpoint's bands, else B2 B3 B4 B8
-    method: str = "utilise"  # 'utilise' (the network) or a baseline: 'linear', 'closest'
+    method: str = "utilise"  # 'utilise' (the network) or a baseline of baselines.METHODS
     checkpoint: str | Path | None = None  # default: the weights shipped with the package
     chip_size: int = 128  # pixels; a multiple of 2 ** (levels - 1)
     overlap: int = 32  # pixels shared by neighbouring chips, blended
