@@ -161,3 +161,52 @@ def test_bf16_autocast_is_close_to_float32_but_not_identical(reference_dir):
     half = run_network(model, x, days, "bf16")
     diff = np.abs(full - half)
     assert half.dtype == np.float32 and 0 < diff.max() < 0.05 and diff.mean() < 0.005
+
+
+def test_residual_input_is_interpolated_series_plus_gap_channel(reference_dir):
+    from utilise_cli.baselines import interpolate
+    from utilise_cli.inference import network_input
+
+    io = np.load(reference_dir / "earthnet2021_seed0_io.npz")
+    series, days = io["x"][0, :, :, :32, :32], io["position_days"][0]
+    hidden = io["masks"][0, :, 0, :32, :32] > 0.5
+    series[2, 1, 5, 5] = np.nan  # no data in one band: the whole pixel counts as a gap
+    x = network_input(series, hidden, days, residual="linear")
+    assert x.shape == (8, 5, 32, 32) and x.dtype == np.float32
+    blank = hidden | np.isnan(series).any(axis=1)
+    assert np.array_equal(x[:, 4], blank.astype(np.float32))
+    expected = interpolate("linear", np.nan_to_num(series), ~blank, days)
+    known = ~np.isnan(expected)
+    assert known.mean() > 0.9 and np.allclose(x[:, :4][known], expected[known], atol=1e-6)
+    assert np.array_equal(x[:, :4][~blank[:, None].repeat(4, 1)], series[:, :4][~blank[:, None].repeat(4, 1)])
+    # A batch gives the same as its series one by one.
+    batch = network_input(np.stack([series, series[::-1]]), np.stack([hidden, hidden[::-1]]), days, residual="linear")
+    assert np.array_equal(batch[0], x)
+    with pytest.raises(ValueError, match="days"):
+        network_input(series, hidden, residual="linear")
+
+
+def test_residual_network_with_zero_head_is_linear_interpolation(tmp_path, reference_dir):
+    from utilise_cli.baselines import interpolate
+    from utilise_cli.inference import NetworkPredictor
+
+    with pytest.raises(ValueError, match="output_activation none"):
+        NetworkConfig(input_dim=5, residual="linear")
+    torch.manual_seed(0)
+    config = NetworkConfig(input_dim=5, output_dim=4, encoder_widths=(8, 8, 16), decoder_widths=(8, 8, 16),
+                           residual="linear", output_activation="none")
+    model = UTILISE(config).eval()
+    torch.nn.init.zeros_(model.head.conv2.weight)
+    torch.nn.init.zeros_(model.head.conv2.bias)
+    model = load_model(save_checkpoint(model, tmp_path / "residual.pth"))
+    assert model.config.residual
+    io = np.load(reference_dir / "earthnet2021_seed0_io.npz")
+    series, days = io["x"][:1, :, :, :32, :32], io["position_days"][0]
+    observed = io["masks"][:1, :, 0, :32, :32] < 0.5
+    out = NetworkPredictor(model)(series, observed, days)
+    linear = interpolate("linear", series[0], observed[0], days)
+    known = ~np.isnan(linear)
+    assert np.allclose(out[0][known], linear[known], atol=1e-6)
+    # With a non-zero head the output moves away from the interpolation.
+    torch.nn.init.normal_(model.head.conv2.bias, std=0.05)
+    assert not np.allclose(NetworkPredictor(model)(series, observed, days)[0][known], linear[known], atol=1e-3)

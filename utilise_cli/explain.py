@@ -20,7 +20,7 @@ from .chips import chip_starts
 from .cube import MaskRule, open_cube, read_rows
 from .datasets.store import DatasetFile
 from .errors import SceneError
-from .inference import network_input
+from .inference import model_input
 from .network import UTILISE
 from .network.utilise import resize_matrix
 from .scenes import DEFAULT_MASK_PATTERN, discover_scenes
@@ -55,7 +55,7 @@ class Explanation:
 def explain_chip(model: UTILISE, reflectance: np.ndarray, observed: np.ndarray, days: np.ndarray,
                  dates: list[dt.date], bands: list[str], name: str) -> Explanation:
     """Run the network on one chip (H, W multiples of the network's size multiple)."""
-    x = network_input(reflectance, ~observed)
+    x = model_input(model, reflectance, ~observed, days)
     device = next(model.parameters()).device
     with torch.inference_mode():
         out, attention = model(torch.from_numpy(x)[None].to(device),

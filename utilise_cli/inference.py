@@ -33,11 +33,31 @@ def time_windows(length: int, window: int, overlap: int) -> list[tuple[int, int]
     return [(s, s + window) for s in starts]
 
 
-def network_input(reflectance: np.ndarray, hidden: np.ndarray) -> np.ndarray:
-    """What the network was trained to see: reflectance (... x T x C x H x W, 0..1, NaN = no data) with every
-    channel set to 1.0 where ``hidden`` (... x T x H x W) or where there is no data."""
-    blank = np.expand_dims(hidden, -3) | np.isnan(reflectance)
-    return np.where(blank, np.float32(1.0), reflectance).clip(0, 1).astype(np.float32)
+def network_input(reflectance: np.ndarray, hidden: np.ndarray, days: np.ndarray | None = None,
+                  residual: str = "") -> np.ndarray:
+    """What the network was trained to see, from reflectance ... x T x C x H x W (0..1, NaN = no data) and
+    ``hidden`` ... x T x H x W (True = gap).
+
+    The original networks see every channel set to 1.0 where a pixel is hidden or has no data. A residual
+    network (NetworkConfig.residual, a baseline name) sees the series with those pixels filled by that
+    baseline along ``days`` (day of year, T) and one more channel, 1.0 where they were: C + 1 channels."""
+    if not residual:
+        blank = np.expand_dims(hidden, -3) | np.isnan(reflectance)
+        return np.where(blank, np.float32(1.0), reflectance).clip(0, 1).astype(np.float32)
+    blank = hidden | np.isnan(reflectance).any(axis=-3)
+    if days is None:
+        raise ValueError("a residual network needs the days of the series to interpolate its gaps")
+    series = reflectance.reshape(-1, *reflectance.shape[-4:])
+    observed = ~blank.reshape(-1, *blank.shape[-3:])
+    filled = np.stack([interpolate(residual, np.nan_to_num(r), o, days) for r, o in zip(series, observed)])
+    filled = np.nan_to_num(filled, nan=1.0).clip(0, 1)  # a pixel never observed: the gap value
+    x = np.concatenate([filled, ~observed[:, :, None]], axis=2).astype(np.float32)
+    return x.reshape(*reflectance.shape[:-3], x.shape[-3], *reflectance.shape[-2:])
+
+
+def model_input(model: UTILISE, reflectance: np.ndarray, hidden: np.ndarray, days: np.ndarray) -> np.ndarray:
+    """network_input as ``model`` was trained to see it."""
+    return network_input(reflectance, hidden, days, model.config.residual)
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -62,7 +82,7 @@ def run_network(model: UTILISE, x: np.ndarray, days: np.ndarray, precision: str 
     dtype = PRECISIONS[precision]
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         out = model(inputs, positions).float().cpu().numpy()
-    return out[..., :h, :w]
+    return out[..., :h, :w].clip(0, 1)  # a residual network's sum can leave 0..1
 
 
 @dataclass
@@ -81,7 +101,7 @@ class NetworkPredictor:
 
     def __call__(self, reflectance: np.ndarray, observed: np.ndarray, days: np.ndarray) -> np.ndarray:
         b, t, c, h, w = reflectance.shape
-        x = network_input(reflectance, ~observed)
+        x = model_input(self.model, reflectance, ~observed, days)
         total = np.zeros((b, t, self.model.config.output_dim, h, w), dtype=np.float32)
         weight = np.zeros(t, dtype=np.float32)
         for start, stop in time_windows(t, self.window, self.window_overlap):
@@ -109,7 +129,7 @@ class NetworkPredictor:
 
 @dataclass
 class BaselinePredictor:
-    """Per-pixel interpolation along time (linear, closest, last, next)."""
+    """Per-pixel interpolation along time (a method of baselines.METHODS)."""
 
     method: str = "linear"
 

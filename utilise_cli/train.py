@@ -1,8 +1,8 @@
 """``utilise train``: fit U-TILISE on prepared datasets with gaps simulated anew for every sample.
 
 The run folder holds config.yaml (the merged configuration), log.csv (one row per validation round),
-best.pth and last.pth (our checkpoint format), resume.pt (optimizer, scheduler and random states) and
-val_EPOCH.png quicklooks of validation predictions.
+best.pth (the round with the highest validation PSNR on simulated gaps) and last.pth in our checkpoint
+format, resume.pt (optimizer, scheduler and random states) and val_EPOCH.png validation quicklooks.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import yaml
+from torch import nn
 from torch.utils.data import DataLoader
 
 from .errors import DatasetError, UtiliseError
@@ -181,15 +182,21 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     library = load_mask_libraries(config.masks)
+    residual = str(config.network.get("residual", ""))
     train_set = SequenceDataset(config.train, crop=config.crop, max_frames=config.max_frames, augment=True,
                                 ratio=config.ratio, library=library, full_above=config.full_above,
-                                samples=config.steps_per_epoch * config.batch_size, seed=config.seed)
-    val_set = SequenceDataset(config.val, ratio_key=config.val_ratio, max_frames=0) if config.val else None
+                                samples=config.steps_per_epoch * config.batch_size, seed=config.seed,
+                                residual=residual)
+    val_set = SequenceDataset(config.val, ratio_key=config.val_ratio, max_frames=0,
+                              residual=residual) if config.val else None
     if val_set is not None and any(config.val_ratio not in e.gaps for e in val_set.entries):
         raise DatasetError(f"{config.val}: no stored gaps {config.val_ratio}; pass files made by `utilise simulate`")
     channels = train_set.entries[0].series.frames.shape[1]
-    net = NetworkConfig.from_dict({"input_dim": channels, "output_dim": channels, **config.network})
+    net = NetworkConfig.from_dict({"input_dim": channels + bool(residual), "output_dim": channels, **config.network})
     model = UTILISE(net, {"bands": config.bands}).to(device)
+    if residual:  # start from the baseline itself: the head's correction is 0 until training moves it
+        nn.init.zeros_(model.head.conv2.weight)
+        nn.init.zeros_(model.head.conv2.bias)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.milestones, gamma=config.gamma)
     epoch, step, best, elapsed = 0, 0, math.inf, 0.0
@@ -231,8 +238,10 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
         _log_row(run / "log.csv", row)
         meta = {"epoch": epoch, "step": step, "val_loss": val_loss, "val_psnr_occluded": val_psnr,
                 "train_config": config.portable_dict(), "bands": config.bands}
-        if val_loss < best:
-            best = val_loss
+        # Gaps are what the network is for: keep the round that fills them best (PSNR), else the lowest loss.
+        score = -val_psnr if math.isfinite(val_psnr) else val_loss
+        if score < best:
+            best = score
             save_checkpoint(model, run / "best.pth", meta)
         save_checkpoint(model, run / "last.pth", meta)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,

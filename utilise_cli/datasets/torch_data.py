@@ -1,7 +1,7 @@
 """A torch ``Dataset`` over dataset files, and the collate that pads series of mixed lengths.
 
-A sample is a dict: x T x C' x h x w network input (reflectance 0..1, gaps and no-data set to 1, SAR
-channels appended unmasked), y T x C x h x w target (0 where no data), days T (day of year of the window's
+A sample is a dict: x T x C' x h x w network input (inference.network_input: reflectance 0..1 with gaps and
+no-data set to 1 or, for a residual network, interpolated plus a gap channel; SAR channels appended unmasked), y T x C x h x w target (0 where no data), days T (day of year of the window's
 first year), gaps T x h x w (simulated gap), valid T x h x w (the target has data), name.
 """
 
@@ -55,12 +55,13 @@ class SequenceDataset(Dataset):
     square crop (None = whole frames). max_frames: length of a random contiguous window (0 = all).
     augment: the same random rot90 / flip for all frames. full_above: a simulated gap covering more than
     this fraction of a frame hides the whole frame (training only). samples: length of an epoch.
+    residual: inputs for a residual network (gaps filled by this baseline, plus a gap channel).
     """
 
     def __init__(self, files: Sequence[str | os.PathLike], ratio_key: str | None = None, crop: int | None = None,
                  max_frames: int = 10, augment: bool = False, ratio: float = 0.5,
                  library: Sequence[np.ndarray] = (), full_above: float = 1.0, samples: int | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, residual: str = "") -> None:
         self.entries: list[_Entry] = []
         for path in files:
             with DatasetFile(path) as data:
@@ -68,6 +69,7 @@ class SequenceDataset(Dataset):
         self.ratio_key, self.crop, self.max_frames = ratio_key, crop, max_frames
         self.augment, self.ratio, self.library, self.full_above = augment, ratio, list(library), full_above
         self.samples = samples or len(self.entries)
+        self.residual = residual
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -96,7 +98,8 @@ class SequenceDataset(Dataset):
         if self.full_above < 1.0:
             full = gaps.reshape(len(gaps), -1).mean(axis=1) > self.full_above
             gaps = gaps | full[:, None, None]
-        x = network_input(target, gaps)
+        days = day_positions(s.dates[start:stop])
+        x = network_input(target, gaps, days, self.residual)
         if s.sar is not None:
             x = np.concatenate([x, sar_to_unit(s.sar[start:stop, :, ys, xs])], axis=1)
         valid = ~np.isnan(target).any(axis=1)
@@ -104,7 +107,7 @@ class SequenceDataset(Dataset):
         if self.augment:
             x, y, gaps, valid = _augment([x, y, gaps, valid], int(rng.integers(4)), bool(rng.integers(2)))
         return {"x": torch.from_numpy(x), "y": torch.from_numpy(y),
-                "days": torch.tensor(day_positions(s.dates[start:stop]), dtype=torch.float32),
+                "days": torch.tensor(days, dtype=torch.float32),
                 "gaps": torch.from_numpy(np.ascontiguousarray(gaps)), "valid": torch.from_numpy(valid),
                 "name": s.name}
 

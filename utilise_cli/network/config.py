@@ -26,6 +26,10 @@ class NetworkConfig:
     positional_period: float = 1000.0
     dropout: float = 0.1
     output_activation: str = "sigmoid"
+    # Not in the original: a baseline of baselines.METHODS ("linear", "adjusted") fills the gaps of the input,
+    # one more input channel is 1 where a pixel was hidden, and the output is that filled series plus the
+    # head's correction (see inference.network_input). The weights we ship use it; released checkpoints do not.
+    residual: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "encoder_widths", tuple(int(w) for w in self.encoder_widths))
@@ -43,6 +47,12 @@ class NetworkConfig:
                 raise ValueError("every encoder width must be divisible by n_head (attention groups)")
         if self.output_activation not in ("sigmoid", "none"):
             raise ValueError("output_activation must be 'sigmoid' or 'none'")
+        if self.residual not in ("", "linear", "adjusted"):
+            raise ValueError("residual must be '' (the original network), 'linear' or 'adjusted'")
+        if self.residual and self.output_activation != "none":
+            raise ValueError("a residual network adds its output to the interpolated input: set output_activation none")
+        if self.residual and self.input_dim <= self.output_dim:
+            raise ValueError("a residual network takes the output bands plus a gap channel: input_dim > output_dim")
 
     @property
     def levels(self) -> int:

@@ -150,6 +150,8 @@ class UTILISE(nn.Module):
             skip = aggregate_skip(attention, skips[level], pad).flatten(0, 1)
             out = block(out, skip if keep is None else skip[keep])
         out = self.head(out)
+        if self.config.residual:
+            out = out + frames[:, :self.config.output_dim]
         if self.config.output_activation == "sigmoid":
             out = torch.sigmoid(out)
         out = self._unfold(out, b, t, keep)
