@@ -122,3 +122,17 @@ def test_adjusted_equals_linear_when_dates_have_no_anomaly():
     adjusted = interpolate("adjusted", refl, observed, days)
     assert np.allclose(adjusted, interpolate("linear", refl, observed, days), atol=1e-6)
     assert np.allclose(adjusted, refl, atol=1e-6)
+
+
+def test_adjusted_baseline_does_not_spread_an_unmasked_cloud_edge_into_the_gap(reference_dir):
+    # Real masks miss the bright rim of a cloud: a 2-pixel rim of +0.3 around the hidden block.
+    io = np.load(reference_dir / "earthnet2021_seed0_io.npz")
+    series, days = io["y"][0].copy(), io["position_days"][0]
+    observed = np.ones(series.shape[:1] + series.shape[2:], bool)
+    observed[4, 20:40, 20:40] = False
+    truth = series[4][:, 20:40, 20:40].copy()
+    series[4][:, 18:42, 18:42] += 0.3
+    series[4][:, 20:40, 20:40] = truth
+    linear = np.abs(interpolate("linear", series, observed, days)[4][:, 20:40, 20:40] - truth).mean()
+    adjusted = np.abs(interpolate("adjusted", series, observed, days)[4][:, 20:40, 20:40] - truth).mean()
+    assert adjusted < linear + 0.005

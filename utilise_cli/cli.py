@@ -110,6 +110,9 @@ def info(
     typer.echo(f"widths       encoder {list(cfg.encoder_widths)}, decoder {list(cfg.decoder_widths)}")
     typer.echo(f"levels       {cfg.levels} (chip height/width must be multiples of {cfg.size_multiple})")
     typer.echo(f"attention    {cfg.n_head} heads, d_k {cfg.d_k}")
+    if cfg.residual:
+        typer.echo(f"residual     output = {cfg.residual} interpolation + the network's correction (input: "
+                   f"{cfg.output_dim} interpolated bands + a gap channel)")
     for key, value in summary["metadata"].items():
         typer.echo(f"{key:12s} {value}")
 

@@ -130,12 +130,12 @@ def resolve_bands(options: FillOptions, predictor: Predictor | None) -> list[str
     if model is not None:
         cfg = model.config
         source = model.metadata.get("checkpoint_path", "checkpoint")
-        if cfg.input_dim != cfg.output_dim:
+        if cfg.auxiliary_inputs:
             raise CheckpointError(f"{source}: takes {cfg.input_dim} channels and gives {cfg.output_dim} "
                                   "(a SAR-guided model); fill needs an optical-only checkpoint")
-        if cfg.input_dim != len(bands):
-            raise CheckpointError(f"{source}: takes {cfg.input_dim} bands but {len(bands)} were asked for "
-                                  f"({', '.join(bands)}); pass --bands with {cfg.input_dim} names or another checkpoint")
+        if cfg.output_dim != len(bands):
+            raise CheckpointError(f"{source}: fills {cfg.output_dim} bands but {len(bands)} were asked for "
+                                  f"({', '.join(bands)}); pass --bands with {cfg.output_dim} names or another checkpoint")
         if meta_bands and [band_key(b) for b in meta_bands] != bands:
             raise CheckpointError(f"{source}: trained on bands {', '.join(meta_bands)}, not {', '.join(bands)}; "
                                   "use matching --bands or another checkpoint")

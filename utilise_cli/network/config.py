@@ -59,6 +59,11 @@ class NetworkConfig:
         return len(self.encoder_widths)
 
     @property
+    def auxiliary_inputs(self) -> int:
+        """Input channels that are neither bands nor a residual network's gap channel (SAR: 2)."""
+        return self.input_dim - self.output_dim - bool(self.residual)
+
+    @property
     def size_multiple(self) -> int:
         """H and W must be multiples of this (2 ** (levels - 1))."""
         return 2 ** (self.levels - 1)
