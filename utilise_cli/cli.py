@@ -153,9 +153,10 @@ def fill(
     align: bool = typer.Option(False, "--align", help="Reproject scenes on other grids onto the first scene's grid."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo dates whose outputs exist (default: skip them)."),
     preview: bool = typer.Option(False, "--preview", help="Also write preview.png: input and filled series."),
-    scheduler: str = typer.Option("sync", help="For a folder of tile folders: sync (this process), processes or "
-                                  "local:N (a dask LocalCluster of N worker processes), or a dask scheduler address "
-                                  "such as tcp://host:8786. Each tile goes to OUT/<tile>."),
+    scheduler: str = typer.Option("sync", help="sync (this process), processes or local:N (a dask LocalCluster of "
+                                  "N worker processes), or a dask scheduler address such as tcp://host:8786. A "
+                                  "folder of tile folders runs one tile per task (each into OUT/<tile>); one "
+                                  "folder of scenes runs its chip rows on the workers. Outputs are the same."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print scenes, dates, grid, chips, time and memory; "
                                  "read no pixels, write nothing."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log lines (-vv for debug)."),
@@ -226,7 +227,8 @@ def fill(
                   TimeRemainingColumn(), disable=quiet, transient=False) as bar:
         task = bar.add_task("fill", total=None)
         report = run_fill(folder, out, options, progress=lambda done, total: bar.update(task, completed=done,
-                                                                                         total=total))
+                                                                                         total=total),
+                          scheduler=scheduler)
     if report.skipped_outputs and not report.outputs:
         typer.echo(f"all {len(report.skipped_outputs)} outputs already in {out}; nothing to do (--overwrite to redo)")
         return

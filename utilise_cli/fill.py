@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -198,10 +198,12 @@ def _pad_to(array: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None,
-         progress: Callable[[int, int], None] | None = None) -> FillReport:
+         progress: Callable[[int, int], None] | None = None, scheduler: str = "sync") -> FillReport:
     """Fill every date of ``folder`` and write COGs to ``out``; see :class:`FillOptions`.
 
-    ``progress(done_chips, total_chips)`` is called after every chip row.
+    ``progress(done_chips, total_chips)`` is called after every chip row. ``scheduler`` other than sync
+    (see :func:`utilise_cli.tiles.dask_client`) predicts the chip rows on dask workers; this process blends
+    and writes them in order, so the outputs are the same.
     """
     options = options or FillOptions()
     out = Path(out)
@@ -234,7 +236,14 @@ def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None
                              {**scene_tags, "FLAGS": "0=observed,1=filled,255=never observed"}, "nearest"),
             )
         quicklook = _Quicklook(grid.height, grid.width, t) if options.preview else None
-        _run_stripes(plan, predictor, options, days, writers, report, quicklook, progress)
+        if scheduler in ("sync", "threads"):
+            _run_stripes(plan, predictor, options, days, writers, report, quicklook, progress)
+        else:
+            from .tiles import dask_client, predict_rows_on_cluster
+
+            with dask_client(scheduler) as (client, threads):
+                rows = predict_rows_on_cluster(client, plan, folder, out, options, threads)
+                _run_stripes(plan, predictor, options, days, writers, report, quicklook, progress, rows)
         for i, (cog, flags) in writers.items():
             report.outputs.append(cog.finish())
             flags.finish()
@@ -272,9 +281,49 @@ class _Quicklook:
             self.after[:, :, target] = after[:, rgb][:, :, keep, :: self.step]
 
 
+@dataclass
+class RowPrediction:
+    """The predictions of one row of chips: (x0, T x C x h x w reflectance) for every chip that ran, and
+    the x0 of chips with nothing to fill, which pass their input through."""
+
+    chips: list[tuple[int, np.ndarray]]
+    passed: list[int]
+    network_seconds: float
+
+
+def predict_row(plan: FillPlan, predictor: Predictor | None, options: FillOptions, days: np.ndarray,
+                refl: np.ndarray, obs: np.ndarray) -> RowPrediction:
+    """Run the predictor on the chips of one chip row: refl T x C x h x W (reflectance), obs T x h x W."""
+    chip = plan.chip_size
+    pending: list[tuple[int, np.ndarray, np.ndarray]] = []
+    passed = []
+    for x0 in chip_starts(plan.cube.grid.width, chip, plan.overlap):
+        x1 = min(x0 + chip, plan.cube.grid.width)
+        chip_obs = obs[:, :, x0:x1]
+        # Only pixels observed on some dates but not all have anything to fill (never-observed
+        # pixels become nodata whatever the network says).
+        if not options.regenerate_all and not (chip_obs.any(axis=0) & ~chip_obs.all(axis=0)).any():
+            passed.append(x0)
+            continue
+        pending.append((x0, refl[:, :, :, x0:x1], chip_obs))
+    chips, seconds = [], 0.0
+    for b in range(0, len(pending), options.batch_size):
+        batch = pending[b: b + options.batch_size]
+        h, w = batch[0][1].shape[-2:]
+        x = np.stack([_pad_to(item[1], chip, chip) for item in batch])
+        o = np.stack([_pad_to(item[2], chip, chip) for item in batch])
+        tick = time.perf_counter()
+        pred = predictor(x, o, days)[..., :h, :w]
+        seconds += time.perf_counter() - tick
+        chips += [(x0, p) for (x0, _, _), p in zip(batch, pred)]
+    return RowPrediction(chips, passed, seconds)
+
+
 def _run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, days: np.ndarray,
                  writers: dict[int, tuple[StripeWriter, StripeWriter]], report: FillReport,
-                 quicklook: _Quicklook | None, progress: Callable[[int, int], None] | None) -> None:
+                 quicklook: _Quicklook | None, progress: Callable[[int, int], None] | None,
+                 row_predictions: Iterator[RowPrediction] | None = None) -> None:
+    """Predict (here, or take ``row_predictions`` made elsewhere in row order), blend and write every row."""
     cube, grid = plan.cube, plan.cube.grid
     chip = plan.chip_size
     rows = chip_starts(grid.height, chip, plan.overlap)
@@ -298,28 +347,18 @@ def _run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, day
             wsum = np.concatenate([wsum, np.zeros((y1 - held_end, grid.width), np.float32)], axis=0)
             inputs = np.concatenate([inputs, refl[:, :, new]], axis=2)
             observed = np.concatenate([observed, obs[:, new]], axis=1)
-        pending: list[tuple[int, np.ndarray, np.ndarray]] = []
-        for x0 in cols:
-            x1 = min(x0 + chip, grid.width)
-            chip_obs = obs[:, :, x0:x1]
-            # Only pixels observed on some dates but not all have anything to fill (never-observed
-            # pixels become nodata whatever the network says).
-            if not options.regenerate_all and not (chip_obs.any(axis=0) & ~chip_obs.all(axis=0)).any():
-                _accumulate(acc, wsum, y0 - buf0, x0, refl[:, :, :, x0:x1], window)
-                report.chips_skipped += 1
-                continue
-            pending.append((x0, refl[:, :, :, x0:x1], chip_obs))
-        for b in range(0, len(pending), options.batch_size):
-            batch = pending[b: b + options.batch_size]
-            h, w = batch[0][1].shape[-2:]
-            x = np.stack([_pad_to(item[1], chip, chip) for item in batch])
-            o = np.stack([_pad_to(item[2], chip, chip) for item in batch])
-            tick = time.perf_counter()
-            pred = predictor(x, o, days)[..., :h, :w]
-            report.network_seconds += time.perf_counter() - tick
-            for (x0, _, _), p in zip(batch, pred):
-                _accumulate(acc, wsum, y0 - buf0, x0, p, window)
-            report.chips_run += len(batch)
+        if row_predictions is None:
+            row = predict_row(plan, predictor, options, days, refl, obs)
+        else:
+            row = next(row_predictions)
+        # The same order of sums as in one process: outputs do not depend on where rows were predicted.
+        for x0 in row.passed:
+            _accumulate(acc, wsum, y0 - buf0, x0, refl[:, :, :, x0:x0 + chip], window)
+        for x0, p in row.chips:
+            _accumulate(acc, wsum, y0 - buf0, x0, p, window)
+        report.chips_skipped += len(row.passed)
+        report.chips_run += len(row.chips)
+        report.network_seconds += row.network_seconds
         done += len(cols)
         if progress:
             progress(done, plan.chips)

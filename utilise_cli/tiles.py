@@ -1,21 +1,30 @@
-"""Many tiles: a folder of tile folders (each a folder of dated scenes), filled one tile per task, in this
-process or on a dask.distributed cluster (a LocalCluster of worker processes or a running scheduler).
+"""Scale-out on dask.distributed (a LocalCluster of worker processes or a running scheduler).
 
-Each tile is written by :func:`utilise_cli.fill.fill` into OUT/<tile>; a tile whose every date is done is
-skipped, so a rerun after a crash or a killed worker finishes only what is missing. Outputs are identical to
-filling each tile on its own: the same code runs, only elsewhere.
+Many tiles: a folder of tile folders (each a folder of dated scenes) is filled one tile per task. Each tile is
+written by :func:`utilise_cli.fill.fill` into OUT/<tile>; a tile whose every date is done is skipped, so a
+rerun after a crash or a killed worker finishes only what is missing. Outputs are identical to filling each
+tile on its own: the same code runs, only elsewhere.
+
+One large tile: its chip rows are predicted on the workers (each reads its own rows, the overlap with the
+neighbouring rows included, and loads the model once), while the calling process blends and writes them in
+row order, so the outputs are identical to a run in one process.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
+from .chips import chip_starts
+from .cube import read_rows
 from .errors import SceneError, UtiliseError
-from .fill import FillOptions, FillReport, fill
+from .fill import FillOptions, FillPlan, FillReport, RowPrediction, fill, load_predictor, plan_fill, predict_row
 from .scenes import RASTER_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -59,6 +68,60 @@ def fill_tile(tile: str, out: str, options: FillOptions, threads: int = 0) -> Ti
                       report.seconds)
 
 
+@contextmanager
+def dask_client(scheduler: str) -> Iterator[tuple[Any, int]]:
+    """(client, torch threads per task) for 'processes' / 'local:N' or a scheduler address; closed after."""
+    client, cluster = _client(scheduler)
+    try:
+        workers = max(1, len(client.scheduler_info()["workers"]))
+        # LocalCluster workers share this machine's cores; a remote cluster's workers keep torch's default.
+        yield client, max(1, (os.cpu_count() or 1) // workers) if cluster is not None else 0
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+_WORKER_STATE: dict[str, tuple[Any, Any]] = {}
+
+
+def predict_row_task(folder: str, out: str, options: FillOptions, y0: int, threads: int) -> RowPrediction:
+    """Predict the chip row starting at pixel row ``y0`` (runs in a worker; the plan and model are loaded
+    once per worker and folder)."""
+    key = repr((folder, out, options))
+    if key not in _WORKER_STATE:
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        predictor, _ = load_predictor(options)
+        _WORKER_STATE.clear()
+        _WORKER_STATE[key] = (plan_fill(folder, out, options, predictor), predictor)
+    plan, predictor = _WORKER_STATE[key]
+    y1 = min(y0 + plan.chip_size, plan.cube.grid.height)
+    refl, obs = read_rows(plan.cube, y0, y1)
+    return predict_row(plan, predictor, options, plan.cube.days, refl, obs)
+
+
+def predict_rows_on_cluster(client: Any, plan: FillPlan, folder: str | Path, out: str | Path, options: FillOptions,
+                            threads: int) -> Iterator[RowPrediction]:
+    """The predictions of every chip row of ``plan``, in row order, computed on the cluster's workers with a
+    look-ahead of two rows per worker (bounded memory here)."""
+    rows = iter(chip_starts(plan.cube.grid.height, plan.chip_size, plan.overlap))
+    ahead = 2 * max(1, len(client.scheduler_info()["workers"]))
+
+    def submit(y0: int) -> Any:
+        return client.submit(predict_row_task, str(folder), str(out), options, y0, threads, pure=False)
+
+    futures = deque(submit(y0) for y0 in islice(rows, ahead))
+    while futures:
+        row = futures.popleft().result()
+        following = next(rows, None)
+        if following is not None:
+            futures.append(submit(following))
+        yield row
+
+
 def _client(scheduler: str):
     """A dask.distributed Client for 'processes' / 'local:N' (a LocalCluster) or an address."""
     from dask.distributed import Client, LocalCluster
@@ -94,19 +157,12 @@ def fill_tiles(folder: str | Path, out: str | Path, options: FillOptions, schedu
     else:
         from dask.distributed import as_completed
 
-        client, cluster = _client(scheduler)
-        try:
-            workers = max(1, len(client.scheduler_info()["workers"]))
-            threads = max(1, (os.cpu_count() or 1) // workers) if cluster is not None else 0
+        with dask_client(scheduler) as (client, threads):
             futures = [client.submit(fill_tile, tile, target, options, threads, pure=False) for tile, target in jobs]
             for i, future in enumerate(as_completed(futures)):
                 results.append(future.result())
                 if progress:
                     progress(i + 1, len(jobs))
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
     results.sort(key=lambda r: r.tile)
     for r in results:
         if r.error:
