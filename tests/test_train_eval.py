@@ -60,6 +60,20 @@ def test_train_writes_the_run_folder_and_resumes(data, tmp_path):
     assert load_model(run / "last.pth").metadata["epoch"] == 2
 
 
+def test_a_residual_network_trains_from_its_baseline(data, tmp_path):
+    network = "network={encoder_widths: [8, 8, 16], decoder_widths: [8, 8, 16], residual: adjusted, " \
+              "output_activation: none}"
+    run = tmp_path / "residual"
+    result = runner.invoke(app, ["train", str(data / "tiny.yaml"), "--out", str(run), "--set", network, "-q"])
+    assert result.exit_code == 0, result.output
+    model = load_model(run / "last.pth")
+    assert model.config.residual == "adjusted" and model.config.input_dim == 5
+    # Two steps from a zero correction: the scores are those of the baseline, within a little.
+    scores = evaluate([load_method("adjusted"), load_method(str(run / "last.pth"))], data / "se_sim.h5")["results"]
+    baseline, network = (scores[m]["raw"]["occluded"]["psnr"] for m in ("adjusted", "last.pth"))
+    assert abs(network - baseline) < 0.5
+
+
 def test_the_same_config_trains_the_same_weights(data, tmp_path):
     for name in ("a", "b"):
         assert runner.invoke(app, ["train", str(data / "tiny.yaml"), "--out", str(tmp_path / name), "-q"]).exit_code == 0
