@@ -1,10 +1,18 @@
-"""Throughput and memory of `utilise fill` on large stacks mosaicked from the real sample scenes.
+"""Throughput, memory and worker speed-up of `utilise fill` on stacks mosaicked from the real sample scenes.
 
-Builds SIZE x SIZE x 10-date stacks by tiling the sample scenes (with their real cloud masks), runs
+Default: builds SIZE x SIZE x 10-date stacks by tiling the sample scenes (with their real cloud masks), runs
 `fill` in a fresh process per case, and prints megapixel-dates per second, the time the network alone
 spent on the same chips, their ratio (end-to-end overhead), and peak resident memory.
 
+With --workers: builds TILES tiles of SIZE x SIZE x 10 dates and one tile of ONE_TILE x ONE_TILE, and fills
+them with a dask LocalCluster of 1 worker process (using every core) and of 2 single-threaded worker
+processes: the folder of tiles (a task per tile) and the single tile (its chip rows on the workers; also in
+this process, sync),
+in fresh output folders, and prints wall times and the speed-up of 2 workers over 1. Cluster start-up is
+included, as a user pays it.
+
     python benchmarks/bench_fill.py [--sizes 2048 4096] [--method utilise|linear] [--checkpoint PATH]
+    python benchmarks/bench_fill.py --workers [--tiles 4] [--sizes 256] [--one-tile 768] [--method utilise|linear]
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +63,55 @@ print(json.dumps(dict(seconds=r.seconds, network=r.network_seconds, run=r.chips_
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def workers_speedup(tiles: int, size: int, one_tile: int, method: str, checkpoint: str | None) -> None:
+    """Print wall times of filling ``tiles`` tiles of ``size`` (one task per tile) and one tile of
+    ``one_tile`` pixels (its chip rows on the workers) with 1 and 2 worker processes, and the speed-ups."""
+    from utilise_cli.fill import FillOptions, fill
+    from utilise_cli.tiles import fill_tiles
+
+    options = FillOptions(method=method, checkpoint=checkpoint)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "tiles"
+        for i in range(tiles):
+            (root / f"tile{i}").mkdir(parents=True)
+            build_stack(size, root / f"tile{i}")
+        big = Path(tmp) / "one_tile"
+        big.mkdir()
+        build_stack(one_tile, big)
+        cases = {}
+        for scheduler in ("local:1", "local:2"):
+            start = time.perf_counter()
+            results = fill_tiles(root, Path(tmp) / f"tiles_{scheduler[-1]}", options, scheduler)
+            cases[("tiles", scheduler)] = time.perf_counter() - start
+            failed = [r for r in results if r.error]
+            if failed:
+                raise SystemExit(f"{scheduler}: {failed}")
+        for scheduler in ("sync", "local:1", "local:2"):
+            start = time.perf_counter()
+            fill(big, Path(tmp) / f"one_{scheduler[-1]}", options, scheduler=scheduler)
+            cases[("one tile", scheduler)] = time.perf_counter() - start
+    print(f"x 10 dates, method {method}; cluster start-up included")
+    print(f"{'job':38s} {'scheduler':10s} {'seconds':>8s} {'speed-up vs local:1':>20s}")
+    for (job, scheduler), seconds in cases.items():
+        label = (f"{tiles} tiles of {size}^2, a task per tile" if job == "tiles"
+                 else f"1 tile of {one_tile}^2, chip rows on workers")
+        print(f"{label:38s} {scheduler:10s} {seconds:8.1f} {cases[(job, 'local:1')] / seconds:19.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
+    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                        help="stack side(s) in pixels (default 2048 4096; with --workers 512)")
     parser.add_argument("--method", default="utilise")
     parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--workers", action="store_true", help="measure 2 dask worker processes against 1")
+    parser.add_argument("--tiles", type=int, default=4, help="with --workers: number of tiles")
+    parser.add_argument("--one-tile", type=int, default=768, help="with --workers: side of the single tile, pixels")
     args = parser.parse_args()
+    if args.workers:
+        workers_speedup(args.tiles, (args.sizes or [256])[0], args.one_tile, args.method, args.checkpoint)
+        return
+    args.sizes = args.sizes or [2048, 4096]
     print(f"{'size':>6s} {'method':>8s} {'chips run/skipped':>18s} {'total s':>8s} {'network s':>9s} "
           f"{'overhead':>8s} {'MPx-dates/s':>11s} {'peak RSS MB':>11s}")
     peaks = {}

@@ -234,7 +234,7 @@ def test_checkpoint_with_other_bands_is_refused(tmp_path, reference_dir):
     result = runner.invoke(app, ["fill", str(SAMPLE), "--out", str(tmp_path / "o"), "-q",
                                  "--checkpoint", str(reference_dir / "sen12mscrts_wo_s1_seed0.pth")])
     assert result.exit_code == 2
-    assert "sen12mscrts_wo_s1_seed0.pth: takes 13 bands" in result.output
+    assert "sen12mscrts_wo_s1_seed0.pth: fills 13 bands" in result.output
     assert not (tmp_path / "o").exists()
 
 

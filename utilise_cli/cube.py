@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import dask
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
@@ -155,8 +156,10 @@ def read_classes(cube: SceneCube, row0: int, row1: int) -> tuple[np.ndarray, np.
     Returns reflectance T x C x h x W (float32, 0..1 after scale/offset; NaN where there is no data),
     occluded T x h x W (bool, the cloud mask says cloud or shadow) and nodata T x h x W (bool).
     """
-    raw = np.asarray(cube.reflectance[:, :, row0:row1].values)
-    raw_mask = np.asarray(cube.mask[:, row0:row1].values)
+    # Read with local threads whatever dask's default is: in a process holding a dask.distributed Client,
+    # the default would ship every stripe through the cluster and back.
+    raw, raw_mask = (np.asarray(a) for a in dask.compute(cube.reflectance[:, :, row0:row1].data,
+                                                          cube.mask[:, row0:row1].data, scheduler="threads"))
     reflectance = raw.astype(np.float32) * np.float32(cube.scale) + np.float32(cube.offset)
     nodata = ~np.isfinite(reflectance).all(axis=1)
     if cube.nodata is not None:
