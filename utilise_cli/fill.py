@@ -291,7 +291,7 @@ class RowPrediction:
     network_seconds: float
 
 
-def predict_row(plan: FillPlan, predictor: Predictor | None, options: FillOptions, days: np.ndarray,
+def predict_row(plan: FillPlan, predictor: Predictor, options: FillOptions, days: np.ndarray,
                 refl: np.ndarray, obs: np.ndarray) -> RowPrediction:
     """Run the predictor on the chips of one chip row: refl T x C x h x W (reflectance), obs T x h x W."""
     chip = plan.chip_size

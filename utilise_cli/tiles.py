@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,21 +84,23 @@ def dask_client(scheduler: str) -> Iterator[tuple[Any, int]]:
 
 
 _WORKER_STATE: dict[str, tuple[Any, Any]] = {}
+_WORKER_LOCK = threading.Lock()  # a worker may run several tasks at once in threads
 
 
 def predict_row_task(folder: str, out: str, options: FillOptions, y0: int, threads: int) -> RowPrediction:
     """Predict the chip row starting at pixel row ``y0`` (runs in a worker; the plan and model are loaded
     once per worker and folder)."""
     key = repr((folder, out, options))
-    if key not in _WORKER_STATE:
-        if threads:
-            import torch
+    with _WORKER_LOCK:
+        if key not in _WORKER_STATE:
+            if threads:
+                import torch
 
-            torch.set_num_threads(threads)
-        predictor, _ = load_predictor(options)
-        _WORKER_STATE.clear()
-        _WORKER_STATE[key] = (plan_fill(folder, out, options, predictor), predictor)
-    plan, predictor = _WORKER_STATE[key]
+                torch.set_num_threads(threads)
+            predictor, _ = load_predictor(options)
+            _WORKER_STATE.clear()
+            _WORKER_STATE[key] = (plan_fill(folder, out, options, predictor), predictor)
+        plan, predictor = _WORKER_STATE[key]
     y1 = min(y0 + plan.chip_size, plan.cube.grid.height)
     refl, obs = read_rows(plan.cube, y0, y1)
     return predict_row(plan, predictor, options, plan.cube.days, refl, obs)
