@@ -135,7 +135,8 @@ def resolve_bands(options: FillOptions, predictor: Predictor | None) -> list[str
                                   "(a SAR-guided model); fill needs an optical-only checkpoint")
         if cfg.output_dim != len(bands):
             raise CheckpointError(f"{source}: fills {cfg.output_dim} bands but {len(bands)} were asked for "
-                                  f"({', '.join(bands)}); pass --bands with {cfg.output_dim} names or another checkpoint")
+                                  f"({', '.join(bands)}); pass --bands with {cfg.output_dim} names or another "
+                                  "checkpoint")
         if meta_bands and [band_key(b) for b in meta_bands] != bands:
             raise CheckpointError(f"{source}: trained on bands {', '.join(meta_bands)}, not {', '.join(bands)}; "
                                   "use matching --bands or another checkpoint")

@@ -1,8 +1,9 @@
 """A torch ``Dataset`` over dataset files, and the collate that pads series of mixed lengths.
 
 A sample is a dict: x T x C' x h x w network input (inference.network_input: reflectance 0..1 with gaps and
-no-data set to 1 or, for a residual network, interpolated plus a gap channel; SAR channels appended unmasked), y T x C x h x w target (0 where no data), days T (day of year of the window's
-first year), gaps T x h x w (simulated gap), valid T x h x w (the target has data), name.
+no-data set to 1 or, for a residual network, interpolated plus a gap channel; SAR channels appended
+unmasked), y T x C x h x w target (0 where no data), days T (day of year of the window's first year),
+gaps T x h x w (simulated gap), valid T x h x w (the target has data), name.
 """
 
 from __future__ import annotations
