@@ -85,6 +85,27 @@ def test_observed_pixels_unchanged_and_gaps_filled_plausibly(linear_run):
     assert never.any() and np.all(outputs.transpose(1, 0, 2, 3)[:, never] == 0)
 
 
+def test_mask_buffer_grows_every_cloud_mask_alike_in_any_stripe(tmp_path):
+    flags = {}
+    for chip, overlap in ((32, 8), (128, 32)):
+        out = tmp_path / f"chip{chip}"
+        result = runner.invoke(app, ["fill", str(SAMPLE), "--out", str(out), "--method", "linear", "--mask-buffer",
+                                     "2", "--chip-size", str(chip), "--overlap", str(overlap), "-q"])
+        assert result.exit_code == 0, result.output
+        flags[chip] = np.stack([rasterio.open(p).read(1) for p in sorted(out.glob("*_flags.tif"))])
+    assert np.array_equal(flags[32], flags[128])  # 32 px stripes: the buffer crosses stripe borders
+    stack = np.stack([rasterio.open(scene).read() for scene, _ in scenes_and_masks(SAMPLE)])
+    cloud = np.stack([rasterio.open(mask).read(1) for _, mask in scenes_and_masks(SAMPLE)]) != 0
+    grown = np.zeros_like(cloud)  # a 5 x 5 square around every cloud pixel, by shifting
+    h, w = cloud.shape[1:]
+    for dy in range(-2, 3):
+        for dx in range(-2, 3):
+            grown[:, max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)] |= \
+                cloud[:, max(0, -dy):h + min(0, -dy), max(0, -dx):w + min(0, -dx)]
+    assert grown.sum() > 1.3 * cloud.sum()
+    assert np.array_equal(flags[32] == 0, ~grown & (stack != 0).all(axis=1))
+
+
 def test_network_fill_blends_every_pixel_from_the_chips(network_run):
     out, report = network_run
     assert report.chips_run == 4 and report.chips_skipped == 0

@@ -148,6 +148,8 @@ def fill(
     mask_band: Optional[str] = typer.Option(None, help="Mask band inside the scenes (default: SCL, MSK_CLDPRB, ...)."),
     cloud_threshold: float = typer.Option(50.0, help="Probability masks: occluded at or above this value."),
     scl_classes: str = typer.Option("3,8,9,10", help="SCL classes counted as occluded (0, 1 are always no data)."),
+    mask_buffer: int = typer.Option(0, min=0, help="Grow every cloud mask by this many pixels (a square around "
+                                    "each occluded pixel), to hide the thin bright rims that masks miss."),
     date_pattern: Optional[str] = typer.Option(None, help="Regex with named groups year, month, day (or doy) "
                                                "for dates in file names. Default: YYYYMMDD, YYYY-MM-DD, june_28_2021..."),
     align: bool = typer.Option(False, "--align", help="Reproject scenes on other grids onto the first scene's grid."),
@@ -183,8 +185,8 @@ def fill(
         chip_size=chip_size, overlap=overlap, batch_size=batch_size, device=device, time_window=time_window,
         regenerate_all=regenerate_all, dtype=dtype, precision=precision, scale=scale, offset=offset, nodata=nodata,
         mask_pattern=mask_pattern or DEFAULT_MASK_PATTERN, date_pattern=date_pattern, mask_kind=mask_kind,
-        mask_band=mask_band, cloud_threshold=cloud_threshold, scl_classes=classes, align=align,
-        overwrite=overwrite, preview=preview)
+        mask_band=mask_band, cloud_threshold=cloud_threshold, scl_classes=classes, mask_buffer=mask_buffer,
+        align=align, overwrite=overwrite, preview=preview)
     from .tiles import find_tiles, fill_tiles
 
     tiles = find_tiles(folder)

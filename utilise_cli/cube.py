@@ -19,6 +19,7 @@ import xarray as xr
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from scipy.ndimage import maximum_filter
 
 from .dates import day_positions
 from .errors import SceneError
@@ -51,6 +52,7 @@ class MaskRule:
     kind: str
     threshold: float = 50.0
     scl_occluded: tuple[int, ...] = SCL_OCCLUDED
+    buffer: int = 0  # pixels the occluded area grows by (a square), for the thin rims that masks miss
 
 
 @dataclass
@@ -158,16 +160,22 @@ def read_classes(cube: SceneCube, row0: int, row1: int) -> tuple[np.ndarray, np.
     """
     # Read with local threads whatever dask's default is: in a process holding a dask.distributed Client,
     # the default would ship every stripe through the cluster and back.
+    # A buffered mask needs the rows around the stripe, so that every row decodes alike in any stripe.
+    margin = max((rule.buffer for rule in cube.rules), default=0)
+    m0, m1 = max(0, row0 - margin), min(cube.grid.height, row1 + margin)
     raw, raw_mask = (np.asarray(a) for a in dask.compute(cube.reflectance[:, :, row0:row1].data,
-                                                          cube.mask[:, row0:row1].data, scheduler="threads"))
+                                                          cube.mask[:, m0:m1].data, scheduler="threads"))
     reflectance = raw.astype(np.float32) * np.float32(cube.scale) + np.float32(cube.offset)
     nodata = ~np.isfinite(reflectance).all(axis=1)
     if cube.nodata is not None:
         nodata |= (raw == cube.nodata).any(axis=1)
     occluded = np.empty(nodata.shape, dtype=bool)
     for t, rule in enumerate(cube.rules):
-        occluded[t], mask_nodata = decode_mask(raw_mask[t], rule)
-        nodata[t] |= mask_nodata
+        frame_occluded, mask_nodata = decode_mask(raw_mask[t], rule)
+        if rule.buffer:
+            frame_occluded = maximum_filter(frame_occluded, size=2 * rule.buffer + 1, mode="constant")
+        occluded[t], nodata_rows = frame_occluded[row0 - m0: row1 - m0], mask_nodata[row0 - m0: row1 - m0]
+        nodata[t] |= nodata_rows
     reflectance[np.broadcast_to(nodata[:, None], reflectance.shape)] = np.nan
     return reflectance, occluded, nodata
 

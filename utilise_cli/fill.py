@@ -57,6 +57,7 @@ class FillOptions:
     mask_band: str | None = None
     cloud_threshold: float = 50.0  # probability masks: occluded at or above this value
     scl_classes: Sequence[int] = (3, 8, 9, 10)
+    mask_buffer: int = 0  # pixels every cloud mask grows by (a square), for rims the masks miss
     align: bool = False  # reproject scenes on other grids onto the first scene's grid
     overwrite: bool = False
     preview: bool = False  # write a before/after quicklook PNG
@@ -159,7 +160,8 @@ def plan_fill(folder: str | Path, out: str | Path, options: FillOptions,
     scenes = discover_scenes(folder, bands, options.mask_pattern, options.date_pattern, options.mask_kind,
                              options.mask_band)
     dates = [s.date for s in scenes]
-    rules = [MaskRule(s.mask_kind, options.cloud_threshold, tuple(options.scl_classes)) for s in scenes]
+    rules = [MaskRule(s.mask_kind, options.cloud_threshold, tuple(options.scl_classes), options.mask_buffer)
+             for s in scenes]
     cube = open_cube(scenes, rules, options.scale, options.offset, options.nodata, options.align,
                      chunk_rows=options.chip_size)
     grid = cube.grid
