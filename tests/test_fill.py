@@ -85,6 +85,11 @@ def test_observed_pixels_unchanged_and_gaps_filled_plausibly(linear_run):
     assert never.any() and np.all(outputs.transpose(1, 0, 2, 3)[:, never] == 0)
 
 
+def read_raster(path):
+    with rasterio.open(path) as src:
+        return src.read()
+
+
 def test_mask_buffer_grows_every_cloud_mask_alike_in_any_stripe(tmp_path):
     flags = {}
     for chip, overlap in ((32, 8), (128, 32)):
@@ -92,10 +97,10 @@ def test_mask_buffer_grows_every_cloud_mask_alike_in_any_stripe(tmp_path):
         result = runner.invoke(app, ["fill", str(SAMPLE), "--out", str(out), "--method", "linear", "--mask-buffer",
                                      "2", "--chip-size", str(chip), "--overlap", str(overlap), "-q"])
         assert result.exit_code == 0, result.output
-        flags[chip] = np.stack([rasterio.open(p).read(1) for p in sorted(out.glob("*_flags.tif"))])
+        flags[chip] = np.stack([read_raster(p)[0] for p in sorted(out.glob("*_flags.tif"))])
     assert np.array_equal(flags[32], flags[128])  # 32 px stripes: the buffer crosses stripe borders
-    stack = np.stack([rasterio.open(scene).read() for scene, _ in scenes_and_masks(SAMPLE)])
-    cloud = np.stack([rasterio.open(mask).read(1) for _, mask in scenes_and_masks(SAMPLE)]) != 0
+    stack = np.stack([read_raster(scene) for scene, _ in scenes_and_masks(SAMPLE)])
+    cloud = np.stack([read_raster(mask)[0] for _, mask in scenes_and_masks(SAMPLE)]) != 0
     grown = np.zeros_like(cloud)  # a 5 x 5 square around every cloud pixel, by shifting
     h, w = cloud.shape[1:]
     for dy in range(-2, 3):

@@ -55,12 +55,17 @@ class TileResult:
     error: str = ""
 
 
-def fill_tile(tile: str, out: str, options: FillOptions, threads: int = 0) -> TileResult:
-    """Fill one tile (runs in a worker). Project errors come back as text so one bad tile does not stop the rest."""
+def _use_threads(threads: int) -> None:
+    """Limit torch to ``threads`` threads in this worker (0 = leave torch's default)."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def fill_tile(tile: str, out: str, options: FillOptions, threads: int = 0) -> TileResult:
+    """Fill one tile (runs in a worker). Project errors come back as text so one bad tile does not stop the rest."""
+    _use_threads(threads)
     try:
         report: FillReport = fill(tile, out, options)
     except UtiliseError as err:
@@ -71,8 +76,23 @@ def fill_tile(tile: str, out: str, options: FillOptions, threads: int = 0) -> Ti
 
 @contextmanager
 def dask_client(scheduler: str) -> Iterator[tuple[Any, int]]:
-    """(client, torch threads per task) for 'processes' / 'local:N' or a scheduler address; closed after."""
-    client, cluster = _client(scheduler)
+    """(client, torch threads per task) for 'processes' / 'local:N' (a LocalCluster of single-threaded worker
+    processes) or a scheduler address; closed after."""
+    from dask.distributed import Client, LocalCluster
+
+    cluster = None
+    if scheduler.startswith(("tcp://", "tls://", "ws://", "inproc://")):
+        client = Client(scheduler)
+    else:
+        workers = os.cpu_count() or 1
+        if ":" in scheduler:
+            try:
+                workers = int(scheduler.split(":", 1)[1])
+            except ValueError:
+                raise SceneError(f"--scheduler {scheduler!r}: expected local:N with a whole number N") from None
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
+        log.info("dask LocalCluster with %d worker processes; dashboard %s", workers, cluster.dashboard_link)
+        client = Client(cluster)
     try:
         workers = max(1, len(client.scheduler_info()["workers"]))
         # LocalCluster workers share this machine's cores; a remote cluster's workers keep torch's default.
@@ -93,10 +113,7 @@ def predict_row_task(folder: str, out: str, options: FillOptions, y0: int, threa
     key = repr((folder, out, options))
     with _WORKER_LOCK:
         if key not in _WORKER_STATE:
-            if threads:
-                import torch
-
-                torch.set_num_threads(threads)
+            _use_threads(threads)
             predictor, _ = load_predictor(options)
             _WORKER_STATE.clear()
             _WORKER_STATE[key] = (plan_fill(folder, out, options, predictor), predictor)
@@ -123,23 +140,6 @@ def predict_rows_on_cluster(client: Any, plan: FillPlan, folder: str | Path, out
         if following is not None:
             futures.append(submit(following))
         yield row
-
-
-def _client(scheduler: str):
-    """A dask.distributed Client for 'processes' / 'local:N' (a LocalCluster) or an address."""
-    from dask.distributed import Client, LocalCluster
-
-    if scheduler.startswith(("tcp://", "tls://", "ws://", "inproc://")):
-        return Client(scheduler), None
-    workers = os.cpu_count() or 1
-    if ":" in scheduler:
-        try:
-            workers = int(scheduler.split(":", 1)[1])
-        except ValueError:
-            raise SceneError(f"--scheduler {scheduler!r}: expected local:N with a whole number N") from None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0")
-    log.info("dask LocalCluster with %d worker processes; dashboard %s", workers, cluster.dashboard_link)
-    return Client(cluster), cluster
 
 
 def fill_tiles(folder: str | Path, out: str | Path, options: FillOptions, scheduler: str = "sync",
