@@ -7,9 +7,8 @@ spent on the same chips, their ratio (end-to-end overhead), and peak resident me
 With --workers: builds TILES tiles of SIZE x SIZE x 10 dates and one tile of ONE_TILE x ONE_TILE, and fills
 them with a dask LocalCluster of 1 worker process (using every core) and of 2 single-threaded worker
 processes: the folder of tiles (a task per tile) and the single tile (its chip rows on the workers; also in
-this process, sync),
-in fresh output folders, and prints wall times and the speed-up of 2 workers over 1. Cluster start-up is
-included, as a user pays it.
+this process, sync), in fresh output folders, and prints wall times and the speed-up of 2 workers over 1.
+Cluster start-up is included, as a user pays it.
 
     python benchmarks/bench_fill.py [--sizes 2048 4096] [--method utilise|linear] [--checkpoint PATH]
     python benchmarks/bench_fill.py --workers [--tiles 4] [--sizes 256] [--one-tile 768] [--method utilise|linear]
@@ -90,7 +89,7 @@ def workers_speedup(tiles: int, size: int, one_tile: int, method: str, checkpoin
             start = time.perf_counter()
             fill(big, Path(tmp) / f"one_{scheduler[-1]}", options, scheduler=scheduler)
             cases[("one tile", scheduler)] = time.perf_counter() - start
-    print(f"x 10 dates, method {method}; cluster start-up included")
+    print(f"stacks of 10 dates, method {method}; cluster start-up included")
     print(f"{'job':38s} {'scheduler':10s} {'seconds':>8s} {'speed-up vs local:1':>20s}")
     for (job, scheduler), seconds in cases.items():
         label = (f"{tiles} tiles of {size}^2, a task per tile" if job == "tiles"
@@ -101,7 +100,7 @@ def workers_speedup(tiles: int, size: int, one_tile: int, method: str, checkpoin
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=None,
-                        help="stack side(s) in pixels (default 2048 4096; with --workers 512)")
+                        help="stack side(s) in pixels (default 2048 4096; with --workers 256)")
     parser.add_argument("--method", default="utilise")
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--workers", action="store_true", help="measure 2 dask worker processes against 1")
