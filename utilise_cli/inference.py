@@ -44,9 +44,9 @@ def network_input(reflectance: np.ndarray, hidden: np.ndarray, days: np.ndarray 
     if not residual:
         blank = np.expand_dims(hidden, -3) | np.isnan(reflectance)
         return np.where(blank, np.float32(1.0), reflectance).clip(0, 1).astype(np.float32)
-    blank = hidden | np.isnan(reflectance).any(axis=-3)
     if days is None:
         raise ValueError("a residual network needs the days of the series to interpolate its gaps")
+    blank = hidden | np.isnan(reflectance).any(axis=-3)
     series = reflectance.reshape(-1, *reflectance.shape[-4:])
     observed = ~blank.reshape(-1, *blank.shape[-3:])
     filled = np.stack([interpolate(residual, np.nan_to_num(r), o, days) for r, o in zip(series, observed)])
