@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from utilise_cli.cube import SCL_OCCLUDED
+from utilise_cli.sentinel2 import SCL_OCCLUDED
 from utilise_cli.scenes import band_key, discover_scenes
 
 ROOT = Path(__file__).resolve().parents[1]

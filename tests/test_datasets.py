@@ -17,7 +17,8 @@ from utilise_cli.cli import app
 from utilise_cli.datasets import DatasetFile, ScreeningRule, SequenceDataset, collate, prepare, simulate
 from utilise_cli.datasets.simulate import choose_masked_frames
 from utilise_cli.datasets.store import gaps_key
-from utilise_cli.errors import DatasetError
+from utilise_cli.errors import DatasetError, SceneError
+from utilise_cli.options import ReadOptions
 
 from .conftest import shared_path
 
@@ -91,8 +92,11 @@ def test_worldcereal_uses_the_scl_of_the_20m_file(tmp_path):
     assert all(b > a for a, b in zip(s.dates, s.dates[1:]))
 
 
-def test_geotiff_folders_on_two_grids_are_aligned(tmp_path):
-    report = prepare("geotiff", [shared_path("data", "greenearthnet", "geotiff_portugal")], tmp_path / "pt.h5")
+def test_geotiff_folders_on_two_grids_are_aligned_when_asked(tmp_path):
+    portugal = shared_path("data", "greenearthnet", "geotiff_portugal")
+    with pytest.raises(SceneError, match="--align"):  # decoded as fill decodes it: other grids need --align
+        prepare("geotiff", [portugal], tmp_path / "pt.h5")
+    report = prepare("geotiff", [portugal], tmp_path / "pt.h5", read=ReadOptions(align=True))
     assert report["series"][0]["kept"] and len(report["series"][0]["frames"]) == 7
     report = prepare("geotiff", [shared_path("data", "greenearthnet", "geotiff_hu_ro")], tmp_path / "hu.h5")
     assert report["kept_frames"] == 5

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from utilise_cli.cli import app
 from utilise_cli.fill import FillOptions, fill
+from utilise_cli.options import ReadOptions
 
 from .conftest import ROOT
 
@@ -244,7 +245,7 @@ def test_bad_scene_folders_fail_cleanly(tmp_path, breaker, expected):
 def test_other_grid_is_accepted_with_align(tmp_path):
     folder = copy_sample(tmp_path)
     _other_grid(folder)
-    report = fill(folder, tmp_path / "out", FillOptions(method="linear", align=True))
+    report = fill(folder, tmp_path / "out", FillOptions(read=ReadOptions(align=True), method="linear"))
     with rasterio.open(report.outputs[1]) as dst, rasterio.open(sorted(folder.glob("*_T34VCL.tif"))[0]) as ref:
         assert dst.transform == ref.transform and dst.shape == ref.shape
 

@@ -6,16 +6,18 @@ Every :class:`~utilise_cli.errors.UtiliseError` becomes one line on stderr and e
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 import typer
 
 from . import __version__
 from .errors import UtiliseError
+from .options import FillOptions, ReadOptions
 
 app = typer.Typer(
     name="utilise",
@@ -65,6 +67,88 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
+def _option(name: str, annotation: Any, default: Any, *decls: str, **settings: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                             default=typer.Option(default, *decls, **settings))
+
+
+def shared_options(options: list[inspect.Parameter], combine: Callable[..., dict[str, Any]],
+                   produces: tuple[str, ...]) -> Callable[[F], F]:
+    """Give a command options declared once for several commands: on the command line its parameters
+    ``produces`` are replaced by ``options``, and ``combine(**their values)`` builds what the command receives
+    under those names (for example one ReadOptions from eleven options)."""
+    names = [p.name for p in options]
+
+    def decorate(func: F) -> F:
+        signature = inspect.signature(func)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {n: kwargs.pop(n) for n in names}
+            return func(*args, **kwargs, **combine(**values))
+
+        own = [p for p in signature.parameters.values() if p.name not in produces]
+        wrapper.__signature__ = signature.replace(parameters=own + options)  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+_READ = ReadOptions()
+_READ_OPTIONS = [
+    _option("scale", float, _READ.scale, help="Input reflectance = DN x scale + offset."),
+    _option("offset", float, _READ.offset, help="Input offset in reflectance (-0.1 for raw L1C/L2A DN of "
+            "processing baseline 04.00 and later; harmonised products need none)."),
+    _option("nodata", Optional[float], _READ.nodata, help="Input nodata DN. Default: the file's nodata, else 0."),
+    _option("mask_pattern", Optional[str], None, help="Regex that marks mask files by name. Default: names with "
+            "mask, cloud, clm, scl, cldprb, ... as a word."),
+    _option("mask_kind", str, _READ.mask_kind, help="auto, binary (1 = occluded), scl (classes), probability "
+            "(0..100)."),
+    _option("mask_band", Optional[str], _READ.mask_band, help="Mask band inside the scenes (default: SCL, "
+            "MSK_CLDPRB, ...)."),
+    _option("cloud_threshold", float, _READ.cloud_threshold, help="Probability masks: occluded at or above this "
+            "value (percent)."),
+    _option("scl_classes", str, ",".join(map(str, _READ.scl_classes)), help="SCL classes counted as occluded "
+            "(0, 1 are always no data)."),
+    _option("mask_buffer", int, _READ.mask_buffer, min=0, help="Grow every cloud mask by this many pixels (a "
+            "square around each occluded pixel), to hide the thin bright rims that masks miss."),
+    _option("date_pattern", Optional[str], _READ.date_pattern, help="Regex with named groups year, month, day "
+            "(or doy) for dates in file names. Default: YYYYMMDD, YYYY-MM-DD, june_28_2021..."),
+    _option("align", bool, _READ.align, "--align", help="Reproject scenes on other grids onto the first "
+            "scene's grid (bilinear for reflectance, nearest for masks)."),
+]
+
+
+def _read_options(mask_pattern: str | None, scl_classes: str, **values: Any) -> dict[str, Any]:
+    try:
+        classes = tuple(int(c) for c in scl_classes.split(","))
+    except ValueError:
+        raise typer.BadParameter("must be comma-separated integers such as 3,8,9,10", param_hint="--scl-classes")
+    return {"read": ReadOptions(mask_pattern=mask_pattern or _READ.mask_pattern, scl_classes=classes, **values)}
+
+
+read_options = shared_options(_READ_OPTIONS, _read_options, ("read",))
+
+
+def _log_options(verbose: int, quiet: bool) -> dict[str, Any]:
+    setup_logging(verbose, quiet)
+    return {"quiet": quiet}
+
+
+log_options = shared_options([
+    _option("verbose", int, 0, "--verbose", "-v", count=True, help="More log lines (-vv for debug)."),
+    _option("quiet", bool, False, "--quiet", "-q", help="Only warnings and errors."),
+], _log_options, ("quiet",))
+
+
+def _device_option(device: str) -> dict[str, Any]:
+    return {"device": device}
+
+
+device_option = shared_options([_option("device", str, FillOptions.device, help="auto (CUDA when present), "
+                                        "cpu or cuda.")], _device_option, ("device",))
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"utilise {__version__}")
@@ -83,13 +167,15 @@ def main(
 @app.command()
 @user_errors
 def info(
-    checkpoint: Path = typer.Argument(..., help="A U-TILISE checkpoint: released (.pth) or made by `utilise train`."),
+    checkpoint: str = typer.Argument(..., help="A U-TILISE checkpoint: released (.pth), made by `utilise train`, "
+                                     "or 'shipped' (the packaged weights)."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
 ) -> None:
     """Show a checkpoint's network configuration, parameter count, bands and metadata."""
     from .network import load_model
+    from .weights import resolve_checkpoint
 
-    model = load_model(checkpoint)
+    model = load_model(resolve_checkpoint(checkpoint))
     summary = {
         "checkpoint": str(checkpoint),
         "sha256": model.metadata.get("checkpoint_sha256"),
@@ -117,76 +203,66 @@ def info(
         typer.echo(f"{key:12s} {value}")
 
 
+_FILL = FillOptions()
+
+
 @app.command()
 @user_errors
+@read_options
+@log_options
+@device_option
 def fill(
     folder: Path = typer.Argument(..., help="Folder of dated Sentinel-2 GeoTIFF scenes plus cloud masks."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: one COG per date, YYYYMMDD_filled.tif, "
                              "plus YYYYMMDD_filled_flags.tif (0 observed, 1 filled, 255 never observed)."),
     checkpoint: Optional[Path] = typer.Option(None, help="U-TILISE checkpoint. Default: the shipped weights."),
-    method: str = typer.Option("utilise", help="utilise (the network), or a baseline along time: linear, adjusted "
-                        "(linear plus the date's own anomaly), closest, last, next."),
+    method: str = typer.Option(_FILL.method, help="utilise (the network), or a baseline along time: linear, "
+                               "adjusted (linear plus the date's own anomaly), closest, last, next."),
     bands: Optional[str] = typer.Option(None, help="Comma-separated band names to fill, in the network's order. "
                                         "Default: the checkpoint's bands, else B2,B3,B4,B8."),
-    chip_size: int = typer.Option(128, help="Chip height and width in pixels (128 or 256; a multiple of 8)."),
-    overlap: int = typer.Option(32, help="Pixels shared by neighbouring chips, blended with a cosine ramp."),
-    batch_size: int = typer.Option(4, help="Chips per forward pass."),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
-    time_window: int = typer.Option(0, help="Dates per network pass; longer series run in overlapping, blended "
-                                    "windows. 0 = the whole series at once (or the checkpoint's max_dates)."),
-    precision: str = typer.Option("fp32", help="fp32, or bf16 / fp16 autocast (faster on recent GPUs; "
+    chip_size: int = typer.Option(_FILL.chip_size, help="Chip height and width in pixels (128 or 256; a multiple "
+                                  "of 8)."),
+    overlap: int = typer.Option(_FILL.overlap, help="Pixels shared by neighbouring chips, blended with a cosine "
+                                "ramp."),
+    batch_size: int = typer.Option(_FILL.batch_size, help="Chips per forward pass."),
+    time_window: int = typer.Option(_FILL.time_window, help="Dates per network pass; longer series run in "
+                                    "overlapping, blended windows. 0 = the whole series at once (or the "
+                                    "checkpoint's max_dates)."),
+    precision: str = typer.Option(_FILL.precision, help="fp32, or bf16 / fp16 autocast (faster on recent GPUs; "
                                   "the README gives the accuracy cost)."),
-    regenerate_all: bool = typer.Option(False, "--regenerate-all", help="Replace observed pixels by the "
-                                        "network's output too (default: keep them as they are)."),
-    dtype: str = typer.Option("uint16", help="uint16 (DN = reflectance x 10000, nodata 0) or float32 (NaN nodata)."),
-    scale: float = typer.Option(1e-4, help="Input reflectance = DN x scale + offset."),
-    offset: float = typer.Option(0.0, help="Input offset (-0.1 for raw L1C/L2A DN of baseline 04.00 and later)."),
-    nodata: Optional[float] = typer.Option(None, help="Input nodata DN. Default: the file's nodata, else 0."),
-    mask_pattern: str = typer.Option(None, help="Regex that marks mask files by name. Default: names with "
-                                     "mask, cloud, clm, scl, cldprb, ... as a word."),
-    mask_kind: str = typer.Option("auto", help="auto, binary (1 = occluded), scl (classes), probability (0..100)."),
-    mask_band: Optional[str] = typer.Option(None, help="Mask band inside the scenes (default: SCL, MSK_CLDPRB, ...)."),
-    cloud_threshold: float = typer.Option(50.0, help="Probability masks: occluded at or above this value."),
-    scl_classes: str = typer.Option("3,8,9,10", help="SCL classes counted as occluded (0, 1 are always no data)."),
-    mask_buffer: int = typer.Option(0, min=0, help="Grow every cloud mask by this many pixels (a square around "
-                                    "each occluded pixel), to hide the thin bright rims that masks miss."),
-    date_pattern: Optional[str] = typer.Option(None, help="Regex with named groups year, month, day (or doy) "
-                                               "for dates in file names. Default: YYYYMMDD, YYYY-MM-DD, june_28_2021..."),
-    align: bool = typer.Option(False, "--align", help="Reproject scenes on other grids onto the first scene's grid."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Redo dates whose outputs exist (default: skip them)."),
-    preview: bool = typer.Option(False, "--preview", help="Also write preview.png: input and filled series."),
+    regenerate_all: bool = typer.Option(_FILL.regenerate_all, "--regenerate-all", help="Replace observed pixels by "
+                                        "the network's output too (default: keep them as they are)."),
+    dtype: str = typer.Option(_FILL.dtype, help="uint16 (DN = reflectance x 10000, nodata 0) or float32 (NaN "
+                              "nodata)."),
+    overwrite: bool = typer.Option(_FILL.overwrite, "--overwrite", help="Redo dates whose outputs exist (default: "
+                                   "skip them)."),
+    preview: bool = typer.Option(_FILL.preview, "--preview", help="Also write preview.png: input and filled "
+                                 "series."),
     scheduler: str = typer.Option("sync", help="sync (this process), processes or local:N (a dask LocalCluster of "
                                   "N worker processes), or a dask scheduler address such as tcp://host:8786. A "
                                   "folder of tile folders runs one tile per task (each into OUT/<tile>); one "
                                   "folder of scenes runs its chip rows on the workers. Outputs are the same."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print scenes, dates, grid, chips, time and memory; "
                                  "read no pixels, write nothing."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log lines (-vv for debug)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+    read: ReadOptions = _READ,
+    quiet: bool = False,
+    device: str = _FILL.device,
 ) -> None:
     """Fill clouds in a folder of dated scenes; write one cloud-free Cloud-Optimized GeoTIFF per date."""
     from .baselines import METHODS
-    from .fill import FillOptions, fill as run_fill, load_predictor, plan_fill
-    from .scenes import DEFAULT_MASK_PATTERN
+    from .plan import load_predictor, plan_fill
 
-    setup_logging(verbose, quiet)
     if dtype not in ("uint16", "float32"):
         raise typer.BadParameter("must be uint16 or float32", param_hint="--dtype")
     if precision not in ("fp32", "bf16", "fp16"):
         raise typer.BadParameter("must be fp32, bf16 or fp16", param_hint="--precision")
     if method != "utilise" and method not in METHODS:
         raise typer.BadParameter(f"must be utilise or one of {', '.join(METHODS)}", param_hint="--method")
-    try:
-        classes = tuple(int(c) for c in scl_classes.split(","))
-    except ValueError:
-        raise typer.BadParameter("must be comma-separated integers such as 3,8,9,10", param_hint="--scl-classes")
     options = FillOptions(
-        bands=[b.strip() for b in bands.split(",")] if bands else None, method=method, checkpoint=checkpoint,
-        chip_size=chip_size, overlap=overlap, batch_size=batch_size, device=device, time_window=time_window,
-        regenerate_all=regenerate_all, dtype=dtype, precision=precision, scale=scale, offset=offset, nodata=nodata,
-        mask_pattern=mask_pattern or DEFAULT_MASK_PATTERN, date_pattern=date_pattern, mask_kind=mask_kind,
-        mask_band=mask_band, cloud_threshold=cloud_threshold, scl_classes=classes, mask_buffer=mask_buffer,
-        align=align, overwrite=overwrite, preview=preview)
+        read=read, bands=[b.strip() for b in bands.split(",")] if bands else None, method=method,
+        checkpoint=checkpoint, chip_size=chip_size, overlap=overlap, batch_size=batch_size, device=device,
+        time_window=time_window, regenerate_all=regenerate_all, dtype=dtype, precision=precision,
+        overwrite=overwrite, preview=preview)
     from .tiles import find_tiles, fill_tiles
 
     tiles = find_tiles(folder)
@@ -225,6 +301,8 @@ def fill(
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from .fill import fill as run_fill
+
     with Progress(TextColumn("filling"), BarColumn(), MofNCompleteColumn(), TextColumn("chips"),
                   TimeRemainingColumn(), disable=quiet, transient=False) as bar:
         task = bar.add_task("fill", total=None)
@@ -251,6 +329,8 @@ def _float_list(text: str, option: str) -> list[float]:
 
 @app.command()
 @user_errors
+@read_options
+@log_options
 def prepare(
     fmt: str = typer.Argument(..., metavar="FORMAT", help="Source format: geotiff (a folder of dated scenes), "
                               "minicube (earthnet-minicuber .nc), worldcereal (a location folder), openeo (.nc), "
@@ -266,17 +346,19 @@ def prepare(
     min_frames: int = typer.Option(5, help="Series with fewer clear frames are dropped."),
     mask: str = typer.Option("scl", help="Minicubes only: scl (classes 3, 8, 9, 10) or dlmask."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Read and screen, print the report, write nothing."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log lines."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+    read: ReadOptions = _READ,
+    quiet: bool = False,
 ) -> None:
-    """Convert a dataset source to the training format: clear frames only, with a screening report."""
+    """Convert a dataset source to the training format: clear frames only, with a screening report.
+    GeoTIFF folders are decoded as `utilise fill` decodes them, with the same reading options."""
     from .datasets import ScreeningRule, prepare as run_prepare
     from .datasets.prepare import report_lines
 
-    setup_logging(verbose, quiet)
-    options = {"bands": [b.strip() for b in bands.split(",")]} if bands else {}
+    options: dict[str, Any] = {"bands": [b.strip() for b in bands.split(",")]} if bands else {}
     if fmt == "minicube":
         options["mask"] = mask
+    if fmt == "geotiff":
+        options["read"] = read
     report = run_prepare(fmt, sources, out, ScreeningRule(max_cover, max_nodata, min_frames), dry_run, **options)
     if not quiet:
         typer.echo("\n".join(report_lines(report)))
@@ -285,6 +367,7 @@ def prepare(
 
 @app.command()
 @user_errors
+@log_options
 def simulate(
     dataset: Path = typer.Argument(..., help="Dataset file made by `utilise prepare`."),
     out: Path = typer.Option(..., "--out", "-o", help="Simulated dataset file to write (HDF5)."),
@@ -293,13 +376,11 @@ def simulate(
     masks: list[Path] = typer.Option([], "--masks", help="Real cloud-mask library used when a series has no "
                                      "cloudy dates of its own: an eo-learn folder (CLM.npy), a WorldCereal 20 m "
                                      ".nc, a .npy or a dataset .h5. Repeatable."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log lines."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+    quiet: bool = False,
 ) -> None:
     """Add synthetic gaps made of real cloud masks (never on frame 0), repeatable by seed."""
     from .datasets import simulate as run_simulate
 
-    setup_logging(verbose, quiet)
     stats = run_simulate(dataset, out, seed, _float_list(ratio, "--ratio"), masks)
     for st in stats:
         typer.echo(st.line())
@@ -308,6 +389,7 @@ def simulate(
 
 @app.command()
 @user_errors
+@log_options
 def train(
     config: Path = typer.Argument(..., help="Training configuration (YAML); see configs/shipped.yaml."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: config.yaml, log.csv, best.pth, last.pth, "
@@ -320,15 +402,13 @@ def train(
     max_minutes: Optional[float] = typer.Option(None, help="Override: stop after the epoch that passes this "
                                                 "wall time (minutes)."),
     set_: list[str] = typer.Option([], "--set", help="Override any setting: key=value (YAML value). Repeatable."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log lines."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+    quiet: bool = False,
 ) -> None:
     """Train U-TILISE on prepared datasets (gaps simulated anew per sample) and keep the best checkpoint."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .train import TrainConfig, parse_override, train as run_train
 
-    setup_logging(verbose, quiet)
     overrides = dict(parse_override(s) for s in set_)
     for key, value in (("epochs", epochs), ("lr", lr), ("batch_size", batch_size), ("device", device),
                        ("max_minutes", max_minutes)):
@@ -348,6 +428,8 @@ def train(
 
 @app.command("eval")
 @user_errors
+@log_options
+@device_option
 def evaluate_command(
     methods: str = typer.Argument(..., metavar="MODEL_OR_BASELINE", help="Comma-separated: linear, adjusted, closest, "
                                   "last, next, shipped (the packaged weights) or checkpoint paths; add @bf16 or @fp16 "
@@ -360,15 +442,13 @@ def evaluate_command(
                                         "seed (ratio 0.5) and report mean ± std over seeds in summary.md/json."),
     masks: list[Path] = typer.Option([], "--masks", help="With --seeds: mask libraries for series without cloudy "
                                      "dates of their own (see `utilise simulate`)."),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log lines."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors."),
+    quiet: bool = False,
+    device: str = _FILL.device,
 ) -> None:
     """Score checkpoints and interpolation baselines on the same simulated gaps (MAE, RMSE, PSNR dB, SSIM,
     SAM degrees; all / occluded / observed input pixels, averaged per series)."""
     from .evaluate import evaluate, load_method, markdown_table, write_results
 
-    setup_logging(verbose, quiet)
     loaded = [load_method(m.strip(), device) for m in methods.split(",") if m.strip()]
     if seeds:
         from .evaluate import seed_study, seed_table
@@ -390,6 +470,9 @@ def evaluate_command(
 
 @app.command()
 @user_errors
+@read_options
+@log_options
+@device_option
 def explain(
     source: Path = typer.Argument(..., help="A folder of dated scenes (as for fill) or a dataset .h5 file."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for series.png, attention_<date>.png, attention_head<k>.png."),
@@ -403,13 +486,14 @@ def explain(
     chip_size: int = typer.Option(128, help="Chip side in pixels."),
     head: int = typer.Option(0, help="Head whose attention is shown for every target date."),
     sequence: Optional[str] = typer.Option(None, help="Dataset files: the series name (default: the first)."),
-    align: bool = typer.Option(False, "--align", help="Reproject scenes on other grids onto the first scene's grid."),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    read: ReadOptions = _READ,
+    quiet: bool = False,
+    device: str = _FILL.device,
 ) -> None:
     """Show which dates the network drew from: input, filled series and bottleneck attention per head."""
     from .explain import attention_to_occluded, explain_dataset, explain_scenes, write_figures
     from .network import load_model
-    from .weights import default_checkpoint
+    from .weights import resolve_checkpoint
 
     if pixel is not None and chip is not None:
         raise typer.BadParameter("give --pixel or --chip, not both", param_hint="--pixel")
@@ -420,11 +504,11 @@ def explain(
             xy = (int(x_text), int(y_text))
         except ValueError:
             raise typer.BadParameter("must be X,Y in whole pixels, e.g. 60,80", param_hint="--pixel") from None
-    model = load_model(checkpoint or default_checkpoint(), device)
+    model = load_model(resolve_checkpoint(checkpoint), device)
     if source.suffix in (".h5", ".hdf5"):
         expl = explain_dataset(model, source, sequence)
     else:
-        expl = explain_scenes(model, source, chip_size, chip, xy, align=align)
+        expl = explain_scenes(model, source, chip_size, chip, xy, read=read)
     paths = write_figures(expl, out, date, head)
     stats = attention_to_occluded(expl)
     typer.echo(f"chip at row {expl.origin[0]}, column {expl.origin[1]}: {len(expl.dates)} dates, "

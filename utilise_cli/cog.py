@@ -16,6 +16,8 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from affine import Affine
+
+from .atomic import staged
 from rasterio.crs import CRS
 
 # GDAL's block cache defaults to 5 % of RAM (1.2 GB on a 24 GB machine) and fills up with the blocks of
@@ -83,12 +85,10 @@ class StripeWriter:
         ds.update_tags(**self.tags)
         ds.close()
         self._dataset = None
-        staged = self.path.with_name(f".{self.path.stem}.cog.tif")
         predictor = 3 if self.dtype == "float32" else 2
-        rasterio.shutil.copy(partial_name(self.path), staged, driver="COG", compress="DEFLATE", predictor=predictor,
-                             blocksize=512, overview_resampling=self.resampling,
-                             BIGTIFF="IF_SAFER")
-        os.replace(staged, self.path)
+        with staged(self.path) as tmp:
+            rasterio.shutil.copy(partial_name(self.path), tmp, driver="COG", compress="DEFLATE", predictor=predictor,
+                                 blocksize=512, overview_resampling=self.resampling, BIGTIFF="IF_SAFER")
         partial_name(self.path).unlink(missing_ok=True)
         return self.path
 
@@ -98,4 +98,3 @@ class StripeWriter:
             self._dataset.close()
             self._dataset = None
         partial_name(self.path).unlink(missing_ok=True)
-        self.path.with_name(f".{self.path.stem}.cog.tif").unlink(missing_ok=True)

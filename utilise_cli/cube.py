@@ -23,12 +23,11 @@ from scipy.ndimage import maximum_filter
 
 from .dates import day_positions
 from .errors import SceneError
-from .scenes import BandRef, Scene
+from .options import ReadOptions
+from .scenes import BandRef, Scene, discover_scenes
+from .sentinel2 import DN_SCALE, SCL_NODATA, SCL_OCCLUDED
 
 log = logging.getLogger(__name__)
-
-SCL_OCCLUDED = (3, 8, 9, 10)
-SCL_NODATA = (0, 1)
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ def _grid_of(array: xr.DataArray) -> Grid:
     return Grid(array.rio.crs, array.rio.transform(), array.rio.width, array.rio.height)
 
 
-def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, scale: float = 1e-4,
+def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, scale: float = DN_SCALE,
               offset: float = 0.0, nodata: float | None = None, align: bool = False,
               chunk_rows: int = 512) -> SceneCube:
     """Stack scenes into a lazy cube on the first scene's grid.
@@ -150,6 +149,14 @@ def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, sca
     mask_cube = xr.concat(masks, dim=time, join="override").transpose("time", "y", "x")
     reflectance = reflectance.rio.write_crs(reference.crs).rio.write_transform(reference.transform)
     return SceneCube(reflectance, mask_cube, list(scenes), reference, list(rules), scale, offset, nodata)
+
+
+def open_folder(folder: str | Path, bands: Sequence[str], read: ReadOptions = ReadOptions(),
+                chunk_rows: int = 512) -> SceneCube:
+    """The lazy cube of a folder of dated scenes: find scenes and masks, then stack them (see ReadOptions)."""
+    scenes = discover_scenes(folder, bands, read.mask_pattern, read.date_pattern, read.mask_kind, read.mask_band)
+    rules = [MaskRule(s.mask_kind, read.cloud_threshold, read.scl_classes, read.mask_buffer) for s in scenes]
+    return open_cube(scenes, rules, read.scale, read.offset, read.nodata, read.align, chunk_rows)
 
 
 def read_classes(cube: SceneCube, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

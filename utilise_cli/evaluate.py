@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .atomic import write_text
 from .baselines import METHODS, interpolate
 from .datasets.store import DatasetFile
 from .errors import CheckpointError, DatasetError, OutputError
@@ -55,14 +56,14 @@ def load_method(spec: str, device: str = "cpu", precision: str = "fp32") -> Meth
         return Method(spec)
     from .inference import PRECISIONS
     from .network import load_model
-    from .weights import default_checkpoint
+    from .weights import SHIPPED, resolve_checkpoint
 
     if "@" in spec:
         spec, precision = spec.rsplit("@", 1)
     if precision not in PRECISIONS:
         raise CheckpointError(f"{spec}@{precision}: precision must be one of {', '.join(PRECISIONS)}")
-    path = default_checkpoint() if spec == "shipped" else Path(spec)
-    name = "utilise (shipped)" if spec == "shipped" else Path(spec).name
+    path = resolve_checkpoint(spec)
+    name = "utilise (shipped)" if spec == SHIPPED else path.name
     suffix = "" if precision == "fp32" else f" @{precision}"
     return Method(name + suffix, load_model(path, device), precision)
 
@@ -138,10 +139,7 @@ def write_results(results: dict[str, Any], out: str | os.PathLike) -> list[Path]
     for name, text in (("metrics.json", json.dumps(results, indent=1)),
                        ("metrics.md", f"Dataset `{results['dataset']}`, gaps {results['ratio']}, "
                                       f"{len(results['series'])} series.\n\n{markdown_table(results)}\n")):
-        tmp = out / f".{name}.partial"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
-        paths.append(out / name)
+        paths.append(write_text(out / name, text))
     psnr = {m: [s["occluded"]["psnr"] for s in v["raw"]] for m, v in results["per_series"].items()}
     paths.append(save_figure(metrics_figure(psnr, results["series"], "PSNR on occluded input pixels (dB)"),
                              out / "metrics.png"))

@@ -17,13 +17,14 @@ import numpy as np
 import torch
 
 from .chips import chip_starts
-from .cube import MaskRule, open_cube, read_rows
+from .cube import open_folder, read_rows
 from .datasets.store import DatasetFile
 from .errors import SceneError
 from .inference import model_input
 from .network import UTILISE
 from .network.utilise import resize_matrix
-from .scenes import DEFAULT_MASK_PATTERN, discover_scenes
+from .options import ReadOptions
+from .sentinel2 import DEFAULT_BANDS
 
 
 @dataclass
@@ -71,12 +72,12 @@ def explain_chip(model: UTILISE, reflectance: np.ndarray, observed: np.ndarray, 
 
 def explain_scenes(model: UTILISE, folder: str | Path, chip_size: int = 128, chip: int | None = None,
                    pixel: tuple[int, int] | None = None, bands: list[str] | None = None,
-                   align: bool = False) -> Explanation:
-    """One chip of a scene folder (the reader of ``fill``): chip number ``chip`` (row-major, no overlap),
-    the chip centred on ``pixel`` (x = column, y = row), or by default the chip with most occluded pixels."""
-    bands = bands or list(model.metadata.get("bands") or ["B2", "B3", "B4", "B8"])
-    scenes = discover_scenes(folder, bands, DEFAULT_MASK_PATTERN)
-    cube = open_cube(scenes, [MaskRule(s.mask_kind) for s in scenes], align=align)
+                   read: ReadOptions = ReadOptions()) -> Explanation:
+    """One chip of a scene folder, decoded as ``fill`` decodes it with the same ``read`` options: chip number
+    ``chip`` (row-major, no overlap), the chip centred on ``pixel`` (x = column, y = row), or by default the
+    chip with most occluded pixels."""
+    bands = bands or list(model.metadata.get("bands") or DEFAULT_BANDS)
+    cube = open_folder(folder, bands, read)
     height, width = cube.grid.height, cube.grid.width
     m = model.config.size_multiple
     size = min(chip_size, height // m * m, width // m * m)

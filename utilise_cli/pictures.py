@@ -6,7 +6,7 @@ is shown as true colour with a fixed stretch (0..0.3 reflectance), so dates are 
 
 from __future__ import annotations
 
-import os
+
 from pathlib import Path
 from typing import Sequence
 
@@ -16,13 +16,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .atomic import staged  # noqa: E402
+
 TRUE_COLOUR_MAX = 0.3  # reflectance shown as white
 OCCLUDED_RGB = (1.0, 0.0, 1.0)  # magenta marks pixels that were not observed
 
 
 def rgb_indices(bands: Sequence[str]) -> list[int]:
     """Indices of the red, green and blue bands (B4, B3, B2 in any spelling), else of the first three."""
-    from .scenes import band_key
+    from .sentinel2 import band_key
 
     keys = [band_key(b) for b in bands]
     if all(k in keys for k in ("B4", "B3", "B2")):
@@ -62,10 +64,11 @@ def before_after_figure(before: np.ndarray, after: np.ndarray, titles: Sequence[
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
     """Save a figure as PNG under a temporary name, then rename (no half-written pictures)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.partial.png")
-    fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with staged(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 

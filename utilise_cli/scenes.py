@@ -20,26 +20,16 @@ from rasterio.errors import RasterioIOError
 
 from .dates import date_from_name, date_from_tags
 from .errors import SceneError
+from .options import DEFAULT_MASK_PATTERN, MASK_KINDS
+from .sentinel2 import DEFAULT_BANDS, band_key
 
 log = logging.getLogger(__name__)
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".vrt"}
-DEFAULT_BANDS = ("B2", "B3", "B4", "B8")
-DEFAULT_MASK_PATTERN = r"(?i)(^|[_\-.])(mask|masks|cloud|clouds|cloudmask|clm|cld|scl|cldprb|clp|fmask)([_\-.]|$)"
-MASK_KINDS = ("auto", "binary", "scl", "probability")
 # In-scene mask bands, best first, and the kind each one is.
 _MASK_BANDS = {"SCL": "scl", "MSK_CLDPRB": "probability", "CLP": "probability", "CLOUD_PROBABILITY": "probability",
                "MASK": "binary", "CLOUD_MASK": "binary", "CLM": "binary"}
 _BAND_TOKEN = re.compile(r"(?i)(?<![a-z0-9])B(\d{1,2})(A?)(?![0-9a-z])")
-
-
-def band_key(name: str) -> str:
-    """Canonical band name: 'B02', 'b2', 'S2-L2A-B02' and 's2_B02' are all 'B2'; 'B8A' stays 'B8A'."""
-    text = name.strip()
-    match = re.search(r"(?i)B(\d{1,2})(A?)$", text)
-    if match:
-        return f"B{int(match.group(1))}{match.group(2).upper()}"
-    return text.upper()
 
 
 @dataclass(frozen=True)

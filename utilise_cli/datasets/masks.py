@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import DatasetError
 from .screening import MIN_LIBRARY_COVER
-from ..cube import SCL_NODATA, SCL_OCCLUDED
+from ..sentinel2 import SCL_NODATA, SCL_OCCLUDED
 from .sources import open_netcdf
 
 

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..atomic import write_text
 from ..errors import DatasetError
 from .screening import ScreeningRule, SeriesReport, screen
 from .sources import read_source
@@ -72,7 +73,5 @@ def prepare(fmt: str, sources: Sequence[str | os.PathLike], out: str | os.PathLi
                            "pass a longer or clearer series, or loosen --max-cover / --min-frames")
     if not dry_run:
         write_dataset(out, kept, kind="sequences", attrs={"sources": [str(s) for s in sources]}, report=report)
-        tmp = out.with_name(f".{out.name}.report.json.partial")
-        tmp.write_text(json.dumps(report, indent=1))
-        os.replace(tmp, out.with_name(out.name + ".report.json"))
+        write_text(out.with_name(out.name + ".report.json"), json.dumps(report, indent=1))
     return report

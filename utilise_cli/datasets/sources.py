@@ -14,9 +14,8 @@ from typing import Callable, Sequence
 import numpy as np
 import xarray as xr
 
-from ..cube import SCL_NODATA, SCL_OCCLUDED, MaskRule, open_cube, read_classes
 from ..errors import DatasetError, UtiliseError
-from ..scenes import DEFAULT_MASK_PATTERN, discover_scenes
+from ..sentinel2 import DEFAULT_BANDS, DN_PER_REFLECTANCE, S2_13_BANDS, SCL_NODATA, SCL_OCCLUDED
 from .series import Series, cloud_classes
 
 log = logging.getLogger(__name__)
@@ -62,12 +61,16 @@ def _scl_classes(scl: np.ndarray, bands_missing: np.ndarray) -> np.ndarray:
     return cloud_classes(np.isin(values, SCL_OCCLUDED), np.isin(values, SCL_NODATA) | ~finite | bands_missing)
 
 
-def read_geotiff(source: Path, bands: Sequence[str] | None = None, **_: object) -> list[Series]:
-    """A folder of dated GeoTIFF scenes (the reader of ``utilise fill``); grids are aligned to the first."""
-    bands = list(bands or ("B2", "B3", "B4", "B8"))
-    scenes = discover_scenes(source, bands, DEFAULT_MASK_PATTERN)
-    rules = [MaskRule(s.mask_kind) for s in scenes]
-    cube = open_cube(scenes, rules, align=True)
+def read_geotiff(source: Path, bands: Sequence[str] | None = None, read: object = None, **_: object) -> list[Series]:
+    """A folder of dated GeoTIFF scenes, decoded exactly as ``utilise fill`` decodes it with the same
+    ``read`` options (a cube.ReadOptions; default: its defaults)."""
+    # The raster stack (rasterio, rioxarray, dask) is imported only for this format: training on prepared
+    # files needs none of it.
+    from ..cube import open_folder, read_classes
+    from ..options import ReadOptions
+
+    bands = list(bands or DEFAULT_BANDS)
+    cube = open_folder(source, bands, read if isinstance(read, ReadOptions) else ReadOptions())
     reflectance, occluded, nodata = read_classes(cube, 0, cube.grid.height)
     crs = cube.grid.crs.to_wkt() if cube.grid.crs else ""
     return [Series(source.name, _reflectance(reflectance), cloud_classes(occluded, nodata), cube.dates,
@@ -141,7 +144,7 @@ def read_openeo(source: Path, bands: Sequence[str] | None = None, **_: object) -
     _need(ds, names + ["S2-L2A-SCL", "t"], source)
     raw = np.stack([ds[n].values for n in names], axis=1).astype(np.float32)
     missing = ~np.isfinite(raw).any(axis=1) | (raw == 0).all(axis=1)
-    stack = np.where(missing[:, None], np.nan, raw / 10000.0)
+    stack = np.where(missing[:, None], np.nan, raw / DN_PER_REFLECTANCE)
     classes = _scl_classes(ds["S2-L2A-SCL"].values.astype(np.float32), missing)
     return [Series(source.stem, _reflectance(stack), classes, _dates_of(ds["t"].values), [n[7:] for n in names],
                    str(source), "openeo", _crs_of(ds, "crs"), _transform_from_centres(ds["x"].values, ds["y"].values))]
@@ -201,7 +204,6 @@ def read_earthnet2021(source: Path, **_: object) -> list[Series]:
     return out
 
 
-S2_13_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
 _CRTS_NAME = re.compile(r"^s(?P<sensor>[12])_(?P<roi>[^_]+)_(?P<roi_id>[^_]+)_ImgNo_(?P<t>\d+)_"
                         r"(?P<date>\d{4}-\d{2}-\d{2})_patch_(?P<patch>\d+)(?P<mask>_mask)?\.tif$")
 
@@ -213,7 +215,7 @@ def read_sen12mscrts(source: Path, bands: Sequence[str] | None = None, **_: obje
     One series per ROI and patch over the time index t; S1 is paired with S2 by t."""
     import rasterio
 
-    wanted = [S2_13_BANDS.index(b) for b in (bands or ("B2", "B3", "B4", "B8"))]
+    wanted = [S2_13_BANDS.index(b) for b in (bands or DEFAULT_BANDS)]
     found: dict[tuple[str, str, str], dict[int, dict[str, Path]]] = {}
     for path in sorted(source.rglob("s[12]_*.tif")):
         match = _CRTS_NAME.match(path.name)
@@ -242,7 +244,7 @@ def read_sen12mscrts(source: Path, bands: Sequence[str] | None = None, **_: obje
             with rasterio.open(files["mask"]) as src:
                 cloud = src.read(1) > 0
             missing = (dn == 0).all(axis=0)
-            frames.append(np.where(missing, np.nan, dn / 10000.0))
+            frames.append(np.where(missing, np.nan, dn / DN_PER_REFLECTANCE))
             classes.append(cloud_classes(cloud, missing))
             dates.append(dt.date.fromisoformat(_CRTS_NAME.match(files["s2"].name)["date"]))
             if "s1" in files:

@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 
 from .. import __version__
+from ..atomic import staged
 from ..errors import DatasetError, OutputError
 from .series import Series
 
@@ -68,9 +69,8 @@ def write_dataset(path: str | os.PathLike, items: Iterable[StoredSeries], kind: 
     path = Path(path)
     if not path.parent.is_dir():
         raise OutputError(f"{path.parent}: folder does not exist; create it or choose another --out")
-    tmp = path.with_name(f".{path.name}.partial")
     try:
-        with h5py.File(tmp, "w", track_order=True) as h5:
+        with staged(path) as tmp, h5py.File(tmp, "w", track_order=True) as h5:
             h5.attrs.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "kind": kind,
                              "utilise_version": __version__})
             for key, value in (attrs or {}).items():
@@ -84,12 +84,8 @@ def write_dataset(path: str | os.PathLike, items: Iterable[StoredSeries], kind: 
                 count += 1
             if count == 0:
                 raise DatasetError(f"{path}: nothing to write (no series)")
-        os.replace(tmp, path)
     except OSError as err:
         raise OutputError(f"{path}: cannot write the dataset ({err.strerror or err}); check the path and free space") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

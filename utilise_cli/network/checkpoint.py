@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import torch
 
+from ..atomic import staged
 from ..errors import CheckpointError
 from .allocator import reuse_freed_memory
 from .config import NetworkConfig
@@ -160,9 +161,8 @@ def save_checkpoint(model: UTILISE, path: str | os.PathLike, metadata: dict[str,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": meta,
     }
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with staged(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

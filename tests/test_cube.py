@@ -1,0 +1,81 @@
+"""Decoding masks and reflectance: the cube that fill, explain and prepare share."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from typer.testing import CliRunner
+
+from utilise_cli.cli import app
+from utilise_cli.cube import MaskRule, decode_mask, open_folder, read_rows
+from utilise_cli.datasets import DatasetFile
+from utilise_cli.explain import explain_scenes
+from utilise_cli.network import load_model
+from utilise_cli.options import ReadOptions
+from utilise_cli.weights import DEFAULT_WEIGHTS
+
+from .conftest import ROOT
+
+SAMPLE = ROOT / "sample_data"
+runner = CliRunner()
+
+
+def test_mask_decoding():
+    scl = np.array([0, 1, 3, 4, 8, 9, 10, 11])
+    occluded, nodata = decode_mask(scl, MaskRule("scl"))
+    assert occluded.tolist() == [False, False, True, False, True, True, True, False]
+    assert nodata.tolist() == [True, True] + [False] * 6
+    occluded, _ = decode_mask(np.array([10, 49, 50, 90]), MaskRule("probability", threshold=50))
+    assert occluded.tolist() == [False, False, True, True]
+    assert decode_mask(np.array([0, 1, 2]), MaskRule("binary"))[0].tolist() == [False, True, True]
+
+
+def _shifted_copy(folder: Path, out: Path, dn: int) -> Path:
+    """The sample's scenes with ``dn`` added to every valid DN (as raw processing-baseline 04.00 data carries
+    +1000), masks copied as they are."""
+    out.mkdir()
+    for path in sorted(folder.glob("*.tif")):
+        if "mask" in path.stem:
+            shutil.copy(path, out / path.name)
+            continue
+        with rasterio.open(path) as src:
+            profile, data, names = src.profile, src.read(), src.descriptions
+        shifted = np.where(data == 0, 0, data.astype(np.int32) + dn).astype(np.uint16)
+        with rasterio.open(out / path.name, "w", **profile) as dst:
+            dst.write(shifted)
+            dst.descriptions = names
+    return out
+
+
+def test_fill_explain_and_prepare_decode_a_folder_alike_with_the_same_offset(tmp_path):
+    shifted = _shifted_copy(SAMPLE, tmp_path / "shifted", 1000)
+    read = ["--offset", "-0.1"]
+    filled = runner.invoke(app, ["fill", str(shifted), "--out", str(tmp_path / "fill"), "--method", "linear",
+                                 "--dtype", "float32", "-q", *read])
+    assert filled.exit_code == 0, filled.output
+    prepared = runner.invoke(app, ["prepare", "geotiff", str(shifted), "--out", str(tmp_path / "p.h5"),
+                                   "--max-cover", "1", "--max-nodata", "1", "--min-frames", "1", "-q", *read])
+    assert prepared.exit_code == 0, prepared.output
+    with DatasetFile(tmp_path / "p.h5") as data:
+        series = data.read(data.names[0]).series
+    expl = explain_scenes(load_model(DEFAULT_WEIGHTS), shifted, chip_size=64, chip=0, read=ReadOptions(offset=-0.1))
+
+    # The truth: the original sample decoded without an offset.
+    cube = open_folder(SAMPLE, ["B2", "B3", "B4", "B8"])
+    truth, observed = read_rows(cube, 0, cube.grid.height)
+    assert len(series.dates) == len(cube.dates) == 12
+    out = np.stack([rasterio.open(p).read() for p in sorted((tmp_path / "fill").glob("*_filled.tif"))])
+    seen = np.broadcast_to(observed[:, None], truth.shape)
+    np.testing.assert_allclose(out[seen], truth[seen], atol=2e-6)  # fill keeps observed pixels as decoded
+    np.testing.assert_allclose(series.frames[seen], truth[seen], atol=2e-6)
+    y0, x0 = expl.origin
+    chip = (Ellipsis, slice(y0, y0 + 64), slice(x0, x0 + 64))
+    assert (expl.observed == observed[chip]).all()
+    np.testing.assert_allclose(expl.inputs[seen[chip]], truth[chip][seen[chip]], atol=2e-6)
+    # Without the offset every command sees 0.1 more reflectance: the test can tell.
+    plain = explain_scenes(load_model(DEFAULT_WEIGHTS), shifted, chip_size=64, chip=0)
+    assert np.nanmean(plain.inputs - expl.inputs) == pytest.approx(0.1, abs=1e-4)

@@ -1,0 +1,73 @@
+"""The options of reading scenes and of filling them: plain dataclasses that check themselves.
+
+One place states each default: the command line reads its defaults from here. Nothing heavy is imported, so
+``utilise --help`` stays quick.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from .errors import SceneError
+from .sentinel2 import DN_SCALE, SCL_OCCLUDED
+
+MASK_KINDS = ("auto", "binary", "scl", "probability")
+DEFAULT_MASK_PATTERN = r"(?i)(^|[_\-.])(mask|masks|cloud|clouds|cloudmask|clm|cld|scl|cldprb|clp|fmask)([_\-.]|$)"
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How a folder of scenes is decoded: the same for ``fill``, ``explain`` and ``prepare geotiff``."""
+
+    scale: float = DN_SCALE  # reflectance = DN * scale + offset
+    offset: float = 0.0  # -0.1 for raw DN of processing baseline 04.00 and later
+    nodata: float | None = None  # input nodata DN; None: the file's nodata, else 0
+    mask_pattern: str = DEFAULT_MASK_PATTERN  # regex that marks mask files by name
+    date_pattern: str | None = None  # regex with groups year, month, day (or doy); None: the usual forms
+    mask_kind: str = "auto"  # auto | binary | scl | probability
+    mask_band: str | None = None  # mask band inside the scenes; None: SCL, MSK_CLDPRB, ...
+    cloud_threshold: float = 50.0  # probability masks: occluded at or above this value (0..100)
+    scl_classes: tuple[int, ...] = SCL_OCCLUDED  # SCL classes counted as occluded
+    mask_buffer: int = 0  # pixels every cloud mask grows by (a square), for rims the masks miss
+    align: bool = False  # reproject scenes on other grids onto the first scene's grid
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scl_classes", tuple(int(c) for c in self.scl_classes))
+        if not self.scale > 0:
+            raise SceneError(f"--scale {self.scale:g} must be positive (reflectance = DN x scale + offset, "
+                             "usually 0.0001)")
+        if self.mask_kind not in MASK_KINDS:
+            raise SceneError(f"--mask-kind {self.mask_kind!r} is not one of {', '.join(MASK_KINDS)}")
+        if not 0 <= self.cloud_threshold <= 100:
+            raise SceneError(f"--cloud-threshold {self.cloud_threshold:g} must be within 0..100 (percent)")
+        if self.mask_buffer < 0:
+            raise SceneError(f"--mask-buffer {self.mask_buffer} must be 0 or more pixels")
+        for option, pattern in (("--mask-pattern", self.mask_pattern), ("--date-pattern", self.date_pattern)):
+            try:
+                re.compile(pattern or "")
+            except re.error as err:
+                raise SceneError(f"{option} {pattern!r} is not a valid regular expression ({err})") from None
+
+
+@dataclass
+class FillOptions:
+    """Options of :func:`utilise_cli.fill.fill`; units in the field comments. The CLI takes its defaults
+    from here."""
+
+    read: ReadOptions = field(default_factory=ReadOptions)  # how the scenes are decoded
+    bands: Sequence[str] | None = None  # band names to fill; default: the checkpoint's bands, else B2 B3 B4 B8
+    method: str = "utilise"  # 'utilise' (the network) or a baseline of baselines.METHODS
+    checkpoint: str | Path | None = None  # default: the weights shipped with the package
+    chip_size: int = 128  # pixels; a multiple of 2 ** (levels - 1)
+    overlap: int = 32  # pixels shared by neighbouring chips, blended
+    batch_size: int = 4  # chips per forward pass
+    device: str = "auto"  # auto | cpu | cuda
+    time_window: int = 0  # dates per network pass (0 = the whole series at once)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; see README for the accuracy cost)
+    regenerate_all: bool = False  # also replace observed pixels by the network's output
+    dtype: str = "uint16"  # uint16 DN (scale 1e-4, nodata 0) or float32 (NaN nodata)
+    overwrite: bool = False
+    preview: bool = False  # write a before/after quicklook PNG

@@ -1,0 +1,128 @@
+"""What a fill run will do, worked out before any pixel is read: options, the predictor, bands, the cube,
+chip positions, outputs and a cost estimate."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .chips import chip_starts
+from .cube import SceneCube, open_folder
+from .errors import CheckpointError, SceneError
+from .inference import BaselinePredictor, NetworkPredictor, Predictor
+from .options import FillOptions
+from .scenes import Scene
+from .sentinel2 import DEFAULT_BANDS, band_key
+
+log = logging.getLogger(__name__)
+
+# Measured with benchmarks/bench_model.py on the 2-core CI machine: seconds per 10 dates of a 128 x 128 chip.
+_SECONDS_PER_CHIP_128_T10_CPU = 0.8
+
+
+@dataclass
+class FillPlan:
+    """What a fill run would do: inputs, grid, chip starts (pixels) and rough cost."""
+
+    cube: SceneCube
+    bands: list[str]
+    chip_size: int
+    overlap: int
+    rows: list[int]  # first pixel row of every chip row
+    cols: list[int]  # first pixel column of every chip column
+    outputs: list[Path]
+    flags: list[Path]
+    todo: list[int]
+    estimated_seconds: float
+    estimated_memory_mb: float
+
+    @property
+    def scenes(self) -> list[Scene]:
+        return self.cube.scenes
+
+    @property
+    def chips(self) -> int:
+        return len(self.rows) * len(self.cols)
+
+
+def output_paths(out: Path, scene: Scene) -> tuple[Path, Path]:
+    """Final COG path and its 'filled' flags sidecar for one date."""
+    stem = f"{scene.date:%Y%m%d}_filled"
+    return out / f"{stem}.tif", out / f"{stem}_flags.tif"
+
+
+def load_predictor(options: FillOptions) -> tuple[Predictor, dict[str, str]]:
+    """The network (or baseline) to fill with, and the tags that identify it in the outputs."""
+    if options.method != "utilise":
+        return BaselinePredictor(options.method), {"UTILISE_METHOD": options.method}
+    from .weights import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(options.checkpoint)
+    model = _cached_model(str(checkpoint), options.device)
+    if model.metadata.get("status"):
+        log.warning("%s: %s", checkpoint.name, model.metadata["status"])
+    window = options.time_window or int(model.metadata.get("max_dates", 0) or 0)
+    tags = {"UTILISE_METHOD": "utilise", "UTILISE_CHECKPOINT": checkpoint.name,
+            "UTILISE_CHECKPOINT_SHA256": str(model.metadata.get("checkpoint_sha256", ""))}
+    return NetworkPredictor(model, window=window, precision=options.precision), tags
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_model(checkpoint: str, device: str):
+    """One loaded network per process and checkpoint: a dask worker filling many tiles loads it once."""
+    from .network import load_model
+
+    return load_model(checkpoint, device=device)
+
+
+def resolve_bands(options: FillOptions, predictor: Predictor | None) -> list[str]:
+    """The bands to fill: --bands, else the checkpoint's, else the default; checked against the network."""
+    model = getattr(predictor, "model", None)
+    meta_bands = list(model.metadata.get("bands", [])) if model is not None else []
+    bands = [band_key(b) for b in (options.bands or meta_bands or DEFAULT_BANDS)]
+    if model is not None:
+        cfg = model.config
+        source = model.metadata.get("checkpoint_path", "checkpoint")
+        if cfg.auxiliary_inputs:
+            raise CheckpointError(f"{source}: takes {cfg.input_dim} channels and gives {cfg.output_dim} "
+                                  "(a SAR-guided model); fill needs an optical-only checkpoint")
+        if cfg.output_dim != len(bands):
+            raise CheckpointError(f"{source}: fills {cfg.output_dim} bands but {len(bands)} were asked for "
+                                  f"({', '.join(bands)}); pass --bands with {cfg.output_dim} names or another "
+                                  "checkpoint")
+        if meta_bands and [band_key(b) for b in meta_bands] != bands:
+            raise CheckpointError(f"{source}: trained on bands {', '.join(meta_bands)}, not {', '.join(bands)}; "
+                                  "use matching --bands or another checkpoint")
+        if options.chip_size % cfg.size_multiple:
+            m = cfg.size_multiple
+            raise SceneError(f"--chip-size {options.chip_size} must be a multiple of {m} for this "
+                             f"{cfg.levels}-level network (try {options.chip_size // m * m or m})")
+    return bands
+
+
+def plan_fill(folder: str | Path, out: str | Path, options: FillOptions,
+              predictor: Predictor | None = None) -> FillPlan:
+    """Read headers, check inputs and outputs, and work out chips and cost, without reading pixels."""
+    folder, out = Path(folder), Path(out)
+    if options.chip_size % 8 or options.chip_size < 8:
+        raise SceneError(f"--chip-size {options.chip_size} must be a positive multiple of 8 (e.g. 128 or 256)")
+    if not 0 <= options.overlap < options.chip_size // 2 + 1:
+        raise SceneError(f"--overlap {options.overlap} must be between 0 and half the chip size")
+    bands = resolve_bands(options, predictor)
+    cube = open_folder(folder, bands, options.read, chunk_rows=options.chip_size)
+    grid = cube.grid
+    rows = chip_starts(grid.height, options.chip_size, options.overlap)
+    cols = chip_starts(grid.width, options.chip_size, options.overlap)
+    paths = [output_paths(out, s) for s in cube.scenes]
+    todo = [i for i, (cog, flags) in enumerate(paths)
+            if options.overwrite or not (cog.exists() and flags.exists())]
+    t, c = len(cube.scenes), len(bands)
+    chips = len(rows) * len(cols)
+    per_chip = _SECONDS_PER_CHIP_128_T10_CPU * (options.chip_size / 128) ** 2 * max(t, 1) / 10
+    seconds = chips * per_chip if options.method == "utilise" else chips * 0.01 * t
+    stripe_mb = 4 * t * (2 * c + 2) * min(options.chip_size, grid.height) * grid.width / 1e6
+    model_mb = 4 * options.batch_size * t * 400 * options.chip_size ** 2 / 1e6 if options.method == "utilise" else 0
+    return FillPlan(cube, bands, options.chip_size, options.overlap, rows, cols, [p[0] for p in paths],
+                    [p[1] for p in paths], todo, seconds, stripe_mb * 2 + model_mb)

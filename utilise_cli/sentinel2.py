@@ -1,0 +1,29 @@
+"""Sentinel-2 facts the whole package shares: band names, scene-classification (SCL) classes, DN scale.
+
+Nothing here reads files; every module that needs one of these facts imports it from here.
+"""
+
+from __future__ import annotations
+
+import re
+
+DEFAULT_BANDS = ("B2", "B3", "B4", "B8")  # blue, green, red, NIR at 10 m: what the shipped network fills
+S2_13_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
+
+# Scene classification (L2A SCL): 3 cloud shadow, 8 / 9 cloud medium / high probability, 10 thin cirrus.
+SCL_OCCLUDED = (3, 8, 9, 10)
+SCL_NODATA = (0, 1)  # no data, saturated or defective
+
+# L1C / L2A digital numbers: reflectance = DN * DN_SCALE (+ -0.1 offset for raw DN of processing baseline
+# 04.00 and later; harmonised products have it removed already).
+DN_SCALE = 1e-4
+DN_PER_REFLECTANCE = 10000
+
+
+def band_key(name: str) -> str:
+    """Canonical band name: 'B02', 'b2', 'S2-L2A-B02' and 's2_B02' are all 'B2'; 'B8A' stays 'B8A'."""
+    text = name.strip()
+    match = re.search(r"(?i)B(\d{1,2})(A?)$", text)
+    if match:
+        return f"B{int(match.group(1))}{match.group(2).upper()}"
+    return text.upper()
