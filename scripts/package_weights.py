@@ -26,6 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="run folder of `utilise train configs/shipped.yaml`")
     parser.add_argument("--status", default="", help="a warning that `fill` logs whenever it loads the weights")
+    parser.add_argument("--machine", default="2-core CPU", help="where the run trained, for the provenance")
     args = parser.parse_args()
     with open(args.run / "log.csv") as handle:
         minutes = float(list(csv.DictReader(handle))[-1]["seconds"]) / 60
@@ -33,8 +34,8 @@ def main() -> None:
     model.metadata.pop("status", None)
     model.metadata.update(name=DEFAULT_WEIGHTS.stem, license=LICENSE, training_data=TRAINING_DATA,
                           validation_data=VALIDATION_DATA,
-                          trained_with=f"utilise train configs/shipped.yaml (utilise {__version__}), 2-core CPU, "
-                                       f"{minutes:.1f} min")
+                          trained_with=f"utilise train configs/shipped.yaml (utilise {__version__}), "
+                                       f"{args.machine}, {minutes:.1f} min")
     if args.status:
         model.metadata["status"] = args.status
     save_checkpoint(model, DEFAULT_WEIGHTS)

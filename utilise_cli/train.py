@@ -1,6 +1,7 @@
 """``utilise train``: fit U-TILISE on prepared datasets with gaps simulated anew for every sample.
 
-The run folder holds config.yaml (the merged configuration), log.csv (one row per validation round),
+The run folder holds config.yaml (the merged configuration), log.csv (one row per validation round), health.csv
+(live ReLU units and gradient norm per layer and epoch; training stops when the head dies),
 best.pth (the round with the highest validation PSNR on simulated gaps) and last.pth in our checkpoint
 format, resume.pt (optimizer, scheduler and random states) and val_EPOCH.png validation quicklooks.
 """
@@ -23,6 +24,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .atomic import staged
 from .errors import DatasetError, UtiliseError
 from .datasets.masks import load_mask_libraries
 from .datasets.torch_data import SequenceDataset, collate
@@ -30,6 +32,7 @@ from .inference import run_network
 from .metrics import psnr_from_rmse
 from .network import NetworkConfig, UTILISE, save_checkpoint
 from .network.checkpoint import read_checkpoint, resolve_device
+from .network.health import Health, check_health
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,9 @@ class TrainConfig:
     ratio: float = 0.5                                   # ratio of masked frames (paper: 0.5)
     full_above: float = 0.9                              # gaps above this cover hide the whole frame
     gap_weight: float = 1.0                              # L1 weight of gap pixels vs observed ones (paper: 1)
+    observed_weight: float = 1.0                         # L1 weight of pixels the input shows (paper: 1)
+    loss: str = "l1"                                     # l1 (paper) or mse
+    head_init: float = 0.01                              # residual networks: scale of the head's last conv at start
     epochs: int = 300
     steps_per_epoch: int = 100                           # batches per epoch
     milestones: list[int] = field(default_factory=lambda: [50, 100, 150, 200, 250])
@@ -85,6 +91,8 @@ class TrainConfig:
                                   for p in getattr(config, key)])
         if not config.train:
             raise UtiliseError(f"{path}: no training datasets (set train: [files made by `utilise prepare`])")
+        if config.loss not in LOSSES:
+            raise UtiliseError(f"{path}: loss {config.loss!r} is not one of {', '.join(LOSSES)}")
         return config
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,15 +115,22 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(value)
 
 
+LOSSES = ("l1", "mse")
+
+
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, frames: torch.Tensor,
-              gaps: torch.Tensor | None = None, gap_weight: float = 1.0) -> torch.Tensor:
-    """Weighted mean |pred - target| over the valid pixels of real (non-padded) frames; pixels in simulated
-    gaps weigh ``gap_weight`` (1 = the paper's plain L1). pred, target B x T x C x H x W; masks B x T x H x W."""
+              gaps: torch.Tensor | None = None, gap_weight: float = 1.0, observed_weight: float = 1.0,
+              kind: str = "l1") -> torch.Tensor:
+    """Weighted mean |pred - target| (``kind`` l1) or (pred - target)^2 (mse) over the valid pixels of real
+    (non-padded) frames; pixels in simulated gaps weigh ``gap_weight``, the others ``observed_weight``
+    (l1, 1 and 1 = the paper's plain L1). pred, target B x T x C x H x W; masks B x T x H x W."""
     weight = (valid & frames[:, :, None, None]).to(pred.dtype)
-    if gaps is not None and gap_weight != 1.0:
-        weight = weight * (1 + (gap_weight - 1) * gaps.to(pred.dtype))
+    if gaps is not None and (gap_weight, observed_weight) != (1.0, 1.0):
+        hidden = gaps.to(pred.dtype)
+        weight = weight * (observed_weight + (gap_weight - observed_weight) * hidden)
     weight = weight.unsqueeze(2)
-    return ((pred - target).abs() * weight).sum() / (weight.sum() * pred.shape[2]).clamp(min=1e-8)
+    error = (pred - target).abs() if kind == "l1" else (pred - target).square()
+    return (error * weight).sum() / (weight.sum() * pred.shape[2]).clamp(min=1e-8)
 
 
 @dataclass
@@ -160,6 +175,37 @@ def save_quicklook(arrays: dict[str, Any], bands: list[str], path: Path, title: 
     save_figure(fig, path)
 
 
+def init_weights(model: UTILISE, head_scale: float = 1.0) -> None:
+    """He (Kaiming) normal weights for ReLU and zero biases in every convolution; the head's last
+    convolution scaled by ``head_scale``.
+
+    torch's default initialisation shrinks the signal at each layer, so by the decoder the random biases
+    dominate and about half of the ReLU units never fire on any input: dead from the first step. A residual
+    network starts close to its baseline with a small ``head_scale``; not at 0, since with the last weights
+    at 0 the head's first convolution gets no gradient at all."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu",
+                                        mode="fan_in" if isinstance(module, nn.Conv2d) else "fan_out")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        model.head.conv2.weight.mul_(head_scale)
+
+
+def _log_health(path: Path, epoch: int, health: Health) -> None:
+    """One row per layer: epoch, layer, share of live ReLU units, gradient norm of the last step."""
+    new = not path.exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(["epoch", "layer", "live_units", "grad_norm"])
+        for layer in sorted(set(health.live) | set(health.grad_norm)):
+            live = health.live.get(layer)
+            writer.writerow([epoch, layer, "" if live is None else f"{live:.4f}",
+                             f"{health.grad_norm.get(layer, 0.0):.4e}"])
+
+
 def _log_row(path: Path, row: RoundResult) -> None:
     new = not path.exists()
     with open(path, "a", newline="") as handle:
@@ -194,9 +240,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
     channels = train_set.entries[0].series.frames.shape[1]
     net = NetworkConfig.from_dict({"input_dim": channels + bool(residual), "output_dim": channels, **config.network})
     model = UTILISE(net, {"bands": config.bands}).to(device)
-    if residual:  # start from the baseline itself: the head's correction is 0 until training moves it
-        nn.init.zeros_(model.head.conv2.weight)
-        nn.init.zeros_(model.head.conv2.bias)
+    init_weights(model, config.head_init if residual else 1.0)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.milestones, gamma=config.gamma)
     epoch, step, best, elapsed = 0, 0, math.inf, 0.0
@@ -221,7 +265,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
             x, y = batch["x"].to(device), batch["y"].to(device)
             pred = model(x, batch["days"].to(device))
             loss = masked_l1(pred, y, batch["valid"].to(device), batch["frames"].to(device),
-                             batch["gaps"].to(device), config.gap_weight)
+                             batch["gaps"].to(device), config.gap_weight, config.observed_weight, config.loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -231,6 +275,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
                 progress(epoch, step, losses[-1])
         epoch += 1
         scheduler.step()
+        health = check_health(model, x, batch["days"].to(device))
+        _log_health(run / "health.csv", epoch, health)
         val_loss, val_psnr, arrays = validate(model, val_set) if val_set else (float(np.mean(losses)), math.nan, {})
         row = RoundResult(epoch, step, float(np.mean(losses)), val_loss, val_psnr, optimizer.param_groups[0]["lr"],
                           time.perf_counter() - started)
@@ -244,16 +290,20 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
             best = score
             save_checkpoint(model, run / "best.pth", meta)
         save_checkpoint(model, run / "last.pth", meta)
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
-                    "step": step, "best": best, "elapsed": row.seconds,
-                    "data_rng": train_set.rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
-                   state_path.with_name(".resume.pt.tmp"))
-        os.replace(state_path.with_name(".resume.pt.tmp"), state_path)
+        with staged(state_path) as tmp:
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
+                        "step": step, "best": best, "elapsed": row.seconds,
+                        "data_rng": train_set.rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, tmp)
         if arrays:
             save_quicklook(arrays, config.bands, run / f"val_{epoch:04d}.png", f"epoch {epoch}: {arrays['name']}, "
                            f"PSNR on gaps {val_psnr:.2f} dB")
-        log.info("epoch %d step %d train %.4f val %.4f psnr(gaps) %.2f dB %.0f s", epoch, step, row.train_loss,
-                 val_loss, val_psnr, row.seconds)
+        log.info("epoch %d step %d train %.4f val %.4f psnr(gaps) %.2f dB %.0f s; %s", epoch, step, row.train_loss,
+                 val_loss, val_psnr, row.seconds, health.line())
+        if health.head_live == 0.0:
+            log.warning("epoch %d: the head's ReLU units are all dead, so the output no longer depends on the "
+                        "input and nothing before the head gets gradient; stopping (see %s). Lower lr, or weigh "
+                        "observed pixels less (observed_weight)", epoch, run / "health.csv")
+            break
         if config.max_minutes and row.seconds > config.max_minutes * 60:
             log.info("time budget of %.0f min reached after epoch %d", config.max_minutes, epoch)
             break
