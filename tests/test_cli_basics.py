@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from typer.testing import CliRunner
@@ -35,3 +36,17 @@ def test_info_on_bad_file_is_one_line_error(tmp_path):
     assert result.exit_code == 2
     assert result.output.strip().count("\n") == 0 and "bad.pth" in result.output
     assert "Traceback" not in result.output
+
+
+def test_fill_explain_and_prepare_take_the_same_reading_options():
+    import typer
+
+    from utilise_cli.options import ReadOptions
+
+    commands = typer.main.get_command(app).commands
+    reading = {f.name for f in dataclasses.fields(ReadOptions)}
+    for name in ("fill", "explain", "prepare"):
+        params = {p.name: p for p in commands[name].params}
+        assert reading <= set(params), (name, reading - set(params))
+        assert params["offset"].default == ReadOptions.offset and params["scale"].default == ReadOptions.scale
+    assert commands["fill"].params and {p.name for p in commands["fill"].params} >= {"verbose", "quiet", "device"}

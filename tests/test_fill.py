@@ -38,7 +38,7 @@ def network_run(tmp_path_factory):
     if not checkpoint.exists():
         pytest.skip(f"needs {checkpoint}")
     out = tmp_path_factory.mktemp("network")
-    report = fill(SAMPLE, out, FillOptions(checkpoint=checkpoint, regenerate_all=True, overlap=32))
+    report = fill(SAMPLE, out, FillOptions(method="utilise", checkpoint=checkpoint, regenerate_all=True, overlap=32))
     return out, report
 
 
@@ -272,8 +272,8 @@ def test_shipped_weights_fill_without_seams_between_chips(tmp_path):
 
     if not DEFAULT_WEIGHTS.is_file():
         pytest.skip("no shipped weights in this installation")
-    chipped = fill(SAMPLE, tmp_path / "chipped", FillOptions(chip_size=64, overlap=16, regenerate_all=True))
-    whole = fill(SAMPLE, tmp_path / "whole", FillOptions(chip_size=168, overlap=0, regenerate_all=True))
+    chipped = fill(SAMPLE, tmp_path / "chipped", FillOptions(method="utilise", chip_size=64, overlap=16, regenerate_all=True))
+    whole = fill(SAMPLE, tmp_path / "whole", FillOptions(method="utilise", chip_size=168, overlap=0, regenerate_all=True))
     assert chipped.chips_run > whole.chips_run == 1
     zones = set()
     for start in range(48, 149, 48):  # chips start every 48 px; each blend zone is 16 px wide

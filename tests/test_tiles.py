@@ -48,7 +48,7 @@ def read_all(folder):
 def test_chip_rows_of_one_tile_on_a_local_cluster_give_the_single_process_result(tmp_path):
     # The shipped network on the real sample, 32 px chips overlapping by 8: 6 chip rows, each predicted on
     # one of 2 workers, blended here across the row borders.
-    options = FillOptions(chip_size=32, overlap=8)
+    options = FillOptions(method="utilise", chip_size=32, overlap=8)
     single = fill(SAMPLE, tmp_path / "sync", options)
     parallel = fill(SAMPLE, tmp_path / "dask", options, scheduler="local:2")
     assert single.chips_run == parallel.chips_run > 20

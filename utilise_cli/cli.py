@@ -216,8 +216,11 @@ def fill(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: one COG per date, YYYYMMDD_filled.tif, "
                              "plus YYYYMMDD_filled_flags.tif (0 observed, 1 filled, 255 never observed)."),
     checkpoint: Optional[Path] = typer.Option(None, help="U-TILISE checkpoint. Default: the shipped weights."),
-    method: str = typer.Option(_FILL.method, help="utilise (the network), or a baseline along time: linear, "
-                               "adjusted (linear plus the date's own anomaly), closest, last, next."),
+    method: str = typer.Option(_FILL.method, help="auto: whichever of linear, adjusted and the network fills this "
+                               "scene best, judged by hiding observed pixels under the scene's own cloud masks "
+                               "(self-validation on up to 8 chips; the scores go to fill_report.json and the COG "
+                               "tags). Or one of: utilise (the network), linear, adjusted (linear plus the date's "
+                               "own anomaly), closest, last, next."),
     bands: Optional[str] = typer.Option(None, help="Comma-separated band names to fill, in the network's order. "
                                         "Default: the checkpoint's bands, else B2,B3,B4,B8."),
     chip_size: int = typer.Option(_FILL.chip_size, help="Chip height and width in pixels (128 or 256; a multiple "
@@ -256,8 +259,8 @@ def fill(
         raise typer.BadParameter("must be uint16 or float32", param_hint="--dtype")
     if precision not in ("fp32", "bf16", "fp16"):
         raise typer.BadParameter("must be fp32, bf16 or fp16", param_hint="--precision")
-    if method != "utilise" and method not in METHODS:
-        raise typer.BadParameter(f"must be utilise or one of {', '.join(METHODS)}", param_hint="--method")
+    if method not in ("auto", "utilise") and method not in METHODS:
+        raise typer.BadParameter(f"must be auto, utilise or one of {', '.join(METHODS)}", param_hint="--method")
     options = FillOptions(
         read=read, bands=[b.strip() for b in bands.split(",")] if bands else None, method=method,
         checkpoint=checkpoint, chip_size=chip_size, overlap=overlap, batch_size=batch_size, device=device,
@@ -312,7 +315,8 @@ def fill(
     if report.skipped_outputs and not report.outputs:
         typer.echo(f"all {len(report.skipped_outputs)} outputs already in {out}; nothing to do (--overwrite to redo)")
         return
-    typer.echo(f"wrote {len(report.outputs)} COGs to {out} ({len(report.skipped_outputs)} already there): "
+    typer.echo(f"wrote {len(report.outputs)} COGs to {out} ({len(report.skipped_outputs)} already there) with "
+               f"{report.method}: "
                f"{report.chips_run} chips run, {report.chips_skipped} cloud-free chips passed through, "
                f"{report.filled_pixels} pixel-dates filled, {report.never_observed_pixels} pixels never observed "
                f"(nodata), {report.seconds:.1f} s")
@@ -431,7 +435,8 @@ def train(
 @log_options
 @device_option
 def evaluate_command(
-    methods: str = typer.Argument(..., metavar="MODEL_OR_BASELINE", help="Comma-separated: linear, adjusted, closest, "
+    methods: str = typer.Argument(..., metavar="MODEL_OR_BASELINE", help="Comma-separated: auto (fill's default: "
+                                  "self-validation chooses), linear, adjusted, closest, "
                                   "last, next, shipped (the packaged weights) or checkpoint paths; add @bf16 or @fp16 "
                                   "to a network to score it under autocast."),
     simulated: Path = typer.Argument(..., help="Simulated dataset made by `utilise simulate` (or, with --seeds, a "

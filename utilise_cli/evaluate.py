@@ -49,7 +49,36 @@ class Method:
         return run_network(self.model, model_input(self.model, target, gaps, days)[None], days, self.precision)[0]
 
 
-def load_method(spec: str, device: str = "cpu", precision: str = "fp32") -> Method:
+@dataclass
+class AutoMethod:
+    """`fill --method auto` on a series: self-validation on the series' own input (its observed pixels and the
+    shapes of its gaps) chooses among linear, adjusted and the network, which then fills it. It sees nothing
+    of the hidden target pixels, so its outputs keep the observed pixels like a baseline's."""
+
+    network: Any
+    precision: str = "fp32"
+    seed: int = 0
+    name: str = "auto"
+    model: Any = None  # scored like a baseline: its output already keeps the observed pixels
+    choices: list[str] | None = None
+
+    def predict(self, target: np.ndarray, gaps: np.ndarray, days: np.ndarray) -> np.ndarray:
+        from .inference import BaselinePredictor, NetworkPredictor
+        from .validation import choose, score_candidates
+
+        observed = ~gaps & ~np.isnan(target).any(axis=1)
+        inputs = np.where(observed[:, None], target, np.nan).astype(np.float32)[None]
+        candidates = {"linear": BaselinePredictor("linear"), "adjusted": BaselinePredictor("adjusted"),
+                      "utilise": NetworkPredictor(self.network, precision=self.precision)}
+        scores = score_candidates(candidates, inputs, observed[None], days, np.random.default_rng(self.seed))
+        chosen, _ = choose(scores)
+        if self.choices is not None:
+            self.choices.append(chosen)
+        pred = candidates[chosen](inputs, observed[None], days)[0]
+        return np.nan_to_num(np.where(observed[:, None], target, pred), nan=0.0)
+
+
+def load_method(spec: str, device: str = "cpu", precision: str = "fp32") -> Method | AutoMethod:
     """A baseline of baselines.METHODS, 'shipped' (the packaged weights) or a checkpoint path;
     a network spec may end in @bf16 or @fp16 to run it under autocast."""
     if spec in METHODS:
@@ -62,6 +91,8 @@ def load_method(spec: str, device: str = "cpu", precision: str = "fp32") -> Meth
         spec, precision = spec.rsplit("@", 1)
     if precision not in PRECISIONS:
         raise CheckpointError(f"{spec}@{precision}: precision must be one of {', '.join(PRECISIONS)}")
+    if spec == "auto":
+        return AutoMethod(load_model(resolve_checkpoint(SHIPPED), device), precision, choices=[])
     path = resolve_checkpoint(spec)
     name = "utilise (shipped)" if spec == SHIPPED else path.name
     suffix = "" if precision == "fp32" else f" @{precision}"

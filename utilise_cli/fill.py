@@ -7,15 +7,19 @@ baseline per chip row (:mod:`inference`) -> overlap blending in row stripes (:mo
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 from . import __version__
 from .cog import StripeWriter, partial_name
+from .atomic import write_text
 from .errors import OutputError
+from .inference import BaselinePredictor, Predictor
 from .plan import FillOptions, FillPlan, load_predictor, plan_fill
 from .stripes import FillReport, Quicklook, Writers, run_stripes
 
@@ -53,6 +57,23 @@ def _open_writers(plan: FillPlan, options: FillOptions, tags: dict[str, str], wr
         )
 
 
+def choose_predictor(plan: FillPlan, network: Predictor, options: FillOptions, tags: dict[str, str],
+                     report: FillReport) -> tuple[Predictor, FillOptions, dict[str, str]]:
+    """--method auto: self-validate linear, adjusted and the network on the scene, and fill with the best.
+    Returns the predictor, the options with the chosen method (for workers) and the output tags."""
+    from .validation import select_method
+
+    candidates = {"linear": BaselinePredictor("linear"), "adjusted": BaselinePredictor("adjusted"),
+                  "utilise": network}
+    selection = select_method(plan, candidates, options.batch_size)
+    log.info("%s", selection.line())
+    report.selection = selection.as_dict()
+    chosen = selection.chosen
+    tags = {**(tags if chosen == "utilise" else {}), "UTILISE_METHOD": f"auto: {chosen}",
+            "UTILISE_SELF_VALIDATION": json.dumps(report.selection)}
+    return candidates[chosen], replace(options, method=chosen), tags
+
+
 def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None,
          progress: Callable[[int, int], None] | None = None, scheduler: str = "sync") -> FillReport:
     """Fill every date of ``folder`` and write COGs to ``out``; see :class:`FillOptions`.
@@ -71,6 +92,9 @@ def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None
         log.info("all %d outputs already in %s; nothing to do (--overwrite to redo)", len(plan.outputs), out)
         return report
     check_output_folder(out)
+    if options.method == "auto":
+        predictor, options, tags = choose_predictor(plan, predictor, options, tags, report)
+    report.method = tags["UTILISE_METHOD"]
     for stale in out.glob(partial_name(Path("*")).name):
         stale.unlink()
     writers: Writers = {}
@@ -95,6 +119,11 @@ def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None
 
             report.preview = save_fill_preview(quicklook.before, quicklook.after, plan.scenes, out / "preview.png")
             log.info("wrote %s", report.preview)
+        write_text(out / "fill_report.json", json.dumps(
+            {"method": report.method, "self_validation": report.selection, "outputs": [p.name for p in report.outputs],
+             "chips_run": report.chips_run, "chips_passed_through": report.chips_skipped,
+             "filled_pixel_dates": report.filled_pixels, "never_observed_pixels": report.never_observed_pixels},
+            indent=1))
     except BaseException:
         for cog, flags in writers.values():
             cog.abort()

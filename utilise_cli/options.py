@@ -59,7 +59,7 @@ class FillOptions:
 
     read: ReadOptions = field(default_factory=ReadOptions)  # how the scenes are decoded
     bands: Sequence[str] | None = None  # band names to fill; default: the checkpoint's bands, else B2 B3 B4 B8
-    method: str = "utilise"  # 'utilise' (the network) or a baseline of baselines.METHODS
+    method: str = "auto"  # auto (chosen by self-validation), 'utilise' (the network) or a baseline name
     checkpoint: str | Path | None = None  # default: the weights shipped with the package
     chip_size: int = 128  # pixels; a multiple of 2 ** (levels - 1)
     overlap: int = 32  # pixels shared by neighbouring chips, blended

@@ -55,7 +55,7 @@ def output_paths(out: Path, scene: Scene) -> tuple[Path, Path]:
 
 def load_predictor(options: FillOptions) -> tuple[Predictor, dict[str, str]]:
     """The network (or baseline) to fill with, and the tags that identify it in the outputs."""
-    if options.method != "utilise":
+    if options.method not in ("utilise", "auto"):
         return BaselinePredictor(options.method), {"UTILISE_METHOD": options.method}
     from .weights import resolve_checkpoint
 
@@ -64,7 +64,7 @@ def load_predictor(options: FillOptions) -> tuple[Predictor, dict[str, str]]:
     if model.metadata.get("status"):
         log.warning("%s: %s", checkpoint.name, model.metadata["status"])
     window = options.time_window or int(model.metadata.get("max_dates", 0) or 0)
-    tags = {"UTILISE_METHOD": "utilise", "UTILISE_CHECKPOINT": checkpoint.name,
+    tags = {"UTILISE_METHOD": options.method, "UTILISE_CHECKPOINT": checkpoint.name,
             "UTILISE_CHECKPOINT_SHA256": str(model.metadata.get("checkpoint_sha256", ""))}
     return NetworkPredictor(model, window=window, precision=options.precision), tags
 
@@ -121,8 +121,9 @@ def plan_fill(folder: str | Path, out: str | Path, options: FillOptions,
     t, c = len(cube.scenes), len(bands)
     chips = len(rows) * len(cols)
     per_chip = _SECONDS_PER_CHIP_128_T10_CPU * (options.chip_size / 128) ** 2 * max(t, 1) / 10
-    seconds = chips * per_chip if options.method == "utilise" else chips * 0.01 * t
+    seconds = chips * per_chip if options.method in ("utilise", "auto") else chips * 0.01 * t
     stripe_mb = 4 * t * (2 * c + 2) * min(options.chip_size, grid.height) * grid.width / 1e6
-    model_mb = 4 * options.batch_size * t * 400 * options.chip_size ** 2 / 1e6 if options.method == "utilise" else 0
+    networked = options.method in ("utilise", "auto")
+    model_mb = 4 * options.batch_size * t * 400 * options.chip_size ** 2 / 1e6 if networked else 0
     return FillPlan(cube, bands, options.chip_size, options.overlap, rows, cols, [p[0] for p in paths],
                     [p[1] for p in paths], todo, seconds, stripe_mb * 2 + model_mb)

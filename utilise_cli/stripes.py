@@ -35,6 +35,8 @@ class FillReport:
     seconds: float = 0.0
     network_seconds: float = 0.0
     preview: Path | None = None
+    method: str = ""  # what filled the scene (with --method auto: the self-validation's choice)
+    selection: dict[str, object] | None = None  # the self-validation scores (method auto)
     messages: list[str] = field(default_factory=list)
 
 

@@ -1,0 +1,91 @@
+"""Self-validation and `auto`: scored on the scene's own pixels, never on what it must fill; falls back to linear."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import rasterio
+import torch
+
+from utilise_cli.cube import open_folder, read_rows
+from utilise_cli.evaluate import AutoMethod
+from utilise_cli.fill import FillOptions, fill
+from utilise_cli.inference import BaselinePredictor, NetworkPredictor
+from utilise_cli.network import load_model
+from utilise_cli.validation import choose, score_candidates, validation_masks
+from utilise_cli.weights import DEFAULT_WEIGHTS
+
+from .conftest import ROOT
+
+SAMPLE = ROOT / "sample_data"
+
+
+def _sample_masks(size: int = 96) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sample's real reflectance, observed mask (T x H x W) and days on a size x size window."""
+    cube = open_folder(SAMPLE, ["B2", "B3", "B4", "B8"])
+    refl, observed = read_rows(cube, 0, size)
+    return refl[..., :size], observed[..., :size], cube.days
+
+
+def test_validation_masks_hide_only_observed_pixels_in_the_shapes_of_the_scenes_own_masks():
+    _, observed, _ = _sample_masks()
+    hidden = validation_masks(observed, np.random.default_rng(0))
+    assert hidden.any() and not (hidden & ~observed).any()
+    dates = np.flatnonzero(observed.reshape(len(observed), -1).any(axis=1))
+    assert hidden.reshape(len(hidden), -1).any(axis=1).sum() <= int(np.ceil(0.5 * len(dates)))
+    # a hidden area is a shifted copy of some date's unobserved area (checked on the first one)
+    for t in np.flatnonzero(hidden.reshape(len(hidden), -1).any(axis=1))[:1]:
+        assert any((hidden[t] <= np.roll(~observed[s], (dy, dx), axis=(0, 1))).all()
+                   for s in range(len(observed)) for dy in range(96) for dx in range(96)
+                   if (hidden[t] & np.roll(~observed[s], (dy, dx), axis=(0, 1))).sum() == hidden[t].sum())
+
+
+def test_auto_falls_back_to_linear_where_adjusted_and_the_network_are_worse():
+    _, observed, days = _sample_masks()
+    rng = np.random.default_rng(1)
+    t, h, w = observed.shape
+    # A series that is linear in time at every pixel, plus white noise: nothing for a date anomaly to find.
+    slope, start = rng.uniform(-1e-3, 1e-3, (1, 4, h, w)), rng.uniform(0.05, 0.3, (1, 4, h, w))
+    truth = (start + slope * days.reshape(-1, 1, 1, 1) + rng.normal(0, 0.01, (t, 4, h, w))).astype(np.float32)
+    network = load_model(DEFAULT_WEIGHTS)
+    with torch.no_grad():
+        network.head.conv2.bias += 0.05  # a network that is off by 0.05 everywhere
+    candidates = {"linear": BaselinePredictor("linear"), "adjusted": BaselinePredictor("adjusted"),
+                  "utilise": NetworkPredictor(network)}
+    scores = score_candidates(candidates, truth[None], observed[None], days, np.random.default_rng(0))
+    assert scores["utilise"].psnr < scores["linear"].psnr - 3
+    assert scores["adjusted"].psnr < scores["linear"].psnr + 0.05
+    assert choose(scores)[0] == "linear"
+
+
+def test_auto_in_eval_never_sees_the_hidden_target_pixels():
+    refl, observed, days = _sample_masks(64)
+    gaps = np.zeros_like(observed)
+    gaps[3:6, 10:50, 5:40] = True  # simulated gaps on clear pixels
+    target = np.where(observed[:, None], refl, np.nan)
+    auto = AutoMethod(load_model(DEFAULT_WEIGHTS), choices=[])
+    first = auto.predict(target, gaps, days)
+    noisy = target.copy()
+    noise = np.random.default_rng(0).random(noisy.shape, dtype=np.float32)
+    noisy[np.broadcast_to(gaps[:, None], noisy.shape)] = noise[np.broadcast_to(gaps[:, None], noisy.shape)]
+    second = auto.predict(noisy, gaps, days)
+    assert np.array_equal(first[np.broadcast_to(gaps[:, None], first.shape)],
+                          second[np.broadcast_to(gaps[:, None], second.shape)])
+    assert auto.choices[0] == auto.choices[1]
+
+
+def test_fill_auto_writes_what_it_chose_and_the_same_seed_gives_the_same_bytes(tmp_path):
+    first = fill(SAMPLE, tmp_path / "a", FillOptions(method="auto"))
+    second = fill(SAMPLE, tmp_path / "b", FillOptions(method="auto"))
+    report = json.loads((tmp_path / "a" / "fill_report.json").read_text())
+    chosen = report["self_validation"]["chosen"]
+    assert report["method"] == first.method == f"auto: {chosen}"
+    assert set(report["self_validation"]["scores"]) == {"linear", "adjusted", "utilise"}
+    for a, b in zip(first.outputs, second.outputs):
+        assert a.read_bytes() == (tmp_path / "b" / a.name).read_bytes()
+    alone = fill(SAMPLE, tmp_path / "alone", FillOptions(method=chosen))
+    for a, b in zip(first.outputs, alone.outputs):
+        with rasterio.open(a) as x, rasterio.open(b) as y:
+            assert np.array_equal(x.read(), y.read())  # the chosen method is what filled the scene
+            assert json.loads(x.tags()["UTILISE_SELF_VALIDATION"])["chosen"] == chosen
