@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -21,3 +22,21 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def reference_dir() -> Path:
     return shared_path("reference")
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory):
+    """Prepared real series (HU/RO, Sweden), their simulations and a tiny training configuration."""
+    from utilise_cli.datasets import prepare, simulate
+
+    root = tmp_path_factory.mktemp("data")
+    prepare("geotiff", [shared_path("data", "greenearthnet", "geotiff_hu_ro")], root / "hu.h5")
+    prepare("geotiff", [shared_path("data", "greenearthnet", "geotiff_sweden_T34VCL")], root / "se.h5")
+    simulate(root / "hu.h5", root / "val.h5", seed=0, ratios=[1.0], masks=[shared_path("data", "eolearn_cloudmasks")])
+    simulate(root / "se.h5", root / "se_sim.h5", seed=0)
+    config = {"train": [str(root / "hu.h5")], "val": [str(root / "val.h5")], "val_ratio": "ratio_1.00",
+              "masks": [str(shared_path("data", "eolearn_cloudmasks"))],
+              "network": {"encoder_widths": [8, 8, 16], "decoder_widths": [8, 8, 16]},
+              "batch_size": 2, "crop": 32, "max_frames": 4, "epochs": 1, "steps_per_epoch": 2, "device": "cpu"}
+    (root / "tiny.yaml").write_text(yaml.safe_dump(config))
+    return root

@@ -17,7 +17,6 @@ from utilise_cli.train import init_weights
 from utilise_cli.weights import DEFAULT_WEIGHTS
 
 from .conftest import ROOT
-from .test_train_eval import data  # noqa: F401  (the prepared real series and a tiny training config)
 
 runner = CliRunner()
 
@@ -70,7 +69,7 @@ def test_he_initialisation_leaves_the_decoder_alive():
     assert min(live_ours[k] for k in decoder) >= 0.5
 
 
-def test_training_a_residual_network_stays_alive_and_logs_its_health(data, tmp_path):  # noqa: F811
+def test_training_a_residual_network_stays_alive_and_logs_its_health(data, tmp_path):
     network = "network={encoder_widths: [8, 8, 16], decoder_widths: [8, 8, 16], residual: adjusted, " \
               "output_activation: none}"
     run = tmp_path / "alive"
@@ -86,7 +85,7 @@ def test_training_a_residual_network_stays_alive_and_logs_its_health(data, tmp_p
     assert all(float(r["grad_norm"]) > 0 for r in rows)
 
 
-def test_training_stops_when_the_head_dies(data, tmp_path):  # noqa: F811
+def test_training_stops_when_the_head_dies(data, tmp_path):
     network = "network={encoder_widths: [8, 8, 16], decoder_widths: [8, 8, 16], residual: adjusted, " \
               "output_activation: none}"
     run = tmp_path / "dying"

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from utilise_cli.baselines import interpolate
 from utilise_cli.cli import app
-from utilise_cli.datasets import DatasetFile, prepare, simulate
+from utilise_cli.datasets import DatasetFile
 from utilise_cli.evaluate import evaluate, load_method
 from utilise_cli.metrics import psnr_from_rmse, series_metrics
 from utilise_cli.network import load_model
@@ -21,21 +21,6 @@ from utilise_cli.network import load_model
 from .conftest import shared_path
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    prepare("geotiff", [shared_path("data", "greenearthnet", "geotiff_hu_ro")], root / "hu.h5")
-    prepare("geotiff", [shared_path("data", "greenearthnet", "geotiff_sweden_T34VCL")], root / "se.h5")
-    simulate(root / "hu.h5", root / "val.h5", seed=0, ratios=[1.0], masks=[shared_path("data", "eolearn_cloudmasks")])
-    simulate(root / "se.h5", root / "se_sim.h5", seed=0)
-    config = {"train": [str(root / "hu.h5")], "val": [str(root / "val.h5")], "val_ratio": "ratio_1.00",
-              "masks": [str(shared_path("data", "eolearn_cloudmasks"))],
-              "network": {"encoder_widths": [8, 8, 16], "decoder_widths": [8, 8, 16]},
-              "batch_size": 2, "crop": 32, "max_frames": 4, "epochs": 1, "steps_per_epoch": 2, "device": "cpu"}
-    (root / "tiny.yaml").write_text(yaml.safe_dump(config))
-    return root
 
 
 def test_train_writes_the_run_folder_and_resumes(data, tmp_path):
