@@ -128,7 +128,7 @@ def test_metrics_match_their_definitions():
 
 
 def test_gap_weight_weighs_gap_pixels_and_1_is_plain_l1():
-    from utilise_cli.train import masked_l1
+    from utilise_cli.train import masked_loss
 
     pred, target = torch.zeros(1, 2, 1, 2, 2), torch.ones(1, 2, 1, 2, 2)
     target[0, 1] = 3.0  # frame 1 is off by 3, frame 0 by 1
@@ -136,8 +136,8 @@ def test_gap_weight_weighs_gap_pixels_and_1_is_plain_l1():
     frames = torch.tensor([[True, True]])
     gaps = torch.zeros(1, 2, 2, 2, dtype=torch.bool)
     gaps[0, 1] = True
-    assert masked_l1(pred, target, valid, frames).item() == pytest.approx(2.0)
-    assert masked_l1(pred, target, valid, frames, gaps, 1.0).item() == pytest.approx(2.0)
-    assert masked_l1(pred, target, valid, frames, gaps, 3.0).item() == pytest.approx((1 * 4 + 3 * 3 * 4) / 16)
+    assert masked_loss(pred, target, valid, frames).item() == pytest.approx(2.0)
+    assert masked_loss(pred, target, valid, frames, gaps, 1.0).item() == pytest.approx(2.0)
+    assert masked_loss(pred, target, valid, frames, gaps, 3.0).item() == pytest.approx((1 * 4 + 3 * 3 * 4) / 16)
     # padded frames do not count
-    assert masked_l1(pred, target, valid, torch.tensor([[True, False]])).item() == pytest.approx(1.0)
+    assert masked_loss(pred, target, valid, torch.tensor([[True, False]])).item() == pytest.approx(1.0)

@@ -63,13 +63,12 @@ class AutoMethod:
     choices: list[str] | None = None
 
     def predict(self, target: np.ndarray, gaps: np.ndarray, days: np.ndarray) -> np.ndarray:
-        from .inference import BaselinePredictor, NetworkPredictor
-        from .validation import choose, score_candidates
+        from .inference import NetworkPredictor
+        from .validation import candidate_predictors, choose, score_candidates
 
         observed = ~gaps & ~np.isnan(target).any(axis=1)
         inputs = np.where(observed[:, None], target, np.nan).astype(np.float32)[None]
-        candidates = {"linear": BaselinePredictor("linear"), "adjusted": BaselinePredictor("adjusted"),
-                      "utilise": NetworkPredictor(self.network, precision=self.precision)}
+        candidates = candidate_predictors(NetworkPredictor(self.network, precision=self.precision))
         scores = score_candidates(candidates, inputs, observed[None], days, np.random.default_rng(self.seed))
         chosen, _ = choose(scores)
         if self.choices is not None:

@@ -19,7 +19,7 @@ from . import __version__
 from .cog import StripeWriter, partial_name
 from .atomic import write_text
 from .errors import OutputError
-from .inference import BaselinePredictor, Predictor
+from .inference import Predictor
 from .plan import FillOptions, FillPlan, load_predictor, plan_fill
 from .stripes import FillReport, Quicklook, Writers, run_stripes
 
@@ -61,10 +61,9 @@ def choose_predictor(plan: FillPlan, network: Predictor, options: FillOptions, t
                      report: FillReport) -> tuple[Predictor, FillOptions, dict[str, str]]:
     """--method auto: self-validate linear, adjusted and the network on the scene, and fill with the best.
     Returns the predictor, the options with the chosen method (for workers) and the output tags."""
-    from .validation import select_method
+    from .validation import candidate_predictors, select_method
 
-    candidates = {"linear": BaselinePredictor("linear"), "adjusted": BaselinePredictor("adjusted"),
-                  "utilise": network}
+    candidates = candidate_predictors(network)
     selection = select_method(plan, candidates, options.batch_size)
     log.info("%s", selection.line())
     report.selection = selection.as_dict()

@@ -118,7 +118,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 LOSSES = ("l1", "mse")
 
 
-def masked_l1(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, frames: torch.Tensor,
+def masked_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, frames: torch.Tensor,
               gaps: torch.Tensor | None = None, gap_weight: float = 1.0, observed_weight: float = 1.0,
               kind: str = "l1") -> torch.Tensor:
     """Weighted mean |pred - target| (``kind`` l1) or (pred - target)^2 (mse) over the valid pixels of real
@@ -264,7 +264,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
         for batch in loader:
             x, y = batch["x"].to(device), batch["y"].to(device)
             pred = model(x, batch["days"].to(device))
-            loss = masked_l1(pred, y, batch["valid"].to(device), batch["frames"].to(device),
+            loss = masked_loss(pred, y, batch["valid"].to(device), batch["frames"].to(device),
                              batch["gaps"].to(device), config.gap_weight, config.observed_weight, config.loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -82,6 +82,13 @@ class Selection:
         return f"self-validation on {self.chips} chips: {table}; chose {self.chosen} ({self.reason})"
 
 
+def candidate_predictors(network: Predictor) -> dict[str, Predictor]:
+    """What `auto` chooses from, simplest first (the order :func:`choose` relies on)."""
+    from .inference import BaselinePredictor
+
+    return {"linear": BaselinePredictor("linear"), "adjusted": BaselinePredictor("adjusted"), "utilise": network}
+
+
 def validation_masks(observed: np.ndarray, rng: np.random.Generator, ratio: float = HIDE_RATIO) -> np.ndarray:
     """T x H x W: observed pixels to hide. For ceil(ratio * n) of the n dates that have observed pixels, the
     unobserved pattern of another date (covering at least MIN_MASK_COVER), rolled by a random offset."""
