@@ -8,6 +8,7 @@ import numpy as np
 import rasterio
 import torch
 
+from utilise_cli.adapt import AdaptOptions, adapt
 from utilise_cli.cube import open_folder, read_rows
 from utilise_cli.evaluate import AutoMethod
 from utilise_cli.fill import FillOptions, fill
@@ -89,3 +90,18 @@ def test_fill_auto_writes_what_it_chose_and_the_same_seed_gives_the_same_bytes(t
         with rasterio.open(a) as x, rasterio.open(b) as y:
             assert np.array_equal(x.read(), y.read())  # the chosen method is what filled the scene
             assert json.loads(x.tags()["UTILISE_SELF_VALIDATION"])["chosen"] == chosen
+
+
+def test_adaptation_learns_only_from_what_it_is_told_is_observed():
+    refl, observed, days = _sample_masks(48)
+    held_out = np.zeros_like(observed)
+    held_out[2:5, 8:40, 8:40] = True  # e.g. self-validation pixels
+    seen = observed & ~held_out
+    options = AdaptOptions(steps=3, crop=32, batch_size=2)
+    model = load_model(DEFAULT_WEIGHTS)
+    clean = np.where(seen[:, None], refl, np.nan)
+    noisy = np.where(seen[:, None], refl, np.random.default_rng(0).random(refl.shape, dtype=np.float32))
+    a, b = (adapt(model, r, seen, days, options).state_dict() for r in (clean, noisy))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # held-out values never reach the weights
+    before = model.state_dict()
+    assert any(not torch.equal(a[k], before[k]) for k in a)  # and it did learn something

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .adapt import AdaptOptions
 from .atomic import write_text
 from .baselines import METHODS, interpolate
 from .datasets.store import DatasetFile
@@ -77,7 +78,29 @@ class AutoMethod:
         return np.nan_to_num(np.where(observed[:, None], target, pred), nan=0.0)
 
 
-def load_method(spec: str, device: str = "cpu", precision: str = "fp32") -> Method | AutoMethod:
+@dataclass
+class AdaptedMethod:
+    """The network fine-tuned on each series' own input before it fills it (adapt.adapt): it learns from the
+    observed pixels and the shapes of the gaps, never from the hidden target pixels."""
+
+    network: Any
+    precision: str = "fp32"
+    steps: int = AdaptOptions.steps
+    name: str = "utilise (adapted)"
+    model: Any = None  # scored like a baseline: its output keeps the observed pixels
+
+    def predict(self, target: np.ndarray, gaps: np.ndarray, days: np.ndarray) -> np.ndarray:
+        from .adapt import adapt
+        from .inference import NetworkPredictor
+
+        observed = ~gaps & ~np.isnan(target).any(axis=1)
+        inputs = np.where(observed[:, None], target, np.nan).astype(np.float32)
+        tuned = adapt(self.network, inputs, observed, days, AdaptOptions(steps=self.steps))
+        pred = NetworkPredictor(tuned, precision=self.precision)(inputs[None], observed[None], days)[0]
+        return np.nan_to_num(np.where(observed[:, None], target, pred), nan=0.0)
+
+
+def load_method(spec: str, device: str = "cpu", precision: str = "fp32") -> Method | AutoMethod | AdaptedMethod:
     """A baseline of baselines.METHODS, 'shipped' (the packaged weights) or a checkpoint path;
     a network spec may end in @bf16 or @fp16 to run it under autocast."""
     if spec in METHODS:
@@ -92,6 +115,10 @@ def load_method(spec: str, device: str = "cpu", precision: str = "fp32") -> Meth
         raise CheckpointError(f"{spec}@{precision}: precision must be one of {', '.join(PRECISIONS)}")
     if spec == "auto":
         return AutoMethod(load_model(resolve_checkpoint(SHIPPED), device), precision, choices=[])
+    if spec == "adapted" or spec.startswith("adapted:"):  # adapted:STEPS
+        steps = int(spec.split(":", 1)[1]) if ":" in spec else AdaptOptions.steps
+        return AdaptedMethod(load_model(resolve_checkpoint(SHIPPED), device), precision, steps,
+                             f"utilise (adapted, {steps} steps)")
     path = resolve_checkpoint(spec)
     name = "utilise (shipped)" if spec == SHIPPED else path.name
     suffix = "" if precision == "fp32" else f" @{precision}"

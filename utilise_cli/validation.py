@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cube import read_rows
+from typing import TYPE_CHECKING
+
 from .inference import Predictor
-from .plan import FillPlan
+
+if TYPE_CHECKING:  # the array functions here need no raster stack; select_method reads a plan's cube
+    from .plan import FillPlan
 
 MIN_MASK_COVER = 0.01  # a date's mask is used as a validation shape when it covers at least this share
 HIDE_RATIO = 0.5  # share of the dates (with observed pixels) that get a validation mask, as in training
@@ -149,6 +152,8 @@ def select_method(plan: FillPlan, candidates: dict[str, Predictor], batch_size: 
                   seed: int = 0) -> Selection:
     """Score ``candidates`` on up to ``max_chips`` chips of the plan drawn at random (seeded) among the chips
     that have clouds to learn shapes from, and choose one (see :func:`choose`)."""
+    from .cube import read_rows
+
     rng = np.random.default_rng(seed)
     cube, chip = plan.cube, plan.chip_size
     origins = [(y0, x0) for y0 in plan.rows for x0 in plan.cols]
