@@ -56,6 +56,7 @@ import json, resource, sys
 from utilise_cli.fill import fill, FillOptions
 r = fill({str(folder)!r}, {str(out)!r}, FillOptions(method={method!r}, checkpoint={checkpoint!r}))
 print(json.dumps(dict(seconds=r.seconds, network=r.network_seconds, run=r.chips_run, skipped=r.chips_skipped,
+                      used=r.method,
                       rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -101,7 +102,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=None,
                         help="stack side(s) in pixels (default 2048 4096; with --workers 256)")
-    parser.add_argument("--method", default="utilise")
+    parser.add_argument("--method", default="utilise", help="method, or several separated by commas (e.g. "
+                        "auto,adjusted,utilise: auto's time is then also given as a ratio to each other)")
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--workers", action="store_true", help="measure 2 dask worker processes against 1")
     parser.add_argument("--tiles", type=int, default=4, help="with --workers: number of tiles")
@@ -111,19 +113,27 @@ def main() -> None:
         workers_speedup(args.tiles, (args.sizes or [256])[0], args.one_tile, args.method, args.checkpoint)
         return
     args.sizes = args.sizes or [2048, 4096]
-    print(f"{'size':>6s} {'method':>8s} {'chips run/skipped':>18s} {'total s':>8s} {'network s':>9s} "
-          f"{'overhead':>8s} {'MPx-dates/s':>11s} {'peak RSS MB':>11s}")
+    methods = args.method.split(",")
+    print(f"{'size':>6s} {'method':>8s} {'filled with':>16s} {'chips run/skipped':>18s} {'total s':>8s} "
+          f"{'network s':>9s} {'overhead':>8s} {'MPx-dates/s':>11s} {'peak RSS MB':>11s}")
     peaks = {}
     for size in args.sizes:
+        seconds = {}
         with tempfile.TemporaryDirectory() as tmp:
-            folder, out = Path(tmp) / "scenes", Path(tmp) / "out"
+            folder = Path(tmp) / "scenes"
             folder.mkdir()
             build_stack(size, folder)
-            r = run_case(folder, out, args.method, args.checkpoint)
-        overhead = (r["seconds"] - r["network"]) / r["network"] if r["network"] > 0 else float("nan")
-        peaks[size] = r["rss_mb"]
-        print(f"{size:6d} {args.method:>8s} {r['run']:>9d}/{r['skipped']:<8d} {r['seconds']:8.1f} {r['network']:9.1f} "
-              f"{overhead:8.0%} {size * size * 10 / 1e6 / r['seconds']:11.2f} {r['rss_mb']:11.0f}")
+            for method in methods:
+                r = run_case(folder, Path(tmp) / f"out_{method}", method, args.checkpoint)
+                overhead = (r["seconds"] - r["network"]) / r["network"] if r["network"] > 0 else float("nan")
+                peaks[size], seconds[method] = r["rss_mb"], r["seconds"]
+                print(f"{size:6d} {method:>8s} {r['used']:>16s} {r['run']:>9d}/{r['skipped']:<8d} "
+                      f"{r['seconds']:8.1f} {r['network']:9.1f} {overhead:8.0%} "
+                      f"{size * size * 10 / 1e6 / r['seconds']:11.2f} {r['rss_mb']:11.0f}")
+        if "auto" in seconds:
+            for method, value in seconds.items():
+                if method != "auto":
+                    print(f"{size:6d} auto / {method}: {seconds['auto'] / value:.2f}x")
     if len(peaks) > 1:
         sizes = sorted(peaks)
         print(f"peak memory ratio {sizes[-1]} vs {sizes[0]}: {peaks[sizes[-1]] / peaks[sizes[0]]:.2f}x")

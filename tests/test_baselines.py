@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from utilise_cli.baselines import interpolate
 
@@ -61,3 +62,13 @@ def test_adjusted_baseline_does_not_spread_an_unmasked_cloud_edge_into_the_gap(r
     linear = np.abs(interpolate("linear", series, observed, days)[4][:, 20:40, 20:40] - truth).mean()
     adjusted = np.abs(interpolate("adjusted", series, observed, days)[4][:, 20:40, 20:40] - truth).mean()
     assert adjusted < linear + 0.005
+
+
+def test_linear_interpolation_weighs_by_days_not_by_frame_index():
+    days = np.array([0.0, 10.0, 40.0])
+    reflectance = np.zeros((3, 1, 1, 1), np.float32)
+    reflectance[2] = 0.4
+    observed = np.array([True, False, True]).reshape(3, 1, 1)
+    filled = interpolate("linear", reflectance, observed, days)
+    assert filled[1, 0, 0, 0] == pytest.approx(0.1)  # 10 of 40 days along; by frame index it would be 0.2
+    assert interpolate("closest", reflectance, observed, days)[1, 0, 0, 0] == 0.0

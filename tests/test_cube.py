@@ -79,3 +79,38 @@ def test_fill_explain_and_prepare_decode_a_folder_alike_with_the_same_offset(tmp
     # Without the offset every command sees 0.1 more reflectance: the test can tell.
     plain = explain_scenes(load_model(DEFAULT_WEIGHTS), shifted, chip_size=64, chip=0)
     assert np.nanmean(plain.inputs - expl.inputs) == pytest.approx(0.1, abs=1e-4)
+
+
+def _rewritten(folder: Path, out: Path, transform, nodata: float | None = None) -> Path:
+    """A copy of the sample whose band values go through ``transform(dn)`` (masks copied as they are)."""
+    out.mkdir()
+    for path in sorted(folder.glob("*.tif")):
+        if "mask" in path.stem:
+            shutil.copy(path, out / path.name)
+            continue
+        with rasterio.open(path) as src:
+            profile, data, names = src.profile, src.read(), src.descriptions
+        profile.update(nodata=nodata)
+        with rasterio.open(out / path.name, "w", **profile) as dst:
+            dst.write(transform(data).astype(profile["dtype"]))
+            dst.descriptions = names
+    return out
+
+
+def test_scale_and_nodata_options_decode_as_documented(tmp_path):
+    cube = open_folder(SAMPLE, ["B2", "B3", "B4", "B8"])
+    truth, observed = read_rows(cube, 0, cube.grid.height)
+    halved = _rewritten(SAMPLE, tmp_path / "halved", lambda dn: dn // 2 * 2 // 2)  # even DN halved exactly
+    exact = _rewritten(SAMPLE, tmp_path / "even", lambda dn: dn // 2 * 2)
+    even = open_folder(exact, ["B2", "B3", "B4", "B8"])
+    reference, seen = read_rows(even, 0, even.grid.height)
+    scaled = open_folder(halved, ["B2", "B3", "B4", "B8"], ReadOptions(scale=2e-4))
+    values, seen2 = read_rows(scaled, 0, scaled.grid.height)
+    assert np.array_equal(seen, seen2)
+    np.testing.assert_allclose(values[~np.isnan(values)], reference[~np.isnan(reference)], atol=1e-7)
+    # no data written as 65535 without a nodata tag: found only when --nodata says so
+    flagged = _rewritten(SAMPLE, tmp_path / "nd", lambda dn: np.where(dn == 0, 65535, dn))
+    plain = open_folder(flagged, ["B2", "B3", "B4", "B8"])
+    told = open_folder(flagged, ["B2", "B3", "B4", "B8"], ReadOptions(nodata=65535))
+    assert np.array_equal(read_rows(told, 0, told.grid.height)[1], observed)
+    assert read_rows(plain, 0, plain.grid.height)[1].sum() > observed.sum()  # 6.5535 "reflectance" counted as data

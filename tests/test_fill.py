@@ -289,3 +289,51 @@ def test_shipped_weights_fill_without_seams_between_chips(tmp_path):
             values.append(steps[:, image[0, :, zones].T > 0].mean())
         jumps[name] = float(np.mean(values))
     assert jumps["chipped"] <= 1.15 * jumps["whole"], jumps
+
+
+def _pixels(folder: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for path in sorted(folder.glob("*_filled*.tif")):
+        with rasterio.open(path) as src:
+            out[path.name] = src.read()
+    return out
+
+
+def test_probability_masks_fill_like_the_binary_masks_they_were_made_from(tmp_path):
+    folder = tmp_path / "prob"
+    folder.mkdir()
+    for path in SAMPLE.glob("*.tif"):
+        if not path.stem.endswith("_mask"):
+            shutil.copy(path, folder / path.name)
+            continue
+        with rasterio.open(path) as src:  # binary 0/1 -> a cloud probability of 0 / 80 %
+            profile, data = src.profile, src.read()
+        with rasterio.open(folder / path.name.replace("_mask", "_cldprb"), "w", **profile) as dst:
+            dst.write((data * 80).astype(data.dtype))
+    binary = fill(SAMPLE, tmp_path / "binary", FillOptions(method="linear"))
+    prob = fill(folder, tmp_path / "p50", FillOptions(method="linear"))
+    assert binary.filled_pixels == prob.filled_pixels > 0
+    a, b = _pixels(tmp_path / "binary"), _pixels(tmp_path / "p50")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    high = fill(folder, tmp_path / "p90", FillOptions(read=ReadOptions(cloud_threshold=90), method="linear"))
+    # 80 % is below a 90 % threshold: no cloud is occluded, only the dates' own no-data pixels are filled
+    assert high.filled_pixels < binary.filled_pixels / 20
+
+
+def test_bands_overwrite_and_float32_outputs(tmp_path):
+    default = fill(SAMPLE, tmp_path / "d", FillOptions(method="linear", dtype="float32"))
+    with rasterio.open(default.outputs[0]) as src:
+        assert np.isnan(src.nodata) and src.dtypes[0] == "float32" and np.isnan(src.read()).any()
+        assert cog_validate(str(default.outputs[0]))[0]
+        reference = src.read()
+    reordered = fill(SAMPLE, tmp_path / "r", FillOptions(bands=["B4", "B3", "B2", "B8"], method="linear",
+                                                          dtype="float32"))
+    with rasterio.open(reordered.outputs[0]) as src:
+        assert src.descriptions == ("B4", "B3", "B2", "B8")
+        assert np.array_equal(src.read()[[2, 1, 0, 3]], reference, equal_nan=True)
+    again = fill(SAMPLE, tmp_path / "d", FillOptions(method="linear", dtype="float32"))
+    assert not again.outputs and len(again.skipped_outputs) == 12
+    redo = fill(SAMPLE, tmp_path / "d", FillOptions(method="adjusted", dtype="float32", overwrite=True))
+    assert len(redo.outputs) == 12
+    with rasterio.open(redo.outputs[0]) as src:
+        assert src.tags()["UTILISE_METHOD"] == "adjusted"

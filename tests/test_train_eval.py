@@ -141,3 +141,15 @@ def test_gap_weight_weighs_gap_pixels_and_1_is_plain_l1():
     assert masked_loss(pred, target, valid, frames, gaps, 3.0).item() == pytest.approx((1 * 4 + 3 * 3 * 4) / 16)
     # padded frames do not count
     assert masked_loss(pred, target, valid, torch.tensor([[True, False]])).item() == pytest.approx(1.0)
+
+
+def test_resuming_after_one_epoch_gives_the_weights_of_two_epochs_straight(data, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert runner.invoke(app, ["train", str(data / "tiny.yaml"), "--out", str(straight), "--epochs", "2",
+                               "-q"]).exit_code == 0
+    assert runner.invoke(app, ["train", str(data / "tiny.yaml"), "--out", str(resumed), "--epochs", "1",
+                               "-q"]).exit_code == 0
+    assert runner.invoke(app, ["train", str(data / "tiny.yaml"), "--out", str(resumed), "--epochs", "2",
+                               "--resume", "-q"]).exit_code == 0
+    a, b = (torch.load(p / "last.pth", weights_only=True)["state_dict"] for p in (straight, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)

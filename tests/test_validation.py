@@ -105,3 +105,15 @@ def test_adaptation_learns_only_from_what_it_is_told_is_observed():
     assert all(torch.equal(a[k], b[k]) for k in a)  # held-out values never reach the weights
     before = model.state_dict()
     assert any(not torch.equal(a[k], before[k]) for k in a)  # and it did learn something
+
+
+def test_validation_never_shows_a_candidate_the_pixels_it_is_scored_on():
+    refl, observed, days = _sample_masks(64)
+
+    def oracle(reflectance, seen, days):  # returns whatever values it is given, ignoring the mask
+        return np.nan_to_num(reflectance)
+
+    scores = score_candidates({"linear": BaselinePredictor("linear"), "oracle": oracle}, refl[None],
+                              observed[None], days, np.random.default_rng(0))
+    assert scores["oracle"].pixels > 0
+    assert scores["oracle"].psnr < scores["linear"].psnr  # it saw NaN (0) where it is scored, not the truth

@@ -74,8 +74,12 @@ def choose_predictor(plan: FillPlan, network: Predictor, options: FillOptions, t
 
 
 def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None,
-         progress: Callable[[int, int], None] | None = None, scheduler: str = "sync") -> FillReport:
+         progress: Callable[[int, int], None] | None = None, scheduler: str = "sync",
+         predictor: Predictor | None = None) -> FillReport:
     """Fill every date of ``folder`` and write COGs to ``out``; see :class:`FillOptions`.
+
+    ``predictor`` (any :class:`~utilise_cli.inference.Predictor`) replaces the method of the options, in this
+    process only (sync).
 
     ``progress(done_chips, total_chips)`` is called after every chip row. ``scheduler`` other than sync
     (see :func:`utilise_cli.cluster.dask_client`) predicts the chip rows on dask workers; this process blends
@@ -84,7 +88,10 @@ def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None
     options = options or FillOptions()
     out = Path(out)
     start = time.perf_counter()
-    predictor, tags = load_predictor(options)
+    if predictor is None:
+        predictor, tags = load_predictor(options)
+    else:
+        tags, options = {"UTILISE_METHOD": predictor.name}, replace(options, method=predictor.name)
     plan = plan_fill(folder, out, options, predictor)
     report = FillReport(outputs=[], skipped_outputs=[p for i, p in enumerate(plan.outputs) if i not in plan.todo])
     if not plan.todo:

@@ -1,0 +1,130 @@
+"""Put small deliberate bugs into a copy of the package, one at a time, and check that the tests catch each.
+
+    python scripts/mutants.py [--only NAME ...]
+
+Each mutation names a module, a function and a statement in it (text, not a line number, so it survives code
+moving around) and what to write instead. The copy (package, tests, sample data) lives in a temporary folder
+with ../shared linked beside it; the tests named for the mutation run there. Prints caught / NOT CAUGHT per
+mutation and exits non-zero if any survives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    module: str  # path under utilise_cli/
+    function: str  # the function (or class.method) whose body holds the statement; "" = module level
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+MUTATIONS = [
+    Mutation("blending replaced by plain averaging", "stripes.py", "run_stripes",
+             "window = blend_window(chip, plan.overlap)", "window = np.ones((chip, chip), np.float32)",
+             ("tests/test_stripes.py",)),
+    Mutation("last chip overwrites instead of accumulating", "stripes.py", "accumulate",
+             "acc[:, :, row:row + h, x0:x0 + w] += ", "acc[:, :, row:row + h, x0:x0 + w] = ",
+             ("tests/test_stripes.py",)),
+    Mutation("observed pixels not kept", "stripes.py", "write_rows",
+             "result = np.where(observed[:, None], inputs, result)", "pass", ("tests/test_stripes.py",)),
+    Mutation("SSIM constants not squared", "metrics.py", "", "SSIM_C1, SSIM_C2 = 0.01 ** 2, 0.03 ** 2",
+             "SSIM_C1, SSIM_C2 = 0.01, 0.03", ("tests/test_metrics.py",)),
+    Mutation("SAM in radians", "metrics.py", "sam", "np.degrees(np.arccos(cos))", "np.arccos(cos)",
+             ("tests/test_metrics.py",)),
+    Mutation("gap value 0 instead of 1", "inference.py", "network_input", "np.float32(1.0)", "np.float32(0.0)",
+             ("tests/test_inference.py",)),
+    Mutation("linear interpolation by frame index", "baselines.py", "_blend",
+             "days = np.asarray(days, dtype=np.float64)", "days = np.arange(len(days), dtype=np.float64)",
+             ("tests/test_baselines.py",)),
+    Mutation("self-validation shows candidates the hidden pixels", "validation.py", "score_candidates",
+             "predictor(inputs, kept, days)", "predictor(reflectance, kept, days)",
+             ("tests/test_validation.py",)),
+    Mutation("adaptation trains on pixels it was told are not observed", "adapt.py", "_sample",
+             "known = observed[window]", "known = np.ones_like(observed[window])", ("tests/test_validation.py",)),
+    Mutation("the dead-head watch never fires", "network/health.py", "Health.head_live",
+             'return self.live.get("head.conv1", 0.0)', "return 1.0", ("tests/test_health.py",)),
+    Mutation("fill and prepare ignore --offset", "cube.py", "open_folder",
+             "read.scale, read.offset, read.nodata", "read.scale, 0.0, read.nodata", ("tests/test_cube.py",)),
+]
+
+
+def _function_lines(source: str, qualified: str) -> tuple[int, int]:
+    """1-based first and last line of ``qualified`` (function or Class.method) in ``source``."""
+    if not qualified:
+        return 1, len(source.splitlines())
+    parts = qualified.split(".")
+    nodes = ast.parse(source).body
+    for part in parts:
+        node = next((n for n in nodes if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == part), None)
+        if node is None:
+            raise SystemExit(f"no {qualified} found")
+        nodes = node.body
+    return node.lineno, node.end_lineno or node.lineno
+
+
+def apply(mutation: Mutation, package: Path) -> None:
+    path = package / mutation.module
+    lines = path.read_text().splitlines(keepends=True)
+    first, last = _function_lines("".join(lines), mutation.function)
+    for i in range(first - 1, last):
+        if mutation.old in lines[i]:
+            lines[i] = lines[i].replace(mutation.old, mutation.new, 1)
+            path.write_text("".join(lines))
+            return
+    raise SystemExit(f"{mutation.name}: {mutation.old!r} is not in {mutation.module}:{mutation.function}; "
+                     "update scripts/mutants.py")
+
+
+def run(mutation: Mutation | None, tests: tuple[str, ...]) -> bool:
+    """True when ``tests`` fail in a copy with ``mutation`` in place (None: the code as it is)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "main"
+        work.mkdir()
+        for name in ("utilise_cli", "tests", "sample_data"):
+            shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(ROOT / "pyproject.toml", work)
+        if (ROOT.parent / "shared").exists():
+            (Path(tmp) / "shared").symlink_to(ROOT.parent / "shared")
+        if mutation is not None:
+            apply(mutation, work / "utilise_cli")
+        # python -m puts the copy first on sys.path, ahead of any installed utilise_cli
+        result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                                cwd=work, capture_output=True, text=True)
+        return result.returncode != 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", help="run only mutations whose name contains one of these words")
+    args = parser.parse_args()
+    chosen = [m for m in MUTATIONS if not args.only or any(w in m.name for w in args.only)]
+    tests = tuple(sorted({t for m in chosen for t in m.tests}))
+    if run(None, tests):
+        print(f"the tests fail without any mutation ({' '.join(tests)}); fix them first")
+        return 2
+    survivors = 0
+    for mutation in chosen:
+        caught = run(mutation, mutation.tests)
+        survivors += not caught
+        print(f"{'caught' if caught else 'NOT CAUGHT':>10s}  {mutation.name}  ({mutation.module}:"
+              f"{mutation.function or 'module'}; {' '.join(mutation.tests)})", flush=True)
+    print(f"{len(chosen) - survivors} of {len(chosen)} mutations caught")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""What the network is given and what fill makes of its output: one chip of the sample through `fill` equals
+the reference network run by hand on an input built here from the raw files."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import rasterio
+import torch
+
+from utilise_cli.fill import FillOptions, fill
+from utilise_cli.inference import network_input
+from utilise_cli.network import load_model
+
+from .conftest import ROOT, shared_path
+
+SAMPLE = ROOT / "sample_data"
+
+
+def test_hidden_and_missing_pixels_are_set_to_one():
+    reflectance = np.full((3, 2, 4, 4), 0.3, np.float32)
+    reflectance[1, :, 0, 0] = np.nan
+    hidden = np.zeros((3, 4, 4), bool)
+    hidden[2, 1:3, 1:3] = True
+    x = network_input(reflectance, hidden)
+    assert (x[2, :, 1:3, 1:3] == 1.0).all() and (x[1, :, 0, 0] == 1.0).all()
+    assert (x[0] == np.float32(0.3)).all()
+
+
+def test_one_chip_through_fill_equals_the_reference_network_on_a_hand_built_input(tmp_path):
+    checkpoint = shared_path("reference", "earthnet2021_seed0.pth")
+    fill(SAMPLE, tmp_path, FillOptions(method="utilise", checkpoint=checkpoint, chip_size=168, overlap=0,
+                                       regenerate_all=True, dtype="float32"))
+    scenes = sorted(SAMPLE.glob("*_T34VCL.tif"))
+    inputs, days, filled = [], [], []
+    for scene in scenes:
+        with rasterio.open(scene) as src, rasterio.open(scene.with_name(scene.stem + "_mask.tif")) as mask:
+            dn, cloud = src.read(), mask.read(1)
+        observed = (cloud == 0) & (dn != 0).all(axis=0)
+        inputs.append(np.where(observed, dn.astype(np.float32) * np.float32(1e-4), np.float32(1.0)))
+        date = dt.datetime.strptime(scene.name[:8], "%Y%m%d").date()
+        days.append((date - dt.date(date.year, 1, 1)).days)
+        with rasterio.open(tmp_path / f"{scene.name[:8]}_filled.tif") as out:
+            filled.append(out.read())
+    x = np.stack(inputs)  # T x C x 149 x 165
+    h, w = x.shape[-2:]
+    padded = np.pad(x, ((0, 0), (0, 0), (0, 168 - h), (0, 168 - w)), mode="edge")
+    model = load_model(checkpoint)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(padded)[None], torch.tensor([days], dtype=torch.float32))[0]
+    expected = expected.numpy()[..., :h, :w].clip(0, 1)
+    out = np.stack(filled)
+    seen = ~np.isnan(out)
+    assert seen.mean() > 0.8
+    np.testing.assert_allclose(out[seen], expected[seen], atol=2e-5)
