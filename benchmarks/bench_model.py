@@ -17,6 +17,7 @@ import time
 import torch
 
 from utilise_cli.network import UTILISE, NetworkConfig
+from utilise_cli.inference import cpu_has_bf16, resolve_precision
 from utilise_cli.network import reuse_freed_memory
 
 GFLOP_PER_CHIP = 92.7
@@ -58,9 +59,17 @@ def main() -> None:
     rows = [("utilise, default heap", median_seconds(forward, args.runs))]
     reuse_freed_memory()  # what load_model does on CPU
     rows.insert(0, ("utilise (as load_model)", median_seconds(forward, args.runs)))
+    auto = resolve_precision("auto", torch.device("cpu"))
+
+    def forward_auto() -> None:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=auto == "bf16"):
+            model(x, days)
+
+    rows.insert(1, (f"utilise, precision auto={auto}", median_seconds(forward_auto, args.runs)))
     rows.append(("original-style (2 passes)", median_seconds(original_style, max(3, args.runs // 2))))
     base = rows[-1][1]
-    print(f"threads={torch.get_num_threads()} torch={torch.__version__} chip=1x10x4x128x128 float32")
+    print(f"threads={torch.get_num_threads()} torch={torch.__version__} chip=1x10x4x128x128; native bf16: "
+          f"{cpu_has_bf16()}")
     print(f"{'variant':28s} {'s/chip':>8s} {'GFLOP/s':>8s} {'vs original':>12s}")
     for name, sec in rows:
         print(f"{name:28s} {sec:8.3f} {GFLOP_PER_CHIP / sec:8.1f} {base / sec:11.2f}x")

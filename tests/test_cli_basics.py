@@ -50,3 +50,16 @@ def test_fill_explain_and_prepare_take_the_same_reading_options():
         assert reading <= set(params), (name, reading - set(params))
         assert params["offset"].default == ReadOptions.offset and params["scale"].default == ReadOptions.scale
     assert commands["fill"].params and {p.name for p in commands["fill"].params} >= {"verbose", "quiet", "device"}
+
+
+def test_importing_the_package_and_the_command_line_does_not_load_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, utilise_cli, utilise_cli.cli; "
+            "print(sorted(m for m in ('torch', 'rasterio', 'dask') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+    from utilise_cli import UTILISE  # and the lazy names still work
+
+    assert UTILISE.__name__ == "UTILISE"

@@ -31,7 +31,7 @@ def test_hidden_and_missing_pixels_are_set_to_one():
 def test_one_chip_through_fill_equals_the_reference_network_on_a_hand_built_input(tmp_path):
     checkpoint = shared_path("reference", "earthnet2021_seed0.pth")
     fill(SAMPLE, tmp_path, FillOptions(method="utilise", checkpoint=checkpoint, chip_size=168, overlap=0,
-                                       regenerate_all=True, dtype="float32"))
+                                       precision="fp32", regenerate_all=True, dtype="float32"))
     scenes = sorted(SAMPLE.glob("*_T34VCL.tif"))
     inputs, days, filled = [], [], []
     for scene in scenes:
@@ -54,3 +54,19 @@ def test_one_chip_through_fill_equals_the_reference_network_on_a_hand_built_inpu
     seen = ~np.isnan(out)
     assert seen.mean() > 0.8
     np.testing.assert_allclose(out[seen], expected[seen], atol=2e-5)
+
+
+def test_precision_auto_follows_the_hardware_and_costs_little(tmp_path):
+    import torch
+
+    from utilise_cli.inference import cpu_has_bf16, resolve_precision
+
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if cpu_has_bf16() else "fp32")
+    assert resolve_precision("fp16", torch.device("cpu")) == "fp16"
+    exact = fill(SAMPLE, tmp_path / "fp32", FillOptions(method="utilise", precision="fp32", dtype="float32"))
+    half = fill(SAMPLE, tmp_path / "bf16", FillOptions(method="utilise", precision="bf16", dtype="float32"))
+    a = np.stack([rasterio.open(p).read() for p in exact.outputs])
+    b = np.stack([rasterio.open(p).read() for p in half.outputs])
+    seen = ~np.isnan(a)
+    mse = float(np.mean((a[seen] - b[seen]) ** 2))
+    assert 0 < mse and -10 * np.log10(mse) >= 50  # bf16 changes the fill, by little

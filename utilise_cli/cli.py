@@ -231,8 +231,9 @@ def fill(
     time_window: int = typer.Option(_FILL.time_window, help="Dates per network pass; longer series run in "
                                     "overlapping, blended windows. 0 = the whole series at once (or the "
                                     "checkpoint's max_dates)."),
-    precision: str = typer.Option(_FILL.precision, help="fp32, or bf16 / fp16 autocast (faster on recent GPUs; "
-                                  "the README gives the accuracy cost)."),
+    precision: str = typer.Option(_FILL.precision, help="auto: bf16 autocast where the hardware multiplies bf16 "
+                                  "natively (CUDA GPUs, CPUs with AMX or AVX-512 BF16), else fp32. Or fp32, bf16, "
+                                  "fp16 (autocast; the README gives the accuracy cost)."),
     regenerate_all: bool = typer.Option(_FILL.regenerate_all, "--regenerate-all", help="Replace observed pixels by "
                                         "the network's output too (default: keep them as they are)."),
     dtype: str = typer.Option(_FILL.dtype, help="uint16 (DN = reflectance x 10000, nodata 0) or float32 (NaN "
@@ -257,8 +258,8 @@ def fill(
 
     if dtype not in ("uint16", "float32"):
         raise typer.BadParameter("must be uint16 or float32", param_hint="--dtype")
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise typer.BadParameter("must be fp32, bf16 or fp16", param_hint="--precision")
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise typer.BadParameter("must be auto, fp32, bf16 or fp16", param_hint="--precision")
     if method not in ("auto", "utilise") and method not in METHODS:
         raise typer.BadParameter(f"must be auto, utilise or one of {', '.join(METHODS)}", param_hint="--method")
     options = FillOptions(

@@ -105,14 +105,14 @@ def load_method(spec: str, device: str = "cpu", precision: str = "fp32") -> Meth
     a network spec may end in @bf16 or @fp16 to run it under autocast."""
     if spec in METHODS:
         return Method(spec)
-    from .inference import PRECISIONS
+    from .inference import PRECISION_CHOICES
     from .network import load_model
     from .weights import SHIPPED, resolve_checkpoint
 
     if "@" in spec:
         spec, precision = spec.rsplit("@", 1)
-    if precision not in PRECISIONS:
-        raise CheckpointError(f"{spec}@{precision}: precision must be one of {', '.join(PRECISIONS)}")
+    if precision not in PRECISION_CHOICES:
+        raise CheckpointError(f"{spec}@{precision}: precision must be one of {', '.join(PRECISION_CHOICES)}")
     if spec == "auto":
         return AutoMethod(load_model(resolve_checkpoint(SHIPPED), device), precision, choices=[])
     if spec == "adapted" or spec.startswith("adapted:"):  # adapted:STEPS

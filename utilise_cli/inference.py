@@ -7,6 +7,7 @@ has no observation at all).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -61,13 +62,36 @@ def model_input(model: UTILISE, reflectance: np.ndarray, hidden: np.ndarray, day
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISION_CHOICES = ("auto", *PRECISIONS)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AMX or AVX-512 BF16), from the kernel's CPU flags."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> bf16 autocast where the hardware does bf16 natively (CUDA GPUs that support it, CPUs with AMX
+    or AVX-512 BF16), else fp32; any other value as it is."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
 
 
 def run_network(model: UTILISE, x: np.ndarray, days: np.ndarray, precision: str = "fp32") -> np.ndarray:
     """Network output for input x B x T x C x H x W (gaps already set to 1) and days T or B x T.
 
     H and W of any size: the input is mirrored up to the network's size multiple and the output cropped.
-    ``precision`` bf16 / fp16 runs under autocast (faster on GPUs with tensor cores; costs accuracy)."""
+    ``precision`` bf16 / fp16 runs under autocast (faster on GPUs with tensor cores and on CPUs with AMX; costs
+    a little accuracy); auto picks bf16 where the hardware has it (:func:`resolve_precision`)."""
     device = next(model.parameters()).device
     b, t, c, h, w = x.shape
     m = model.config.size_multiple
@@ -79,7 +103,7 @@ def run_network(model: UTILISE, x: np.ndarray, days: np.ndarray, precision: str 
         inputs = inputs.pin_memory()
     inputs = inputs.to(device, non_blocking=True)
     positions = torch.as_tensor(np.asarray(days, np.float32), device=device).expand(b, t)
-    dtype = PRECISIONS[precision]
+    dtype = PRECISIONS[resolve_precision(precision, device)]
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         out = model(inputs, positions).float().cpu().numpy()
     return out[..., :h, :w].clip(0, 1)  # a residual network's sum can leave 0..1

@@ -66,7 +66,7 @@ class FillOptions:
     batch_size: int = 4  # chips per forward pass
     device: str = "auto"  # auto | cpu | cuda
     time_window: int = 0  # dates per network pass (0 = the whole series at once)
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; see README for the accuracy cost)
+    precision: str = "auto"  # auto (bf16 where the hardware has it) | fp32 | bf16 | fp16 (autocast)
     regenerate_all: bool = False  # also replace observed pixels by the network's output
     dtype: str = "uint16"  # uint16 DN (scale 1e-4, nodata 0) or float32 (NaN nodata)
     overwrite: bool = False

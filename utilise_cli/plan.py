@@ -11,7 +11,7 @@ from pathlib import Path
 from .chips import chip_starts
 from .cube import SceneCube, open_folder
 from .errors import CheckpointError, SceneError
-from .inference import BaselinePredictor, NetworkPredictor, Predictor
+from .inference import BaselinePredictor, NetworkPredictor, Predictor, resolve_precision
 from .options import FillOptions
 from .scenes import Scene
 from .sentinel2 import DEFAULT_BANDS, band_key
@@ -64,9 +64,15 @@ def load_predictor(options: FillOptions) -> tuple[Predictor, dict[str, str]]:
     if model.metadata.get("status"):
         log.warning("%s: %s", checkpoint.name, model.metadata["status"])
     window = options.time_window or int(model.metadata.get("max_dates", 0) or 0)
+    device = next(model.parameters()).device
+    precision = resolve_precision(options.precision, device)
+    if options.precision == "auto":
+        log.info("precision auto: %s on %s%s", precision, device.type,
+                 " (the CPU has native bf16)" if precision == "bf16" and device.type == "cpu" else "")
     tags = {"UTILISE_METHOD": options.method, "UTILISE_CHECKPOINT": checkpoint.name,
             "UTILISE_CHECKPOINT_SHA256": str(model.metadata.get("checkpoint_sha256", ""))}
-    return NetworkPredictor(model, window=window, precision=options.precision), tags
+    tags["UTILISE_PRECISION"] = precision
+    return NetworkPredictor(model, window=window, precision=precision), tags
 
 
 @functools.lru_cache(maxsize=2)

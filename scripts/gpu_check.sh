@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The GPU check (issue #17): on a CUDA machine, fill a 2048^2 x 10-date mosaic of the sample with the shipped
+# network on the GPU in fp32 and with --precision auto, and on the CPU in fp32; print chips/s and how far the
+# GPU outputs are from the CPU's (max |difference| in DN, PSNR). Under 8 minutes on one H100. Run from the
+# repository root: bash scripts/gpu_check.sh [SIZE]
+set -euo pipefail
+SIZE=${1:-2048}
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))"
+python3 - "$SIZE" "$WORK" <<'PY'
+import sys
+from pathlib import Path
+sys.path.insert(0, "benchmarks")
+from bench_fill import build_stack
+folder = Path(sys.argv[2]) / "scenes"
+folder.mkdir()
+build_stack(int(sys.argv[1]), folder)
+PY
+for run in "cuda fp32" "cuda auto" "cpu fp32"; do
+  set -- $run
+  start=$(date +%s.%N)
+  python3 -m utilise_cli fill "$WORK/scenes" --out "$WORK/$1_$2" --method utilise --device "$1" --precision "$2" -q
+  end=$(date +%s.%N)
+  python3 - "$WORK/$1_$2" "$start" "$end" "$1 $2" <<'PY'
+import json, sys
+from pathlib import Path
+report = json.loads((Path(sys.argv[1]) / "fill_report.json").read_text())
+seconds = float(sys.argv[3]) - float(sys.argv[2])
+print(f"{sys.argv[4]:10s} {seconds:7.1f} s  {report['chips_run'] / seconds:7.2f} chips/s (process start included)")
+PY
+done
+python3 - "$WORK" <<'PY'
+import sys
+from pathlib import Path
+import numpy as np
+import rasterio
+work = Path(sys.argv[1])
+for run in ("cuda_fp32", "cuda_auto"):
+    worst, squared, count = 0, 0.0, 0
+    for cpu in sorted((work / "cpu_fp32").glob("*_filled.tif")):
+        with rasterio.open(cpu) as a, rasterio.open(work / run / cpu.name) as b:
+            x, y = a.read().astype(np.int64), b.read().astype(np.int64)
+        worst = max(worst, int(np.abs(x - y).max()))
+        squared += float((((x - y) * 1e-4) ** 2).sum())
+        count += x.size
+    psnr = float("inf") if squared == 0 else -10 * np.log10(squared / count)
+    print(f"{run} vs cpu_fp32: max |difference| {worst} DN, PSNR {psnr:.1f} dB")
+PY
