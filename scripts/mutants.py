@@ -57,8 +57,15 @@ MUTATIONS = [
              "known = observed[window]", "known = np.ones_like(observed[window])", ("tests/test_validation.py",)),
     Mutation("the dead-head watch never fires", "network/health.py", "Health.head_live",
              'return self.live.get("head.conv1", 0.0)', "return 1.0", ("tests/test_health.py",)),
-    Mutation("fill and prepare ignore --offset", "cube.py", "open_folder",
-             "read.scale, read.offset, read.nodata", "read.scale, 0.0, read.nodata", ("tests/test_cube.py",)),
+    Mutation("fill and prepare ignore --offset", "cube.py", "decoding",
+             "offset = read.offset", "offset = 0.0 if read.offset is not None else None", ("tests/test_cube.py",)),
+    Mutation("float reflectance read as DN", "cube.py", "decoding", "scale = 1.0", "scale = DN_SCALE",
+             ("tests/test_safety.py",)),
+    Mutation("a rerun's fingerprint ignores the method", "plan.py", "fingerprint",
+             '"method": options.method, "predictor": getattr(predictor, "name", ""),', "",
+             ("tests/test_safety.py",)),
+    Mutation("a scene with nothing observed is filled anyway", "fill.py", "_check_observed",
+             "if not seen.any():", "if False:", ("tests/test_safety.py",)),
 ]
 
 

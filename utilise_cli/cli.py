@@ -253,15 +253,10 @@ def fill(
     device: str = _FILL.device,
 ) -> None:
     """Fill clouds in a folder of dated scenes; write one cloud-free Cloud-Optimized GeoTIFF per date."""
-    from .baselines import METHODS
+    from .options import check_scheduler
     from .plan import load_predictor, plan_fill
 
-    if dtype not in ("uint16", "float32"):
-        raise typer.BadParameter("must be uint16 or float32", param_hint="--dtype")
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise typer.BadParameter("must be auto, fp32, bf16 or fp16", param_hint="--precision")
-    if method not in ("auto", "utilise") and method not in METHODS:
-        raise typer.BadParameter(f"must be auto, utilise or one of {', '.join(METHODS)}", param_hint="--method")
+    check_scheduler(scheduler)
     options = FillOptions(
         read=read, bands=[b.strip() for b in bands.split(",")] if bands else None, method=method,
         checkpoint=checkpoint, chip_size=chip_size, overlap=overlap, batch_size=batch_size, device=device,
@@ -318,7 +313,7 @@ def fill(
         return
     typer.echo(f"wrote {len(report.outputs)} COGs to {out} ({len(report.skipped_outputs)} already there) with "
                f"{report.method}: "
-               f"{report.chips_run} chips run, {report.chips_skipped} cloud-free chips passed through, "
+               f"{report.chips_run} chips run, {report.chips_skipped} chips with nothing to fill passed through, "
                f"{report.filled_pixels} pixel-dates filled, {report.never_observed_pixels} pixels never observed "
                f"(nodata), {report.seconds:.1f} s")
     if report.preview:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .cube import read_rows
-from .errors import SceneError
+from .errors import OptionError, SceneError
 from .plan import FillOptions, FillPlan, load_predictor, plan_fill
 from .stripes import RowPrediction, predict_row
 
@@ -40,7 +40,11 @@ def dask_client(scheduler: str) -> Iterator[tuple[Any, int]]:
 
     cluster = None
     if scheduler.startswith(("tcp://", "tls://", "ws://", "inproc://")):
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler, timeout="8s")
+        except (OSError, TimeoutError) as err:
+            raise OptionError(f"--scheduler {scheduler}: no dask scheduler answered within 8 s ({type(err).__name__}); "
+                              "start one (dask scheduler) or check the address") from None
     else:
         workers = os.cpu_count() or 1
         if ":" in scheduler:

@@ -15,6 +15,7 @@ from typing import Sequence
 import dask
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
+import rasterio
 import xarray as xr
 from affine import Affine
 from rasterio.crs import CRS
@@ -22,7 +23,7 @@ from rasterio.enums import Resampling
 from scipy.ndimage import maximum_filter
 
 from .dates import day_positions
-from .errors import SceneError
+from .errors import OptionError, SceneError
 from .options import ReadOptions
 from .scenes import BandRef, Scene, discover_scenes
 from .sentinel2 import DN_SCALE, SCL_NODATA, SCL_OCCLUDED
@@ -151,12 +152,82 @@ def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, sca
     return SceneCube(reflectance, mask_cube, list(scenes), reference, list(rules), scale, offset, nodata)
 
 
+def guess_mask_kind(values: np.ndarray) -> str:
+    """The mask kind that raw mask values look like: binary (0/1), scl (classes 0..11) or probability
+    (0..100); '' when none fits."""
+    finite = np.asarray(values)[np.isfinite(values)] if np.asarray(values).dtype.kind == "f" else np.asarray(values)
+    present = set(np.unique(finite).tolist())
+    if present <= {0, 1}:
+        return "binary"
+    if present <= set(range(12)) and present & {4, 5, 6}:
+        return "scl"
+    if finite.size and finite.min() >= 0 and finite.max() <= 100:
+        return "probability"
+    return ""
+
+
 def open_folder(folder: str | Path, bands: Sequence[str], read: ReadOptions = ReadOptions(),
                 chunk_rows: int = 512) -> SceneCube:
     """The lazy cube of a folder of dated scenes: find scenes and masks, then stack them (see ReadOptions)."""
     scenes = discover_scenes(folder, bands, read.mask_pattern, read.date_pattern, read.mask_kind, read.mask_band)
     rules = [MaskRule(s.mask_kind, read.cloud_threshold, read.scl_classes, read.mask_buffer) for s in scenes]
-    return open_cube(scenes, rules, read.scale, read.offset, read.nodata, read.align, chunk_rows)
+    scale, offset = decoding(scenes[0], read)
+    return open_cube(scenes, rules, scale, offset, read.nodata, read.align, chunk_rows)
+
+
+def decoding(scene: Scene, read: ReadOptions) -> tuple[float, float]:
+    """(scale, offset) of the scenes: the options where given, else worked out from the first scene's data type,
+    tags and a decimated sample of its first band, and said in the log. Raises OptionError when the data do not
+    say it unambiguously, or when the decoded values cannot be reflectance."""
+    ref = next(iter(scene.bands.values()))
+    with rasterio.open(ref.path) as src:
+        tags = {**src.tags(), **src.tags(ref.index)}
+        is_float = np.dtype(src.dtypes[ref.index - 1]).kind == "f"
+        step = max(1, max(src.height, src.width) // 128)
+        sample = src.read(ref.index, out_shape=(max(1, src.height // step), max(1, src.width // step)),
+                          resampling=Resampling.nearest).astype(np.float64)
+        nodata = read.nodata if read.nodata is not None else (src.nodata if src.nodata is not None else 0.0)
+    values = sample[np.isfinite(sample) & (sample != nodata)]
+    scale = read.scale
+    if scale is None:
+        high = float(np.percentile(values, 99)) if values.size else 0.0
+        if not is_float or high > 100:
+            scale = DN_SCALE
+        elif high <= 2.0:
+            scale = 1.0
+            log.info("%s: floating-point reflectance (99th percentile %.3f): reading it with scale 1", ref.path.name,
+                     high)
+        else:
+            raise OptionError(f"{ref.path}: floating-point values up to {high:.1f} are neither reflectance (0..1) "
+                              "nor DN (0..10000); pass --scale (and --offset)")
+    offset = read.offset
+    if offset is None:
+        added = next((v for k, v in tags.items() if k.upper().startswith("BOA_ADD_OFFSET")), None)
+        baseline = next((v for k, v in tags.items() if "PROCESSING_BASELINE" in k.upper()), None)
+        if added is not None:
+            offset = float(added) * scale
+            log.info("%s: BOA_ADD_OFFSET %s in the tags: reading it with offset %g", ref.path.name, added, offset)
+        elif baseline is not None and _baseline(baseline) >= 4.0:
+            raise OptionError(f"{ref.path}: processing baseline {baseline} without a BOA_ADD_OFFSET tag: raw DN "
+                              "carry +1000 unless the product is harmonised; pass --offset -0.1 (raw DN) or "
+                              "--offset 0 (harmonised)")
+        else:
+            offset = 0.0
+    decoded = values * scale + offset
+    if decoded.size and not (0.001 <= float(np.median(decoded)) <= 1.5):
+        raise OptionError(f"{ref.path}: with --scale {scale:g} --offset {offset:g} the median reflectance is "
+                          f"{float(np.median(decoded)):.4g}, outside 0.001..1.5; pass the --scale and --offset "
+                          "that turn these values into reflectance 0..1")
+    return scale, offset
+
+
+def _baseline(text: str) -> float:
+    """Processing baseline as a number: '04.00', '4.0' and 'N0400' are all 4.0; 0 when unreadable."""
+    value = str(text).strip().upper().lstrip("N").replace("_", ".")
+    try:
+        return int(value) / 100 if value.isdigit() and len(value) == 4 else float(value)
+    except ValueError:
+        return 0.0
 
 
 def read_classes(cube: SceneCube, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -29,3 +29,7 @@ class DatasetError(UtiliseError):
 
 class OutputError(UtiliseError):
     """An output location that cannot be written."""
+
+
+class OptionError(UtiliseError):
+    """An option value that cannot work; the message names the option and what it accepts."""

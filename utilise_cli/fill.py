@@ -15,11 +15,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from . import __version__
 from .cog import StripeWriter, partial_name
 from .atomic import write_text
-from .errors import OutputError
+from .cube import guess_mask_kind
+from .errors import OutputError, SceneError
 from .inference import Predictor
+from .options import check_scheduler
 from .plan import FillOptions, FillPlan, load_predictor, plan_fill
 from .stripes import FillReport, Quicklook, Writers, run_stripes
 
@@ -47,6 +51,7 @@ def _open_writers(plan: FillPlan, options: FillOptions, tags: dict[str, str], wr
     for i in plan.todo:
         scene = plan.scenes[i]
         scene_tags = {**base_tags, "ACQUISITION_DATE": scene.date.isoformat(),
+                      "UTILISE_FINGERPRINT": plan.fingerprints[i],
                       "SOURCE_FILES": ",".join(p.name for p in scene.files)}
         writers[i] = (
             StripeWriter(plan.outputs[i], grid.crs, grid.transform, grid.width, grid.height, len(plan.bands),
@@ -55,6 +60,26 @@ def _open_writers(plan: FillPlan, options: FillOptions, tags: dict[str, str], wr
                          ["filled: 0 observed, 1 filled, 255 never observed"],
                          {**scene_tags, "FLAGS": "0=observed,1=filled,255=never observed"}, "nearest"),
         )
+
+
+def _check_observed(plan: FillPlan, report: FillReport) -> None:
+    """Refuse a scene with no observed pixel at all (nothing is written); warn about dates without one, which
+    are written wholly from the other dates with every pixel flagged filled."""
+    seen = report.observed_per_date
+    if seen is None:
+        return
+    if not seen.any():
+        cube = plan.cube
+        kinds = sorted({rule.kind for rule in cube.rules})
+        sample = np.asarray(cube.mask[0, ::4, ::4].values)
+        guess = guess_mask_kind(sample)
+        hint = (f"the masks look like {guess}: pass --mask-kind {guess}" if guess and guess not in kinds
+                else "check --mask-kind, --scl-classes, --cloud-threshold and --nodata")
+        raise SceneError(f"{plan.scenes[0].mask.path.parent}: no pixel of any date is observed (every one is "
+                         f"occluded or no data with --mask-kind {'/'.join(kinds)}); {hint}")
+    for i in np.flatnonzero(seen == 0):
+        log.warning("%s: no observed pixel (fully cloudy or no data); written wholly from the other dates, every "
+                    "pixel flagged filled", plan.scenes[i].date)
 
 
 def choose_predictor(plan: FillPlan, network: Predictor, options: FillOptions, tags: dict[str, str],
@@ -86,19 +111,21 @@ def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None
     and writes them in order, so the outputs are the same.
     """
     options = options or FillOptions()
+    check_scheduler(scheduler)
     out = Path(out)
     start = time.perf_counter()
+    choose = options.method == "auto" and predictor is None
     if predictor is None:
         predictor, tags = load_predictor(options)
     else:
-        tags, options = {"UTILISE_METHOD": predictor.name}, replace(options, method=predictor.name)
+        tags = {"UTILISE_METHOD": predictor.name}
     plan = plan_fill(folder, out, options, predictor)
     report = FillReport(outputs=[], skipped_outputs=[p for i, p in enumerate(plan.outputs) if i not in plan.todo])
     if not plan.todo:
         log.info("all %d outputs already in %s; nothing to do (--overwrite to redo)", len(plan.outputs), out)
         return report
     check_output_folder(out)
-    if options.method == "auto":
+    if choose:
         predictor, options, tags = choose_predictor(plan, predictor, options, tags, report)
     report.method = tags["UTILISE_METHOD"]
     for stale in out.glob(partial_name(Path("*")).name):
@@ -116,6 +143,7 @@ def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None
             with dask_client(scheduler) as (client, threads):
                 rows = predict_rows_on_cluster(client, plan, folder, out, options, threads)
                 run_stripes(plan, predictor, options, writers, report, quicklook, progress, rows)
+        _check_observed(plan, report)
         for cog, flags in writers.values():
             report.outputs.append(cog.finish())
             flags.finish()

@@ -11,10 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from .errors import SceneError
-from .sentinel2 import DN_SCALE, SCL_OCCLUDED
+from .errors import OptionError, SceneError
+from .sentinel2 import SCL_OCCLUDED
 
 MASK_KINDS = ("auto", "binary", "scl", "probability")
+METHODS = ("auto", "utilise", "linear", "adjusted", "closest", "last", "next")  # baselines.METHODS + networks
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DTYPES = ("uint16", "float32")
+DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_MASK_PATTERN = r"(?i)(^|[_\-.])(mask|masks|cloud|clouds|cloudmask|clm|cld|scl|cldprb|clp|fmask)([_\-.]|$)"
 
 
@@ -22,8 +26,8 @@ DEFAULT_MASK_PATTERN = r"(?i)(^|[_\-.])(mask|masks|cloud|clouds|cloudmask|clm|cl
 class ReadOptions:
     """How a folder of scenes is decoded: the same for ``fill``, ``explain`` and ``prepare geotiff``."""
 
-    scale: float = DN_SCALE  # reflectance = DN * scale + offset
-    offset: float = 0.0  # -0.1 for raw DN of processing baseline 04.00 and later
+    scale: float | None = None  # reflectance = DN * scale + offset; None: 1e-4 for DN, 1 for float reflectance
+    offset: float | None = None  # None: from the BOA_ADD_OFFSET tag where present, else 0 (harmonised data)
     nodata: float | None = None  # input nodata DN; None: the file's nodata, else 0
     mask_pattern: str = DEFAULT_MASK_PATTERN  # regex that marks mask files by name
     date_pattern: str | None = None  # regex with groups year, month, day (or doy); None: the usual forms
@@ -36,7 +40,7 @@ class ReadOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scl_classes", tuple(int(c) for c in self.scl_classes))
-        if not self.scale > 0:
+        if self.scale is not None and not self.scale > 0:
             raise SceneError(f"--scale {self.scale:g} must be positive (reflectance = DN x scale + offset, "
                              "usually 0.0001)")
         if self.mask_kind not in MASK_KINDS:
@@ -71,3 +75,34 @@ class FillOptions:
     dtype: str = "uint16"  # uint16 DN (scale 1e-4, nodata 0) or float32 (NaN nodata)
     overwrite: bool = False
     preview: bool = False  # write a before/after quicklook PNG
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.method in METHODS, f"--method {self.method!r} is not one of {', '.join(METHODS)}"),
+            (self.precision in PRECISIONS, f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}"),
+            (self.dtype in DTYPES, f"--dtype {self.dtype!r} is not one of {', '.join(DTYPES)}"),
+            (self.device in DEVICES or self.device.startswith("cuda:"),
+             f"--device {self.device!r} is not one of {', '.join(DEVICES)} (or cuda:N)"),
+            (self.chip_size >= 8 and self.chip_size % 8 == 0,
+             f"--chip-size {self.chip_size} must be a positive multiple of 8 (e.g. 128 or 256)"),
+            (0 <= self.overlap <= self.chip_size // 2,
+             f"--overlap {self.overlap} must be between 0 and half the chip size ({self.chip_size // 2})"),
+            (self.batch_size >= 1, f"--batch-size {self.batch_size} must be 1 or more chips"),
+            (self.time_window == 0 or self.time_window >= 2,
+             f"--time-window {self.time_window} must be 0 (the whole series) or at least 2 dates"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise OptionError(message)
+
+
+def check_scheduler(scheduler: str) -> str:
+    """sync, threads, processes, local:N (N >= 1) or a scheduler address (tcp://, tls://, ws://, inproc://)."""
+    if scheduler in ("sync", "threads", "processes") or scheduler.startswith(("tcp://", "tls://", "ws://",
+                                                                               "inproc://")):
+        return scheduler
+    if scheduler.startswith("local:") and scheduler[6:].isdigit() and int(scheduler[6:]) >= 1:
+        return scheduler
+    raise OptionError(f"--scheduler {scheduler!r} must be sync, threads, processes, local:N (N workers) or a "
+                      "dask scheduler address such as tcp://host:8786")
+

@@ -4,13 +4,18 @@ chip positions, outputs and a cost estimate."""
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import rasterio
+
+from . import __version__
 from .chips import chip_starts
 from .cube import SceneCube, open_folder
-from .errors import CheckpointError, SceneError
+from .errors import CheckpointError, OutputError, SceneError
 from .inference import BaselinePredictor, NetworkPredictor, Predictor, resolve_precision
 from .options import FillOptions
 from .scenes import Scene
@@ -37,6 +42,7 @@ class FillPlan:
     todo: list[int]
     estimated_seconds: float
     estimated_memory_mb: float
+    fingerprints: list[str]  # per date: what decides its output (see fingerprint)
 
     @property
     def scenes(self) -> list[Scene]:
@@ -112,18 +118,22 @@ def plan_fill(folder: str | Path, out: str | Path, options: FillOptions,
               predictor: Predictor | None = None) -> FillPlan:
     """Read headers, check inputs and outputs, and work out chips and cost, without reading pixels."""
     folder, out = Path(folder), Path(out)
-    if options.chip_size % 8 or options.chip_size < 8:
-        raise SceneError(f"--chip-size {options.chip_size} must be a positive multiple of 8 (e.g. 128 or 256)")
-    if not 0 <= options.overlap < options.chip_size // 2 + 1:
-        raise SceneError(f"--overlap {options.overlap} must be between 0 and half the chip size")
+    if out.resolve() == folder.resolve() or folder.resolve() in out.resolve().parents:
+        raise OutputError(f"{out}: inside the input folder {folder}; choose an --out outside it (outputs there "
+                          "would be read as scenes on the next run)")
     bands = resolve_bands(options, predictor)
     cube = open_folder(folder, bands, options.read, chunk_rows=options.chip_size)
     grid = cube.grid
     rows = chip_starts(grid.height, options.chip_size, options.overlap)
     cols = chip_starts(grid.width, options.chip_size, options.overlap)
     paths = [output_paths(out, s) for s in cube.scenes]
+    prints = [fingerprint(options, predictor, bands, cube, s) for s in cube.scenes]
     todo = [i for i, (cog, flags) in enumerate(paths)
-            if options.overwrite or not (cog.exists() and flags.exists())]
+            if options.overwrite or not (cog.exists() and flags.exists()) or _made_with(cog) != prints[i]]
+    stale = [paths[i][0].name for i in todo if not options.overwrite and paths[i][0].exists()]
+    if stale:
+        log.info("%d outputs in %s were made from other inputs or options (%s...): redoing them", len(stale), out,
+                 stale[0])
     t, c = len(cube.scenes), len(bands)
     chips = len(rows) * len(cols)
     per_chip = _SECONDS_PER_CHIP_128_T10_CPU * (options.chip_size / 128) ** 2 * max(t, 1) / 10
@@ -132,4 +142,30 @@ def plan_fill(folder: str | Path, out: str | Path, options: FillOptions,
     networked = options.method in ("utilise", "auto")
     model_mb = 4 * options.batch_size * t * 400 * options.chip_size ** 2 / 1e6 if networked else 0
     return FillPlan(cube, bands, options.chip_size, options.overlap, rows, cols, [p[0] for p in paths],
-                    [p[1] for p in paths], todo, seconds, stripe_mb * 2 + model_mb)
+                    [p[1] for p in paths], todo, seconds, stripe_mb * 2 + model_mb, prints)
+
+
+def fingerprint(options: FillOptions, predictor: Predictor | None, bands: list[str], cube: SceneCube,
+                scene: Scene) -> str:
+    """A digest of what decides one date's output pixels: the date's input files (name, size, modification
+    time) and those of every date (a fill uses them all), the method and checkpoint, decoding, mask and chip
+    options, precision, output type. Stored in the output's UTILISE_FINGERPRINT tag."""
+    model = getattr(predictor, "model", None)
+    files = sorted({(p.name, p.stat().st_size, p.stat().st_mtime_ns) for s in cube.scenes
+                    for p in [*s.files, s.mask.path]})
+    what = {"version": __version__, "date": scene.date.isoformat(), "files": files, "bands": bands,
+            "method": options.method, "predictor": getattr(predictor, "name", ""),
+            "checkpoint": model.metadata.get("checkpoint_sha256", "") if model is not None else "",
+            "read": {**asdict(options.read), "scale": cube.scale, "offset": cube.offset},
+            "chip": [options.chip_size, options.overlap, options.time_window], "precision": options.precision,
+            "dtype": options.dtype, "regenerate_all": options.regenerate_all}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _made_with(cog: Path) -> str:
+    """The fingerprint tag of an existing output ('' when there is none or it cannot be read)."""
+    try:
+        with rasterio.open(cog) as src:
+            return src.tags().get("UTILISE_FINGERPRINT", "")
+    except rasterio.errors.RasterioIOError:
+        return ""

@@ -36,6 +36,7 @@ class FillReport:
     network_seconds: float = 0.0
     preview: Path | None = None
     method: str = ""  # what filled the scene (with --method auto: the self-validation's choice)
+    observed_per_date: np.ndarray | None = None  # T: valid, cloud-free pixels each date has
     selection: dict[str, object] | None = None  # the self-validation scores (method auto)
     messages: list[str] = field(default_factory=list)
 
@@ -175,6 +176,8 @@ def write_rows(row0: int, acc: np.ndarray, wsum: np.ndarray, inputs: np.ndarray,
     flags = np.where(observed, FLAG_OBSERVED, FLAG_FILLED).astype(np.uint8)
     flags[:, never] = FLAG_NEVER_OBSERVED
     report.filled_pixels += int((flags == FLAG_FILLED).sum())
+    counts = observed.sum(axis=(1, 2))
+    report.observed_per_date = counts if report.observed_per_date is None else report.observed_per_date + counts
     report.never_observed_pixels += int(never.sum())
     for i, (cog, flag_writer) in writers.items():
         cog.write_rows(row0, to_output_dtype(result[i], options.dtype))

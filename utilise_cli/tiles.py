@@ -16,6 +16,7 @@ from typing import Callable
 from .cluster import dask_client, use_threads
 from .errors import SceneError, UtiliseError
 from .fill import fill
+from .options import check_scheduler
 from .plan import FillOptions
 from .scenes import RASTER_SUFFIXES
 
@@ -61,6 +62,7 @@ def fill_tiles(folder: str | Path, out: str | Path, options: FillOptions, schedu
                progress: Callable[[int, int], None] | None = None) -> list[TileResult]:
     """Fill every tile of ``folder`` into ``out/<tile>``. ``scheduler``: sync (this process), processes or
     local:N (a dask LocalCluster of N single-threaded worker processes), or a scheduler address."""
+    check_scheduler(scheduler)
     tiles = find_tiles(folder)
     if not tiles:
         raise SceneError(f"{folder}: no tile folders with scenes inside; pass a folder of tile folders")

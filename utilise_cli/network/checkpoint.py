@@ -136,8 +136,18 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu") -> UTILISE:
     """Load a U-TILISE checkpoint (released or our own format) -> network in eval mode on ``device``."""
     config, state, metadata = read_checkpoint(checkpoint)
+    broken = [name for name, tensor in state.items()
+              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if broken:
+        raise CheckpointError(f"{checkpoint}: weights hold NaN or Inf ({', '.join(broken[:3])}); the file is "
+                              "damaged or training diverged: pass another checkpoint")
     model = UTILISE(config, metadata)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # the right names with the wrong shapes
+        first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err)[:120])
+        raise CheckpointError(f"{checkpoint}: weights do not fit the network its configuration describes "
+                              f"({first[:160]}); pass another checkpoint") from None
     if missing or unexpected:
         what = ", ".join([f"missing {k}" for k in missing[:3]] + [f"unexpected {k}" for k in unexpected[:3]])
         raise CheckpointError(f"{checkpoint}: weights do not fit the inferred network ({what})")

@@ -1,0 +1,173 @@
+"""Nothing silently wrong: decoding checked rather than assumed, honest outputs, and one line with exit code 2
+(and nothing under a final name) for every user error. Real GeoTIFFs written and read with rasterio."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from typer.testing import CliRunner
+
+from utilise_cli.cli import app
+from utilise_cli.weights import DEFAULT_WEIGHTS
+
+from .conftest import ROOT
+
+SAMPLE = ROOT / "sample_data"
+runner = CliRunner()
+
+
+def _copy(out: Path, transform=None, dtype: str | None = None, tags: dict | None = None, masks=None) -> Path:
+    """The sample with its band values through ``transform`` (stored as ``dtype``) and extra tags; masks through
+    ``masks``."""
+    out.mkdir()
+    for path in sorted(SAMPLE.glob("*.tif")):
+        with rasterio.open(path) as src:
+            profile, data, names = src.profile, src.read(), src.descriptions
+        is_mask = path.stem.endswith("_mask")
+        change = masks if is_mask else transform
+        if change is None and (is_mask or not tags):
+            shutil.copy(path, out / path.name)
+            continue
+        if change is not None:
+            data = change(data)
+        if dtype and not is_mask:
+            profile.update(dtype=dtype)
+        with rasterio.open(out / path.name, "w", **profile) as dst:
+            dst.write(data.astype(profile["dtype"]))
+            dst.descriptions = names
+            if tags and not is_mask:
+                dst.update_tags(**tags)
+    return out
+
+
+def _pixels(folder: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for path in sorted(folder.glob("*_filled*.tif")):
+        with rasterio.open(path) as src:
+            out[path.name] = src.read()
+    return out
+
+
+def _fill(folder: Path, out: Path, *args: str):
+    return runner.invoke(app, ["fill", str(folder), "--out", str(out), "--method", "linear", "-q", *args])
+
+
+def _one_line_error(result, *words: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def _nothing_final(out: Path) -> None:
+    assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "out"
+    assert _fill(SAMPLE, out).exit_code == 0
+    return _pixels(out)
+
+
+def test_float_reflectance_is_detected_and_filled_like_the_dn_it_came_from(tmp_path, reference):
+    folder = _copy(tmp_path / "float", lambda dn: dn.astype(np.float32) * np.float32(1e-4), dtype="float32")
+    result = _fill(folder, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    got = _pixels(tmp_path / "out")
+    assert got.keys() == reference.keys() and all(np.array_equal(got[k], reference[k]) for k in got)
+    # told the wrong scale, it stops instead of writing DN of 0..4
+    _one_line_error(_fill(folder, tmp_path / "wrong", "--scale", "1e-4"), "--scale", "median reflectance")
+    _nothing_final(tmp_path / "wrong")
+
+
+def test_baseline_04_offset_is_applied_from_the_tags_or_asked_for(tmp_path):
+    shifted = lambda dn: np.where(dn == 0, 0, dn.astype(np.int32) + 1000)  # noqa: E731
+    tagged = _copy(tmp_path / "tagged", shifted, tags={"BOA_ADD_OFFSET_B2": "-1000"})
+    assert _fill(tagged, tmp_path / "auto").exit_code == 0
+    assert _fill(tagged, tmp_path / "told", "--offset", "-0.1").exit_code == 0
+    a, b = _pixels(tmp_path / "auto"), _pixels(tmp_path / "told")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    untagged = _copy(tmp_path / "baseline", shifted, tags={"PROCESSING_BASELINE": "04.00"})
+    _one_line_error(_fill(untagged, tmp_path / "ask"), "--offset -0.1", "04.00")
+    _nothing_final(tmp_path / "ask")
+
+
+def test_a_folder_with_nothing_observed_is_an_error_that_names_the_likely_mask_kind(tmp_path):
+    cloudy = _copy(tmp_path / "cloudy", masks=lambda m: np.ones_like(m))
+    _one_line_error(_fill(cloudy, tmp_path / "o1"), "no pixel of any date is observed")
+    _nothing_final(tmp_path / "o1")
+    scl_like = _copy(tmp_path / "scl", masks=lambda m: np.where(m > 0, 9, 4))  # SCL classes in 'binary' files
+    _one_line_error(_fill(scl_like, tmp_path / "o2", "--mask-kind", "binary"), "--mask-kind scl")
+    _nothing_final(tmp_path / "o2")
+
+
+def test_a_date_without_any_observed_pixel_is_written_flagged_and_named(tmp_path, caplog):
+    def hide_first(masks):  # called per file in name order: the first date's mask becomes all cloud
+        hide_first.calls = getattr(hide_first, "calls", 0) + 1
+        return np.ones_like(masks) if hide_first.calls == 1 else masks
+
+    folder = _copy(tmp_path / "one", masks=hide_first)
+    result = runner.invoke(app, ["fill", str(folder), "--out", str(tmp_path / "out"), "--method", "linear"])
+    assert result.exit_code == 0, result.output
+    assert "2021-04-03: no observed pixel" in result.output
+    with rasterio.open(tmp_path / "out" / "20210403_filled_flags.tif") as src:
+        flags = src.read(1)
+    assert set(np.unique(flags)) <= {1, 255} and (flags == 1).any()
+
+
+def test_checkpoints_with_nan_or_misfit_weights_are_refused_in_one_line(tmp_path):
+    payload = torch.load(DEFAULT_WEIGHTS, weights_only=True)
+    broken = dict(payload, state_dict={**payload["state_dict"]})
+    broken["state_dict"]["head.conv1.bias"] = torch.full_like(payload["state_dict"]["head.conv1.bias"], float("nan"))
+    torch.save(broken, tmp_path / "nan.pth")
+    misfit = dict(payload, state_dict={**payload["state_dict"]})
+    misfit["state_dict"]["head.conv1.weight"] = torch.zeros(3, 3, 3, 3)
+    torch.save(misfit, tmp_path / "misfit.pth")
+    for name, word in (("nan.pth", "NaN or Inf"), ("misfit.pth", "do not fit")):
+        _one_line_error(runner.invoke(app, ["info", str(tmp_path / name)]), word)
+        result = runner.invoke(app, ["fill", str(SAMPLE), "--out", str(tmp_path / "o"), "--method", "utilise",
+                                     "--checkpoint", str(tmp_path / name), "-q"])
+        _one_line_error(result, word)
+    _nothing_final(tmp_path / "o")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--batch-size", "0"], ["--batch-size"]),
+    (["--time-window", "1"], ["--time-window", "at least 2"]),
+    (["--scheduler", "foo"], ["--scheduler", "local:N"]),
+    (["--date-pattern", "("], ["--date-pattern", "regular expression"]),
+    (["--cloud-threshold", "150"], ["--cloud-threshold", "0..100"]),
+    (["--scale", "0"], ["--scale", "positive"]),
+    (["--chip-size", "100"], ["--chip-size", "multiple of 8"]),
+    (["--dtype", "int8"], ["--dtype"]),
+])
+def test_bad_options_give_one_line_and_write_nothing(tmp_path, args, words):
+    _one_line_error(_fill(SAMPLE, tmp_path / "out", *args), *words)
+    _nothing_final(tmp_path / "out")
+
+
+def test_an_output_folder_inside_the_input_is_refused(tmp_path):
+    folder = _copy(tmp_path / "scenes")
+    _one_line_error(_fill(folder, folder / "filled"), "inside the input folder")
+    assert not (folder / "filled").exists()
+
+
+def test_a_rerun_with_other_options_redoes_the_outputs_and_an_identical_one_skips(tmp_path):
+    out = tmp_path / "out"
+    assert _fill(SAMPLE, out).exit_code == 0
+    again = _fill(SAMPLE, out)
+    assert again.exit_code == 0 and "nothing to do" in again.output
+    other = runner.invoke(app, ["fill", str(SAMPLE), "--out", str(out), "--method", "adjusted", "-q"])
+    assert other.exit_code == 0 and "wrote 12 COGs" in other.output, other.output
+    with rasterio.open(out / "20210403_filled.tif") as src:
+        assert src.tags()["UTILISE_METHOD"] == "adjusted"
+    buffered = _fill(SAMPLE, out, "--mask-buffer", "1")  # a mask option changes the pixels too
+    assert "wrote 12 COGs" in buffered.output
+    assert "nothing to do" in _fill(SAMPLE, out, "--mask-buffer", "1").output
