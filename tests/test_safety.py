@@ -171,3 +171,16 @@ def test_a_rerun_with_other_options_redoes_the_outputs_and_an_identical_one_skip
     buffered = _fill(SAMPLE, out, "--mask-buffer", "1")  # a mask option changes the pixels too
     assert "wrote 12 COGs" in buffered.output
     assert "nothing to do" in _fill(SAMPLE, out, "--mask-buffer", "1").output
+
+
+def test_training_evaluation_and_simulation_mistakes_give_one_line(tmp_path, data):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [a.h5]\nlr: [1e-4\nepochs: 3\n")
+    _one_line_error(runner.invoke(app, ["train", str(bad), "--out", str(tmp_path / "r")]), "line 3", "YAML")
+    for args, word in ((["--lr", "0"], "lr 0.0 must be"), (["--epochs", "0"], "epochs 0 must be")):
+        result = runner.invoke(app, ["train", str(data / "tiny.yaml"), "--out", str(tmp_path / "r"), *args])
+        _one_line_error(result, word)
+    result = runner.invoke(app, ["eval", "linear,lineer", str(data / "se_sim.h5"), "--out", str(tmp_path / "e")])
+    _one_line_error(result, "lineer", "linear, closest", "shipped")
+    result = runner.invoke(app, ["simulate", str(data / "se.h5"), "--out", str(data / "se.h5")])
+    _one_line_error(result, "is the input dataset")

@@ -120,6 +120,9 @@ def load_method(spec: str, device: str = "cpu", precision: str = "fp32") -> Meth
         return AdaptedMethod(load_model(resolve_checkpoint(SHIPPED), device), precision, steps,
                              f"utilise (adapted, {steps} steps)")
     path = resolve_checkpoint(spec)
+    if not path.exists():
+        raise CheckpointError(f"{spec}: neither a method nor a checkpoint file; use one of "
+                              f"{', '.join(METHODS)}, auto, adapted[:STEPS], shipped, or a .pth path")
     name = "utilise (shipped)" if spec == SHIPPED else path.name
     suffix = "" if precision == "fp32" else f" @{precision}"
     return Method(name + suffix, load_model(path, device), precision)

@@ -70,8 +70,15 @@ class TrainConfig:
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise UtiliseError(f"{path}: cannot read the training configuration ({err})") from None
+        except OSError as err:
+            raise UtiliseError(f"{path}: cannot read the training configuration ({err.strerror or err})") from None
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise UtiliseError(f"{path}: not valid YAML{where} ({problem}); fix that line") from None
+        if not isinstance(data, dict):
+            raise UtiliseError(f"{path}: expected settings as key: value lines, got a {type(data).__name__}")
         data.update(overrides or {})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
@@ -93,6 +100,13 @@ class TrainConfig:
             raise UtiliseError(f"{path}: no training datasets (set train: [files made by `utilise prepare`])")
         if config.loss not in LOSSES:
             raise UtiliseError(f"{path}: loss {config.loss!r} is not one of {', '.join(LOSSES)}")
+        for name, ok, need in (("lr", config.lr > 0, "a positive learning rate, e.g. 2e-4"),
+                               ("epochs", config.epochs >= 1, "1 or more"),
+                               ("steps_per_epoch", config.steps_per_epoch >= 1, "1 or more"),
+                               ("batch_size", config.batch_size >= 1, "1 or more")):
+            if not ok:
+                raise UtiliseError(f"{path}: {name} {getattr(config, name)} must be {need} (--{name.replace('_', '-')} "
+                                   "or the configuration)")
         return config
 
     def to_dict(self) -> dict[str, Any]:

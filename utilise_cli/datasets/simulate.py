@@ -13,6 +13,7 @@ import math
 import os
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -65,6 +66,8 @@ class CoverStats:
 def simulate(dataset: str | os.PathLike, out: str | os.PathLike, seed: int = 0, ratios: Sequence[float] = (0.5,),
              masks: Sequence[str | os.PathLike] = ()) -> list[CoverStats]:
     """Write ``out``: the series of ``dataset`` with simulated gaps for every ratio. Returns cover statistics."""
+    if Path(out).resolve() == Path(dataset).resolve():
+        raise DatasetError(f"{out}: is the input dataset; choose another --out (the input stays as it is)")
     for ratio in ratios:
         if not 0 < ratio <= 1:
             raise DatasetError(f"--ratio {ratio} must be in (0, 1]")
