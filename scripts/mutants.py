@@ -64,6 +64,8 @@ MUTATIONS = [
     Mutation("a rerun's fingerprint ignores the method", "plan.py", "fingerprint",
              '"method": options.method, "predictor": getattr(predictor, "name", ""),', "",
              ("tests/test_safety.py",)),
+    Mutation("a resumed run skips the chip row whose overlap reaches its first rows", "stripes.py", "rows_to_run",
+             "y0 + plan.chip_size > done", "y0 >= done", ("tests/test_safety.py",)),
     Mutation("a scene with nothing observed is filled anyway", "fill.py", "_check_observed",
              "if not seen.any():", "if False:", ("tests/test_safety.py",)),
 ]

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -184,3 +187,56 @@ def test_training_evaluation_and_simulation_mistakes_give_one_line(tmp_path, dat
     _one_line_error(result, "lineer", "linear, closest", "shipped")
     result = runner.invoke(app, ["simulate", str(data / "se.h5"), "--out", str(data / "se.h5")])
     _one_line_error(result, "is the input dataset")
+
+
+def test_an_interrupted_run_resumes_from_its_last_rows_and_ends_byte_identical(tmp_path):
+    from utilise_cli.fill import FillOptions, fill
+
+    class ChipMean:  # a predictor whose output depends on where the chip is, so that blending shows
+        name = "chip-mean"
+
+        def __call__(self, reflectance, observed, days):
+            seen = observed[:, :, None]
+            total = np.where(seen, reflectance, 0).sum(axis=(-2, -1), keepdims=True)
+            mean = total / np.maximum(seen.sum(axis=(-2, -1), keepdims=True), 1)
+            return np.broadcast_to(mean, reflectance.shape).astype(np.float32)
+
+    options = FillOptions(chip_size=16, overlap=4, batch_size=8, dtype="float32")
+    whole = fill(SAMPLE, tmp_path / "whole", options, predictor=ChipMean())
+    total = whole.chips_run + whole.chips_skipped
+    assert total >= 150  # 13 chip rows: a scene of many stripes
+
+    def interrupt(done: int, all_chips: int) -> None:  # a real SIGINT (Ctrl-C), landing wherever it lands
+        if done >= 0.8 * all_chips:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        fill(SAMPLE, out, options, progress=interrupt, predictor=ChipMean())
+    assert not [p for p in out.glob("*.tif") if not p.name.startswith(".")]  # nothing under a final name
+    assert list(out.glob(".*.partial.tif")) and (out / ".utilise-progress.json").is_file()
+    resumed = fill(SAMPLE, out, options, predictor=ChipMean())
+    assert resumed.chips_run + resumed.chips_skipped <= 0.3 * total
+    assert len(resumed.outputs) == 12 and not list(out.glob(".*partial*"))
+    for path in sorted(p for p in (tmp_path / "whole").glob("*.tif") if not p.name.startswith(".")):
+        assert (out / path.name).read_bytes() == path.read_bytes(), path.name
+    report = json.loads((out / "fill_report.json").read_text())
+    assert report["filled_pixel_dates"] == whole.filled_pixels
+
+
+def test_an_interrupted_run_with_other_options_starts_again(tmp_path):
+    from utilise_cli.fill import FillOptions, fill
+
+    options = FillOptions(method="linear", chip_size=32, overlap=8)
+
+    def interrupt(done: int, all_chips: int) -> None:
+        if done >= 0.5 * all_chips:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fill(SAMPLE, tmp_path / "out", options, progress=interrupt)
+    other = fill(SAMPLE, tmp_path / "out", FillOptions(method="adjusted", chip_size=32, overlap=8))
+    reference = fill(SAMPLE, tmp_path / "ref", FillOptions(method="adjusted", chip_size=32, overlap=8))
+    assert other.chips_run + other.chips_skipped == reference.chips_run + reference.chips_skipped
+    a, b = _pixels(tmp_path / "out"), _pixels(tmp_path / "ref")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

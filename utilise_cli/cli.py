@@ -42,7 +42,8 @@ def user_errors(func: F) -> F:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            typer.echo("interrupted: finished outputs are kept; run the same command again to complete", err=True)
+            typer.echo("interrupted: finished outputs and the rows written so far are kept; run the same command "
+                       "again to resume", err=True)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]

@@ -86,19 +86,19 @@ def predict_row_task(folder: str, out: str, options: FillOptions, y0: int, threa
 
 
 def predict_rows_on_cluster(client: Any, plan: FillPlan, folder: str | Path, out: str | Path, options: FillOptions,
-                            threads: int) -> Iterator[RowPrediction]:
-    """The predictions of every chip row of ``plan``, in row order, computed on the cluster's workers with a
-    look-ahead of two rows per worker (bounded memory here)."""
-    rows = iter(plan.rows)
+                            threads: int, rows: list[int] | None = None) -> Iterator[RowPrediction]:
+    """The predictions of the chip rows ``rows`` (first pixel rows; default: all of ``plan``), in row order,
+    computed on the cluster's workers with a look-ahead of two rows per worker (bounded memory here)."""
+    pending = iter(plan.rows if rows is None else rows)
     ahead = 2 * max(1, len(client.scheduler_info()["workers"]))
 
     def submit(y0: int) -> Any:
         return client.submit(predict_row_task, str(folder), str(out), options, y0, threads, pure=False)
 
-    futures = deque(submit(y0) for y0 in islice(rows, ahead))
+    futures = deque(submit(y0) for y0 in islice(pending, ahead))
     while futures:
         row = futures.popleft().result()
-        following = next(rows, None)
+        following = next(pending, None)
         if following is not None:
             futures.append(submit(following))
         yield row

@@ -56,10 +56,14 @@ class StripeWriter:
     descriptions: Sequence[str]
     tags: dict[str, str] = field(default_factory=dict)
     resampling: str = "average"
+    resume: bool = False  # reopen the partial file an interrupted run left, and go on writing into it
     _dataset: rasterio.io.DatasetWriter | None = None
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
+        if self.resume:
+            self._dataset = rasterio.open(partial_name(self.path), "r+")
+            return
         nodata = {"uint16": 0, "float32": float("nan"), "uint8": FLAG_NEVER_OBSERVED}[self.dtype]
         profile = dict(driver="GTiff", width=self.width, height=self.height, count=self.count, dtype=self.dtype,
                        crs=self.crs, transform=self.transform, nodata=nodata, tiled=True, blockxsize=256,
@@ -91,6 +95,12 @@ class StripeWriter:
                                  blocksize=512, overview_resampling=self.resampling, BIGTIFF="IF_SAFER")
         partial_name(self.path).unlink(missing_ok=True)
         return self.path
+
+    def suspend(self) -> None:
+        """Close the partial file and keep it, so that a rerun can resume it (after an interruption)."""
+        if self._dataset is not None:
+            self._dataset.close()
+            self._dataset = None
 
     def abort(self) -> None:
         """Drop the partial file (after an error or interruption)."""

@@ -7,6 +7,7 @@ baseline per chip row (:mod:`inference`) -> overlap blending in row stripes (:mo
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from .errors import OutputError, SceneError
 from .inference import Predictor
 from .options import check_scheduler
 from .plan import FillOptions, FillPlan, load_predictor, plan_fill
-from .stripes import FillReport, Quicklook, Writers, run_stripes
+from .stripes import FillReport, Quicklook, Writers, rows_to_run, run_stripes
 
 __all__ = ["FillOptions", "FillReport", "fill"]
 
@@ -43,8 +44,10 @@ def check_output_folder(out: Path) -> None:
         raise OutputError(f"{out}: cannot write there ({err.strerror or err}); choose another --out") from None
 
 
-def _open_writers(plan: FillPlan, options: FillOptions, tags: dict[str, str], writers: Writers) -> None:
-    """Add a COG writer and a flags writer to ``writers`` for every date still to write."""
+def _open_writers(plan: FillPlan, options: FillOptions, tags: dict[str, str], writers: Writers,
+                  resume: bool = False) -> None:
+    """Add a COG writer and a flags writer to ``writers`` for every date still to write (``resume``: reopen the
+    partial files of an interrupted run)."""
     grid = plan.cube.grid
     base_tags = {"UTILISE_VERSION": __version__, **tags,
                  "UTILISE_OBSERVED_PIXELS": "regenerated" if options.regenerate_all else "kept"}
@@ -55,11 +58,48 @@ def _open_writers(plan: FillPlan, options: FillOptions, tags: dict[str, str], wr
                       "SOURCE_FILES": ",".join(p.name for p in scene.files)}
         writers[i] = (
             StripeWriter(plan.outputs[i], grid.crs, grid.transform, grid.width, grid.height, len(plan.bands),
-                         options.dtype, plan.bands, scene_tags, "average"),
+                         options.dtype, plan.bands, scene_tags, "average", resume),
             StripeWriter(plan.flags[i], grid.crs, grid.transform, grid.width, grid.height, 1, "uint8",
                          ["filled: 0 observed, 1 filled, 255 never observed"],
-                         {**scene_tags, "FLAGS": "0=observed,1=filled,255=never observed"}, "nearest"),
+                         {**scene_tags, "FLAGS": "0=observed,1=filled,255=never observed"}, "nearest", resume),
         )
+
+
+PROGRESS = ".utilise-progress.json"  # beside the partial files: what an interrupted run had written
+
+
+def _resumable(out: Path, plan: FillPlan, report: FillReport) -> int:
+    """Rows [0, N) that an interrupted run of the same plan wrote into partial files that are still there: N,
+    with that run's counts put back into ``report``; else 0, and any leftover partial files are removed."""
+    record_path = out / PROGRESS
+    try:
+        record = json.loads(record_path.read_text())
+        same = (record["todo"] == plan.todo and record["fingerprints"] == [plan.fingerprints[i] for i in plan.todo]
+                and all(partial_name(p).is_file() for i in plan.todo for p in (plan.outputs[i], plan.flags[i])))
+    except (OSError, ValueError, KeyError):
+        same = False
+    if same:
+        report.observed_per_date = np.asarray(record["observed_per_date"])
+        report.filled_pixels, report.never_observed_pixels = record["filled"], record["never_observed"]
+        log.info("resuming an interrupted run from row %d of %d", record["rows"], plan.cube.grid.height)
+        return int(record["rows"])
+    for stale in out.glob(partial_name(Path("*")).name):
+        stale.unlink()
+    record_path.unlink(missing_ok=True)
+    return 0
+
+
+def _suspend(out: Path, plan: FillPlan, report: FillReport, writers: Writers, rows: int) -> None:
+    """After an interruption: close the partial files (so that what they hold is on disk), keep them, and record
+    how far they go, for the next run of the same command to resume."""
+    for cog, flags in writers.values():
+        cog.suspend()
+        flags.suspend()
+    if rows and report.observed_per_date is not None:
+        write_text(out / PROGRESS, json.dumps({
+            "todo": plan.todo, "fingerprints": [plan.fingerprints[i] for i in plan.todo], "rows": rows,
+            "observed_per_date": report.observed_per_date.tolist(), "filled": report.filled_pixels,
+            "never_observed": report.never_observed_pixels}))
 
 
 def _check_observed(plan: FillPlan, report: FillReport) -> None:
@@ -128,21 +168,22 @@ def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None
     if choose:
         predictor, options, tags = choose_predictor(plan, predictor, options, tags, report)
     report.method = tags["UTILISE_METHOD"]
-    for stale in out.glob(partial_name(Path("*")).name):
-        stale.unlink()
+    done = _resumable(out, plan, report)
+    written = [done]  # rows [0, written[0]) are in the partial files
     writers: Writers = {}
     try:
-        _open_writers(plan, options, tags, writers)
+        _open_writers(plan, options, tags, writers, resume=done > 0)
         grid = plan.cube.grid
         quicklook = Quicklook(grid.height, grid.width, len(plan.scenes)) if options.preview else None
+        track = functools.partial(written.__setitem__, 0)
         if scheduler in ("sync", "threads"):
-            run_stripes(plan, predictor, options, writers, report, quicklook, progress)
+            run_stripes(plan, predictor, options, writers, report, quicklook, progress, done=done, written=track)
         else:
             from .cluster import dask_client, predict_rows_on_cluster
 
             with dask_client(scheduler) as (client, threads):
-                rows = predict_rows_on_cluster(client, plan, folder, out, options, threads)
-                run_stripes(plan, predictor, options, writers, report, quicklook, progress, rows)
+                rows = predict_rows_on_cluster(client, plan, folder, out, options, threads, rows_to_run(plan, done))
+                run_stripes(plan, predictor, options, writers, report, quicklook, progress, rows, done, track)
         _check_observed(plan, report)
         for cog, flags in writers.values():
             report.outputs.append(cog.finish())
@@ -158,10 +199,15 @@ def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None
              "chips_run": report.chips_run, "chips_passed_through": report.chips_skipped,
              "filled_pixel_dates": report.filled_pixels, "never_observed_pixels": report.never_observed_pixels},
             indent=1))
+        (out / PROGRESS).unlink(missing_ok=True)
+    except KeyboardInterrupt:
+        _suspend(out, plan, report, writers, written[0])
+        raise
     except BaseException:
         for cog, flags in writers.values():
             cog.abort()
             flags.abort()
+        (out / PROGRESS).unlink(missing_ok=True)
         raise
     report.seconds = time.perf_counter() - start
     return report

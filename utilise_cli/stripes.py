@@ -107,28 +107,40 @@ def predict_row(plan: FillPlan, predictor: Predictor, options: FillOptions, days
     return RowPrediction(chips, passed, seconds)
 
 
+def rows_to_run(plan: FillPlan, done: int) -> list[int]:
+    """The chip rows (their first pixel rows) that still contribute to the raster rows from ``done`` on."""
+    return [y0 for y0 in plan.rows if y0 + plan.chip_size > done]
+
+
 def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writers: Writers, report: FillReport,
                 quicklook: Quicklook | None, progress: Callable[[int, int], None] | None,
-                row_predictions: Iterator[RowPrediction] | None = None) -> None:
-    """Predict (here, or take ``row_predictions`` made elsewhere in row order), blend and write every row."""
+                row_predictions: Iterator[RowPrediction] | None = None, done: int = 0,
+                written: Callable[[int], None] | None = None) -> None:
+    """Predict (here, or take ``row_predictions`` made elsewhere in row order), blend and write every row.
+
+    ``done``: raster rows [0, done) are already written (a resumed run): only the chip rows that reach below
+    it run, and their sums start at ``done``, in the same order as in one uninterrupted run, so the outputs
+    are identical. ``written(rows)`` is called whenever rows [0, rows) are written."""
     cube, grid = plan.cube, plan.cube.grid
     days = cube.days
     chip, rows = plan.chip_size, plan.rows
     window = blend_window(chip, plan.overlap)
     t, c = len(plan.scenes), len(plan.bands)
     # Rolling buffer over rows [buf0, buf0 + rows held): sums of weighted predictions, weights, inputs.
-    buf0 = 0
+    buf0 = done
     acc = np.zeros((t, c, 0, grid.width), np.float32)
     wsum = np.zeros((0, grid.width), np.float32)
     inputs = np.zeros((t, c, 0, grid.width), np.float32)
     observed = np.zeros((t, 0, grid.width), bool)
-    done = 0
-    for r, y0 in enumerate(rows):
+    todo = rows_to_run(plan, done)
+    chips_done = (len(rows) - len(todo)) * len(plan.cols)
+    for r in range(len(rows) - len(todo), len(rows)):
+        y0 = rows[r]
         y1 = min(y0 + chip, grid.height)
         refl, obs = read_rows(cube, y0, y1)
         held_end = buf0 + acc.shape[2]
         if y1 > held_end:  # append the new rows to the buffer
-            new = slice(held_end - y0, y1 - y0)
+            new = slice(max(held_end - y0, 0), y1 - y0)
             acc = np.concatenate([acc, np.zeros((t, c, y1 - held_end, grid.width), np.float32)], axis=2)
             wsum = np.concatenate([wsum, np.zeros((y1 - held_end, grid.width), np.float32)], axis=0)
             inputs = np.concatenate([inputs, refl[:, :, new]], axis=2)
@@ -145,9 +157,6 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
         report.chips_skipped += len(row.passed)
         report.chips_run += len(row.chips)
         report.network_seconds += row.network_seconds
-        done += len(plan.cols)
-        if progress:
-            progress(done, plan.chips)
         flush_to = rows[r + 1] if r + 1 < len(rows) else grid.height
         n = flush_to - buf0
         if n > 0:
@@ -155,10 +164,18 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
                        report, quicklook)
             acc, wsum, inputs, observed = acc[:, :, n:], wsum[n:], inputs[:, :, n:], observed[:, n:]
             buf0 = flush_to
+            if written:
+                written(buf0)
+        chips_done += len(plan.cols)
+        if progress:  # after the rows are written: an interruption here loses none of this chip row's work
+            progress(chips_done, plan.chips)
 
 
 def accumulate(acc: np.ndarray, wsum: np.ndarray, row: int, x0: int, pred: np.ndarray, window: np.ndarray) -> None:
-    """Add a chip's prediction T x C x h x w, weighted by ``window``, to the buffer at (row, x0)."""
+    """Add a chip's prediction T x C x h x w, weighted by ``window``, to the buffer at (row, x0); the part of a
+    chip above the buffer (row < 0: rows already written by an interrupted run) is left out."""
+    if row < 0:
+        pred, window, row = pred[..., -row:, :], window[-row:], 0
     h, w = pred.shape[-2:]
     win = window[:h, :w]
     acc[:, :, row:row + h, x0:x0 + w] += np.nan_to_num(pred) * win
