@@ -55,8 +55,11 @@ def run_case(folder: Path, out: Path, method: str, checkpoint: str | None) -> di
 import json, resource, sys
 from utilise_cli.fill import fill, FillOptions
 r = fill({str(folder)!r}, {str(out)!r}, FillOptions(method={method!r}, checkpoint={checkpoint!r}))
+from utilise_cli.plan import load_predictor, plan_fill
+options = FillOptions(method={method!r}, checkpoint={checkpoint!r}, overwrite=True)
+estimate = plan_fill({str(folder)!r}, {str(out)!r}, options, load_predictor(options)[0]).estimated_memory_mb
 print(json.dumps(dict(seconds=r.seconds, network=r.network_seconds, run=r.chips_run, skipped=r.chips_skipped,
-                      used=r.method,
+                      used=r.method, estimate_mb=estimate,
                       rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -115,7 +118,7 @@ def main() -> None:
     args.sizes = args.sizes or [2048, 4096]
     methods = args.method.split(",")
     print(f"{'size':>6s} {'method':>8s} {'filled with':>16s} {'chips run/skipped':>18s} {'total s':>8s} "
-          f"{'network s':>9s} {'overhead':>8s} {'MPx-dates/s':>11s} {'peak RSS MB':>11s}")
+          f"{'network s':>9s} {'overhead':>8s} {'MPx-dates/s':>11s} {'peak RSS MB':>11s} {'estimate':>9s}")
     peaks = {}
     for size in args.sizes:
         seconds = {}
@@ -129,7 +132,8 @@ def main() -> None:
                 peaks[size], seconds[method] = r["rss_mb"], r["seconds"]
                 print(f"{size:6d} {method:>8s} {r['used']:>16s} {r['run']:>9d}/{r['skipped']:<8d} "
                       f"{r['seconds']:8.1f} {r['network']:9.1f} {overhead:8.0%} "
-                      f"{size * size * 10 / 1e6 / r['seconds']:11.2f} {r['rss_mb']:11.0f}")
+                      f"{size * size * 10 / 1e6 / r['seconds']:11.2f} {r['rss_mb']:11.0f} "
+                      f"{r['estimate_mb']:5.0f} ({r['estimate_mb'] / r['rss_mb'] - 1:+.0%})")
         if "auto" in seconds:
             for method, value in seconds.items():
                 if method != "auto":

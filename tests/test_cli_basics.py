@@ -63,3 +63,10 @@ def test_importing_the_package_and_the_command_line_does_not_load_torch():
     from utilise_cli import UTILISE  # and the lazy names still work
 
     assert UTILISE.__name__ == "UTILISE"
+
+
+def test_flags_show_no_value_placeholder_in_help():
+    for command in ("fill", "prepare", "simulate", "train", "eval", "explain", "info"):
+        result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+        lines = [line for line in result.output.splitlines() if "<bool>" in line and "--help" not in line]
+        assert result.exit_code == 0 and not lines, (command, lines)

@@ -240,3 +240,45 @@ def test_an_interrupted_run_with_other_options_starts_again(tmp_path):
     assert other.chips_run + other.chips_skipped == reference.chips_run + reference.chips_skipped
     a, b = _pixels(tmp_path / "out"), _pixels(tmp_path / "ref")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_fill_larger_than_the_memory_allowed_is_refused_before_reading_pixels(tmp_path):
+    result = _fill(SAMPLE, tmp_path / "out", "--max-memory", "100")
+    _one_line_error(result, "needs about", "100 MB", "--chip-size")
+    _nothing_final(tmp_path / "out")
+    dry = runner.invoke(app, ["fill", str(SAMPLE), "--out", str(tmp_path / "o"), "--method", "linear", "--dry-run"])
+    assert dry.exit_code == 0 and "MB of memory (" in dry.output and "available" in dry.output
+
+
+def test_a_scene_of_another_place_is_refused_even_with_align(tmp_path):
+    folder = _copy(tmp_path / "scenes")
+    scene = sorted(folder.glob("*_T34VCL.tif"))[1]
+    with rasterio.open(scene) as src:
+        profile, data, names = src.profile, src.read(), src.descriptions
+    profile.update(transform=src.transform * rasterio.Affine.translation(10_000, 0))  # 200 km east at 20 m
+    with rasterio.open(scene, "w", **profile) as dst:
+        dst.write(data)
+        dst.descriptions = names
+    _one_line_error(_fill(folder, tmp_path / "out", "--align"), scene.name, "does not overlap")
+    _nothing_final(tmp_path / "out")
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_half_written_output(tmp_path):
+    import subprocess
+
+    disk = tmp_path / "small"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small file system here (needs root)")
+    try:
+        result = _fill(SAMPLE, disk / "out")
+        assert result.exit_code == 2, result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and "no space left" in errors[0] and "free space" in errors[0]  # (GDAL warns too)
+        for path in (disk / "out").glob("*.tif"):
+            if not path.name.startswith("."):
+                with rasterio.open(path) as src:  # whatever carries a final name is complete
+                    src.read()
+        assert not list((disk / "out").glob(".*partial*"))
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

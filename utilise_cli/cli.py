@@ -69,6 +69,8 @@ def setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def _option(name: str, annotation: Any, default: Any, *decls: str, **settings: Any) -> inspect.Parameter:
+    if annotation is bool:
+        settings.setdefault("metavar", "")  # a flag takes no value: show none
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
                              default=typer.Option(default, *decls, **settings))
 
@@ -159,7 +161,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     version: Optional[bool] = typer.Option(
-        None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        None, "--version", metavar="", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
     """Cloud-free Sentinel-2 time series with U-TILISE."""
@@ -170,7 +172,7 @@ def main(
 def info(
     checkpoint: str = typer.Argument(..., help="A U-TILISE checkpoint: released (.pth), made by `utilise train`, "
                                      "or 'shipped' (the packaged weights)."),
-    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print machine-readable JSON."),
 ) -> None:
     """Show a checkpoint's network configuration, parameter count, bands and metadata."""
     from .network import load_model
@@ -235,19 +237,21 @@ def fill(
     precision: str = typer.Option(_FILL.precision, help="auto: bf16 autocast where the hardware multiplies bf16 "
                                   "natively (CUDA GPUs, CPUs with AMX or AVX-512 BF16), else fp32. Or fp32, bf16, "
                                   "fp16 (autocast; the README gives the accuracy cost)."),
-    regenerate_all: bool = typer.Option(_FILL.regenerate_all, "--regenerate-all", help="Replace observed pixels by "
+    regenerate_all: bool = typer.Option(_FILL.regenerate_all, "--regenerate-all", metavar="", help="Replace observed pixels by "
                                         "the network's output too (default: keep them as they are)."),
     dtype: str = typer.Option(_FILL.dtype, help="uint16 (DN = reflectance x 10000, nodata 0) or float32 (NaN "
                               "nodata)."),
-    overwrite: bool = typer.Option(_FILL.overwrite, "--overwrite", help="Redo dates whose outputs exist (default: "
+    overwrite: bool = typer.Option(_FILL.overwrite, "--overwrite", metavar="", help="Redo dates whose outputs exist (default: "
                                    "skip them)."),
-    preview: bool = typer.Option(_FILL.preview, "--preview", help="Also write preview.png: input and filled "
+    preview: bool = typer.Option(_FILL.preview, "--preview", metavar="", help="Also write preview.png: input and filled "
                                  "series."),
+    max_memory: Optional[float] = typer.Option(_FILL.max_memory_mb, help="MB: refuse a fill whose memory "
+                                               "estimate is larger (default: the memory available now)."),
     scheduler: str = typer.Option("sync", help="sync (this process), processes or local:N (a dask LocalCluster of "
                                   "N worker processes), or a dask scheduler address such as tcp://host:8786. A "
                                   "folder of tile folders runs one tile per task (each into OUT/<tile>); one "
                                   "folder of scenes runs its chip rows on the workers. Outputs are the same."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print scenes, dates, grid, chips, time and memory; "
+    dry_run: bool = typer.Option(False, "--dry-run", metavar="", help="Print scenes, dates, grid, chips, time and memory; "
                                  "read no pixels, write nothing."),
     read: ReadOptions = _READ,
     quiet: bool = False,
@@ -255,14 +259,14 @@ def fill(
 ) -> None:
     """Fill clouds in a folder of dated scenes; write one cloud-free Cloud-Optimized GeoTIFF per date."""
     from .options import check_scheduler
-    from .plan import load_predictor, plan_fill
+    from .plan import available_memory_mb, load_predictor, plan_fill
 
     check_scheduler(scheduler)
     options = FillOptions(
         read=read, bands=[b.strip() for b in bands.split(",")] if bands else None, method=method,
         checkpoint=checkpoint, chip_size=chip_size, overlap=overlap, batch_size=batch_size, device=device,
         time_window=time_window, regenerate_all=regenerate_all, dtype=dtype, precision=precision,
-        overwrite=overwrite, preview=preview)
+        overwrite=overwrite, preview=preview, max_memory_mb=max_memory)
     from .tiles import find_tiles, fill_tiles
 
     tiles = find_tiles(folder)
@@ -297,7 +301,7 @@ def fill(
         typer.echo(f"chips     {plan.chips} of {chip_size} x {chip_size} px, overlap {overlap} px "
                    "(chips without clouds are not run)")
         typer.echo(f"estimate  at most {plan.estimated_seconds:.0f} s on 2 CPU cores, about "
-                   f"{plan.estimated_memory_mb:.0f} MB of memory")
+                   f"{plan.estimated_memory_mb:.0f} MB of memory ({available_memory_mb():.0f} MB available)")
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -346,7 +350,7 @@ def prepare(
     max_nodata: float = typer.Option(0.5, help="Frames with a larger no-data fraction (0..1) are dropped."),
     min_frames: int = typer.Option(5, help="Series with fewer clear frames are dropped."),
     mask: str = typer.Option("scl", help="Minicubes only: scl (classes 3, 8, 9, 10) or dlmask."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Read and screen, print the report, write nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", metavar="", help="Read and screen, print the report, write nothing."),
     read: ReadOptions = _READ,
     quiet: bool = False,
 ) -> None:
@@ -395,7 +399,7 @@ def train(
     config: Path = typer.Argument(..., help="Training configuration (YAML); see configs/shipped.yaml."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: config.yaml, log.csv, best.pth, last.pth, "
                              "val_*.png."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last epoch."),
+    resume: bool = typer.Option(False, "--resume", metavar="", help="Continue the run in --out from its last epoch."),
     epochs: Optional[int] = typer.Option(None, help="Override: number of epochs."),
     lr: Optional[float] = typer.Option(None, help="Override: Adam learning rate (paper 2e-4)."),
     batch_size: Optional[int] = typer.Option(None, help="Override: series per batch (paper 3)."),

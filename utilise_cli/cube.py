@@ -20,6 +20,8 @@ import xarray as xr
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.transform import array_bounds
+from rasterio.warp import transform_bounds
 from scipy.ndimage import maximum_filter
 
 from .dates import day_positions
@@ -97,6 +99,15 @@ def _grid_of(array: xr.DataArray) -> Grid:
     return Grid(array.rio.crs, array.rio.transform(), array.rio.width, array.rio.height)
 
 
+def _overlaps(grid: Grid, reference: Grid) -> bool:
+    """Whether ``grid``'s footprint meets ``reference``'s (compared in the reference CRS)."""
+    left, bottom, right, top = array_bounds(grid.height, grid.width, grid.transform)
+    if grid.crs and reference.crs and grid.crs != reference.crs:
+        left, bottom, right, top = transform_bounds(grid.crs, reference.crs, left, bottom, right, top)
+    r_left, r_bottom, r_right, r_top = array_bounds(reference.height, reference.width, reference.transform)
+    return left < r_right and right > r_left and bottom < r_top and top > r_bottom
+
+
 def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, scale: float = DN_SCALE,
               offset: float = 0.0, nodata: float | None = None, align: bool = False,
               chunk_rows: int = 512) -> SceneCube:
@@ -134,6 +145,9 @@ def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, sca
             if not align:
                 raise SceneError(f"{path}: on another grid than {scenes[0].path.name} (CRS, transform or size "
                                  "differ); pass --align to reproject it onto the first scene's grid")
+            if not _overlaps(_grid_of(array), reference):
+                raise SceneError(f"{path}: does not overlap the grid of {scenes[0].path.name}, even after --align; "
+                                 "remove it or fill it with the scenes of its own place")
             log.info("reprojecting %s onto the grid of %s", path.name, scenes[0].path.name)
             resampling = Resampling.bilinear if what == "scene" else Resampling.nearest
             array = array.rio.reproject_match(ref_stack, resampling=resampling, nodata=nodata if what == "scene" else 0)

@@ -7,10 +7,12 @@ baseline per chip row (:mod:`inference`) -> overlap blending in row stripes (:mo
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +27,7 @@ from .cube import guess_mask_kind
 from .errors import OutputError, SceneError
 from .inference import Predictor
 from .options import check_scheduler
-from .plan import FillOptions, FillPlan, load_predictor, plan_fill
+from .plan import FillOptions, FillPlan, check_memory, load_predictor, plan_fill
 from .stripes import FillReport, Quicklook, Writers, rows_to_run, run_stripes
 
 __all__ = ["FillOptions", "FillReport", "fill"]
@@ -102,6 +104,17 @@ def _suspend(out: Path, plan: FillPlan, report: FillReport, writers: Writers, ro
             "never_observed": report.never_observed_pixels}))
 
 
+def _disk_full(err: BaseException, out: Path) -> bool:
+    """Whether ``err`` came from a full disk: it says so, or (GDAL's errors often say only "seek error") it is
+    an error of the writing and less than 1 MB is left where the outputs go."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC or "No space left on device" in str(err):
+        return True
+    try:
+        return isinstance(err, Exception) and shutil.disk_usage(out).free < 1_000_000
+    except OSError:
+        return False
+
+
 def _check_observed(plan: FillPlan, report: FillReport) -> None:
     """Refuse a scene with no observed pixel at all (nothing is written); warn about dates without one, which
     are written wholly from the other dates with every pixel flagged filled."""
@@ -161,6 +174,8 @@ def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None
         tags = {"UTILISE_METHOD": predictor.name}
     plan = plan_fill(folder, out, options, predictor)
     report = FillReport(outputs=[], skipped_outputs=[p for i, p in enumerate(plan.outputs) if i not in plan.todo])
+    if plan.todo:
+        check_memory(plan, options.max_memory_mb)
     if not plan.todo:
         log.info("all %d outputs already in %s; nothing to do (--overwrite to redo)", len(plan.outputs), out)
         return report
@@ -203,11 +218,14 @@ def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None
     except KeyboardInterrupt:
         _suspend(out, plan, report, writers, written[0])
         raise
-    except BaseException:
+    except BaseException as err:
         for cog, flags in writers.values():
             cog.abort()
             flags.abort()
         (out / PROGRESS).unlink(missing_ok=True)
+        if _disk_full(err, out):
+            raise OutputError(f"{out}: no space left on the device; free space (or choose another --out) and "
+                              "rerun: the dates already finished are kept") from None
         raise
     report.seconds = time.perf_counter() - start
     return report

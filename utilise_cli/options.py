@@ -75,6 +75,7 @@ class FillOptions:
     dtype: str = "uint16"  # uint16 DN (scale 1e-4, nodata 0) or float32 (NaN nodata)
     overwrite: bool = False
     preview: bool = False  # write a before/after quicklook PNG
+    max_memory_mb: float | None = None  # refuse a fill whose estimate exceeds this (None: the available memory)
 
     def __post_init__(self) -> None:
         checks = [

@@ -15,7 +15,7 @@ import rasterio
 from . import __version__
 from .chips import chip_starts
 from .cube import SceneCube, open_folder
-from .errors import CheckpointError, OutputError, SceneError
+from .errors import CheckpointError, OptionError, OutputError, SceneError
 from .inference import BaselinePredictor, NetworkPredictor, Predictor, resolve_precision
 from .options import FillOptions
 from .scenes import Scene
@@ -25,6 +25,16 @@ log = logging.getLogger(__name__)
 
 # Measured with benchmarks/bench_model.py on the 2-core CI machine: seconds per 10 dates of a 128 x 128 chip.
 _SECONDS_PER_CHIP_128_T10_CPU = 0.8
+# Peak resident memory, fitted to `benchmarks/bench_fill.py` peaks (512^2 to 4096^2, 10 dates, chip 128, batch 4)
+# on the project's 2-core machine: the libraries; about 8 float32 copies of one stripe (T x C x chip x W: inputs,
+# blending sums, the baselines' work arrays, reads); the GDAL block cache and the writers' tile rows, which grow
+# with the raster width up to a ceiling; and the network's activations (bytes per chip pixel-date at encoder
+# width 32, scaled by the first width).
+_BASE_MB = 430
+_STRIPE_COPIES = 8
+_OUTPUT_MB_PER_COLUMN_DATE = 0.02
+_OUTPUT_MB_CEILING_PER_DATE = 42
+_NETWORK_BYTES_PER_PIXEL_DATE = 610
 
 
 @dataclass
@@ -138,11 +148,41 @@ def plan_fill(folder: str | Path, out: str | Path, options: FillOptions,
     chips = len(rows) * len(cols)
     per_chip = _SECONDS_PER_CHIP_128_T10_CPU * (options.chip_size / 128) ** 2 * max(t, 1) / 10
     seconds = chips * per_chip if options.method in ("utilise", "auto") else chips * 0.01 * t
-    stripe_mb = 4 * t * (2 * c + 2) * min(options.chip_size, grid.height) * grid.width / 1e6
-    networked = options.method in ("utilise", "auto")
-    model_mb = 4 * options.batch_size * t * 400 * options.chip_size ** 2 / 1e6 if networked else 0
+    width = getattr(getattr(predictor, "model", None), "config", None)
+    memory = estimate_memory_mb(t, c, min(options.chip_size, grid.height), grid.width, options.batch_size,
+                                width.encoder_widths[0] if width is not None else 0)
     return FillPlan(cube, bands, options.chip_size, options.overlap, rows, cols, [p[0] for p in paths],
-                    [p[1] for p in paths], todo, seconds, stripe_mb * 2 + model_mb, prints)
+                    [p[1] for p in paths], todo, seconds, memory, prints)
+
+
+def estimate_memory_mb(dates: int, bands: int, stripe_rows: int, width: int, batch: int, network_width: int) -> float:
+    """Peak resident memory of a fill in MB (see the constants above); ``network_width`` 0 for a baseline."""
+    stripe = 4 * dates * bands * stripe_rows * width * _STRIPE_COPIES
+    network = _NETWORK_BYTES_PER_PIXEL_DATE * batch * dates * stripe_rows ** 2 * network_width / 32
+    outputs = dates * min(_OUTPUT_MB_PER_COLUMN_DATE * width, _OUTPUT_MB_CEILING_PER_DATE)
+    return _BASE_MB + outputs + (stripe + network) / 1e6
+
+
+def available_memory_mb() -> float:
+    """Memory the system can give this process now (MemAvailable), in MB; inf where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("inf")
+
+
+def check_memory(plan: FillPlan, limit_mb: float | None = None) -> None:
+    """Refuse, before any pixel is read, a fill whose estimate exceeds ``limit_mb`` (default: what is available),
+    naming the options that lower it."""
+    limit = available_memory_mb() if limit_mb is None else limit_mb
+    if plan.estimated_memory_mb > limit:
+        raise OptionError(f"this fill needs about {plan.estimated_memory_mb:.0f} MB of memory but {limit:.0f} MB "
+                          f"are {'allowed' if limit_mb else 'available'}; lower --chip-size or --batch-size, use "
+                          "--method linear, or split the scenes into tiles (a folder of tile folders)")
 
 
 def fingerprint(options: FillOptions, predictor: Predictor | None, bands: list[str], cube: SceneCube,
