@@ -255,7 +255,7 @@ def test_a_scene_of_another_place_is_refused_even_with_align(tmp_path):
     scene = sorted(folder.glob("*_T34VCL.tif"))[1]
     with rasterio.open(scene) as src:
         profile, data, names = src.profile, src.read(), src.descriptions
-    profile.update(transform=src.transform * rasterio.Affine.translation(10_000, 0))  # 200 km east at 20 m
+    profile.update(transform=src.transform @ rasterio.Affine.translation(10_000, 0))  # 200 km east at 20 m
     with rasterio.open(scene, "w", **profile) as dst:
         dst.write(data)
         dst.descriptions = names
