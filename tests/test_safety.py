@@ -145,6 +145,7 @@ def test_checkpoints_with_nan_or_misfit_weights_are_refused_in_one_line(tmp_path
     (["--batch-size", "0"], ["--batch-size"]),
     (["--time-window", "1"], ["--time-window", "at least 2"]),
     (["--scheduler", "foo"], ["--scheduler", "local:N"]),
+    (["--scheduler", "tcp://127.0.0.1:9"], ["--scheduler", "no dask scheduler answered"]),
     (["--date-pattern", "("], ["--date-pattern", "regular expression"]),
     (["--cloud-threshold", "150"], ["--cloud-threshold", "0..100"]),
     (["--scale", "0"], ["--scale", "positive"]),

@@ -41,9 +41,9 @@ def dask_client(scheduler: str) -> Iterator[tuple[Any, int]]:
     cluster = None
     if scheduler.startswith(("tcp://", "tls://", "ws://", "inproc://")):
         try:
-            client = Client(scheduler, timeout="8s")
+            client = Client(scheduler, timeout="6s")
         except (OSError, TimeoutError) as err:
-            raise OptionError(f"--scheduler {scheduler}: no dask scheduler answered within 8 s ({type(err).__name__}); "
+            raise OptionError(f"--scheduler {scheduler}: no dask scheduler answered within 6 s ({type(err).__name__}); "
                               "start one (dask scheduler) or check the address") from None
     else:
         workers = os.cpu_count() or 1
