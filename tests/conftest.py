@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+
+
+def read_outputs(folder: Path) -> dict[str, np.ndarray]:
+    """Every ``*_filled*.tif`` of a fill's output folder (COGs and flags): file name -> its bands."""
+    out = {}
+    for path in sorted(folder.glob("*_filled*.tif")):
+        with rasterio.open(path) as src:
+            out[path.name] = src.read()
+    return out
 
 
 def shared_path(*parts: str) -> Path:

@@ -34,9 +34,8 @@ def test_mask_decoding():
     assert decode_mask(np.array([0, 1, 2]), MaskRule("binary"))[0].tolist() == [False, True, True]
 
 
-def _shifted_copy(folder: Path, out: Path, dn: int) -> Path:
-    """The sample's scenes with ``dn`` added to every valid DN (as raw processing-baseline 04.00 data carries
-    +1000), masks copied as they are."""
+def _rewritten(folder: Path, out: Path, transform, nodata: float | None = None) -> Path:
+    """A copy of the sample whose band values go through ``transform(dn)`` (masks copied as they are)."""
     out.mkdir()
     for path in sorted(folder.glob("*.tif")):
         if "mask" in path.stem:
@@ -44,15 +43,16 @@ def _shifted_copy(folder: Path, out: Path, dn: int) -> Path:
             continue
         with rasterio.open(path) as src:
             profile, data, names = src.profile, src.read(), src.descriptions
-        shifted = np.where(data == 0, 0, data.astype(np.int32) + dn).astype(np.uint16)
+        profile.update(nodata=nodata)
         with rasterio.open(out / path.name, "w", **profile) as dst:
-            dst.write(shifted)
+            dst.write(transform(data).astype(profile["dtype"]))
             dst.descriptions = names
     return out
 
 
 def test_fill_explain_and_prepare_decode_a_folder_alike_with_the_same_offset(tmp_path):
-    shifted = _shifted_copy(SAMPLE, tmp_path / "shifted", 1000)
+    # +1000 on every valid DN, as raw processing-baseline 04.00 data carry it
+    shifted = _rewritten(SAMPLE, tmp_path / "shifted", lambda dn: np.where(dn == 0, 0, dn.astype(np.int32) + 1000))
     read = ["--offset", "-0.1"]
     filled = runner.invoke(app, ["fill", str(shifted), "--out", str(tmp_path / "fill"), "--method", "linear",
                                  "--dtype", "float32", "-q", *read])
@@ -79,22 +79,6 @@ def test_fill_explain_and_prepare_decode_a_folder_alike_with_the_same_offset(tmp
     # Without the offset every command sees 0.1 more reflectance: the test can tell.
     plain = explain_scenes(load_model(DEFAULT_WEIGHTS), shifted, chip_size=64, chip=0)
     assert np.nanmean(plain.inputs - expl.inputs) == pytest.approx(0.1, abs=1e-4)
-
-
-def _rewritten(folder: Path, out: Path, transform, nodata: float | None = None) -> Path:
-    """A copy of the sample whose band values go through ``transform(dn)`` (masks copied as they are)."""
-    out.mkdir()
-    for path in sorted(folder.glob("*.tif")):
-        if "mask" in path.stem:
-            shutil.copy(path, out / path.name)
-            continue
-        with rasterio.open(path) as src:
-            profile, data, names = src.profile, src.read(), src.descriptions
-        profile.update(nodata=nodata)
-        with rasterio.open(out / path.name, "w", **profile) as dst:
-            dst.write(transform(data).astype(profile["dtype"]))
-            dst.descriptions = names
-    return out
 
 
 def test_scale_and_nodata_options_decode_as_documented(tmp_path):

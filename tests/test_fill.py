@@ -15,7 +15,7 @@ from utilise_cli.cli import app
 from utilise_cli.fill import FillOptions, fill
 from utilise_cli.options import ReadOptions
 
-from .conftest import ROOT
+from .conftest import ROOT, read_outputs
 
 SAMPLE = ROOT / "sample_data"
 runner = CliRunner()
@@ -293,14 +293,6 @@ def test_shipped_weights_fill_without_seams_between_chips(tmp_path):
     assert jumps["chipped"] <= 1.15 * jumps["whole"], jumps
 
 
-def _pixels(folder: Path) -> dict[str, np.ndarray]:
-    out = {}
-    for path in sorted(folder.glob("*_filled*.tif")):
-        with rasterio.open(path) as src:
-            out[path.name] = src.read()
-    return out
-
-
 def test_probability_masks_fill_like_the_binary_masks_they_were_made_from(tmp_path):
     folder = tmp_path / "prob"
     folder.mkdir()
@@ -315,7 +307,7 @@ def test_probability_masks_fill_like_the_binary_masks_they_were_made_from(tmp_pa
     binary = fill(SAMPLE, tmp_path / "binary", FillOptions(method="linear"))
     prob = fill(folder, tmp_path / "p50", FillOptions(method="linear"))
     assert binary.filled_pixels == prob.filled_pixels > 0
-    a, b = _pixels(tmp_path / "binary"), _pixels(tmp_path / "p50")
+    a, b = read_outputs(tmp_path / "binary"), read_outputs(tmp_path / "p50")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     high = fill(folder, tmp_path / "p90", FillOptions(read=ReadOptions(cloud_threshold=90), method="linear"))
     # 80 % is below a 90 % threshold: no cloud is occluded, only the dates' own no-data pixels are filled

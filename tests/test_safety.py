@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from utilise_cli.cli import app
 from utilise_cli.weights import DEFAULT_WEIGHTS
 
-from .conftest import ROOT
+from .conftest import ROOT, read_outputs
 
 SAMPLE = ROOT / "sample_data"
 runner = CliRunner()
@@ -48,14 +48,6 @@ def _copy(out: Path, transform=None, dtype: str | None = None, tags: dict | None
     return out
 
 
-def _pixels(folder: Path) -> dict[str, np.ndarray]:
-    out = {}
-    for path in sorted(folder.glob("*_filled*.tif")):
-        with rasterio.open(path) as src:
-            out[path.name] = src.read()
-    return out
-
-
 def _fill(folder: Path, out: Path, *args: str):
     return runner.invoke(app, ["fill", str(folder), "--out", str(out), "--method", "linear", "-q", *args])
 
@@ -76,14 +68,14 @@ def _nothing_final(out: Path) -> None:
 def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("ref") / "out"
     assert _fill(SAMPLE, out).exit_code == 0
-    return _pixels(out)
+    return read_outputs(out)
 
 
 def test_float_reflectance_is_detected_and_filled_like_the_dn_it_came_from(tmp_path, reference):
     folder = _copy(tmp_path / "float", lambda dn: dn.astype(np.float32) * np.float32(1e-4), dtype="float32")
     result = _fill(folder, tmp_path / "out")
     assert result.exit_code == 0, result.output
-    got = _pixels(tmp_path / "out")
+    got = read_outputs(tmp_path / "out")
     assert got.keys() == reference.keys() and all(np.array_equal(got[k], reference[k]) for k in got)
     # told the wrong scale, it stops instead of writing DN of 0..4
     _one_line_error(_fill(folder, tmp_path / "wrong", "--scale", "1e-4"), "--scale", "median reflectance")
@@ -95,7 +87,7 @@ def test_baseline_04_offset_is_applied_from_the_tags_or_asked_for(tmp_path):
     tagged = _copy(tmp_path / "tagged", shifted, tags={"BOA_ADD_OFFSET_B2": "-1000"})
     assert _fill(tagged, tmp_path / "auto").exit_code == 0
     assert _fill(tagged, tmp_path / "told", "--offset", "-0.1").exit_code == 0
-    a, b = _pixels(tmp_path / "auto"), _pixels(tmp_path / "told")
+    a, b = read_outputs(tmp_path / "auto"), read_outputs(tmp_path / "told")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     untagged = _copy(tmp_path / "baseline", shifted, tags={"PROCESSING_BASELINE": "04.00"})
     _one_line_error(_fill(untagged, tmp_path / "ask"), "--offset -0.1", "04.00")
@@ -239,11 +231,11 @@ def test_an_interrupted_run_with_other_options_starts_again(tmp_path):
     other = fill(SAMPLE, tmp_path / "out", FillOptions(method="adjusted", chip_size=32, overlap=8))
     reference = fill(SAMPLE, tmp_path / "ref", FillOptions(method="adjusted", chip_size=32, overlap=8))
     assert other.chips_run + other.chips_skipped == reference.chips_run + reference.chips_skipped
-    a, b = _pixels(tmp_path / "out"), _pixels(tmp_path / "ref")
+    a, b = read_outputs(tmp_path / "out"), read_outputs(tmp_path / "ref")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_a_fill_larger_than_the_memory_allowed_is_refused_before_reading_pixels(tmp_path):
+def test_a_fill_larger_than_the_memory_allowed_is_refused_before_readingread_outputs(tmp_path):
     result = _fill(SAMPLE, tmp_path / "out", "--max-memory", "100")
     _one_line_error(result, "needs about", "100 MB", "--chip-size")
     _nothing_final(tmp_path / "out")
