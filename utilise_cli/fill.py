@@ -21,13 +21,14 @@ from typing import Callable
 import numpy as np
 
 from . import __version__
-from .cog import StripeWriter, partial_name
+from .cog import StripeWriter
 from .atomic import write_text
 from .cube import guess_mask_kind
 from .errors import OutputError, SceneError
 from .inference import Predictor
 from .options import check_scheduler
 from .plan import FillOptions, FillPlan, check_memory, load_predictor, plan_fill
+from .resume import PROGRESS, resumable, suspend
 from .stripes import FillReport, Quicklook, Writers, rows_to_run, run_stripes
 
 __all__ = ["FillOptions", "FillReport", "fill"]
@@ -65,43 +66,6 @@ def _open_writers(plan: FillPlan, options: FillOptions, tags: dict[str, str], wr
                          ["filled: 0 observed, 1 filled, 255 never observed"],
                          {**scene_tags, "FLAGS": "0=observed,1=filled,255=never observed"}, "nearest", resume),
         )
-
-
-PROGRESS = ".utilise-progress.json"  # beside the partial files: what an interrupted run had written
-
-
-def _resumable(out: Path, plan: FillPlan, report: FillReport) -> int:
-    """Rows [0, N) that an interrupted run of the same plan wrote into partial files that are still there: N,
-    with that run's counts put back into ``report``; else 0, and any leftover partial files are removed."""
-    record_path = out / PROGRESS
-    try:
-        record = json.loads(record_path.read_text())
-        same = (record["todo"] == plan.todo and record["fingerprints"] == [plan.fingerprints[i] for i in plan.todo]
-                and all(partial_name(p).is_file() for i in plan.todo for p in (plan.outputs[i], plan.flags[i])))
-    except (OSError, ValueError, KeyError):
-        same = False
-    if same:
-        report.observed_per_date = np.asarray(record["observed_per_date"])
-        report.filled_pixels, report.never_observed_pixels = record["filled"], record["never_observed"]
-        log.info("resuming an interrupted run from row %d of %d", record["rows"], plan.cube.grid.height)
-        return int(record["rows"])
-    for stale in out.glob(partial_name(Path("*")).name):
-        stale.unlink()
-    record_path.unlink(missing_ok=True)
-    return 0
-
-
-def _suspend(out: Path, plan: FillPlan, report: FillReport, writers: Writers, rows: int) -> None:
-    """After an interruption: close the partial files (so that what they hold is on disk), keep them, and record
-    how far they go, for the next run of the same command to resume."""
-    for cog, flags in writers.values():
-        cog.suspend()
-        flags.suspend()
-    if rows and report.observed_per_date is not None:
-        write_text(out / PROGRESS, json.dumps({
-            "todo": plan.todo, "fingerprints": [plan.fingerprints[i] for i in plan.todo], "rows": rows,
-            "observed_per_date": report.observed_per_date.tolist(), "filled": report.filled_pixels,
-            "never_observed": report.never_observed_pixels}))
 
 
 def _disk_full(err: BaseException, out: Path) -> bool:
@@ -183,7 +147,7 @@ def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None
     if choose:
         predictor, options, tags = choose_predictor(plan, predictor, options, tags, report)
     report.method = tags["UTILISE_METHOD"]
-    done = _resumable(out, plan, report)
+    done = resumable(out, plan, report)
     written = [done]  # rows [0, written[0]) are in the partial files
     writers: Writers = {}
     try:
@@ -216,7 +180,7 @@ def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None
             indent=1))
         (out / PROGRESS).unlink(missing_ok=True)
     except KeyboardInterrupt:
-        _suspend(out, plan, report, writers, written[0])
+        suspend(out, plan, report, writers, written[0])
         raise
     except BaseException as err:
         for cog, flags in writers.values():
