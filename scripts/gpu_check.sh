@@ -2,12 +2,15 @@
 # The GPU check (issue #17): on a CUDA machine, fill a 2048^2 x 10-date mosaic of the sample with the shipped
 # network on the GPU in fp32 and with --precision auto, and on the CPU in fp32; print chips/s and how far the
 # GPU outputs are from the CPU's (max |difference| in DN, PSNR). Under 8 minutes on one H100. Run from the
-# repository root: bash scripts/gpu_check.sh [SIZE]
+# repository root: bash scripts/gpu_check.sh [SIZE]. UTILISE_SHARED may point at a copy of ../shared/reference's
+# parent where ../shared is not beside the clone.
 set -euo pipefail
 SIZE=${1:-2048}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))"
+# The suite's CUDA tests, and the bf16 tests of the network beside them.
+python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_network.py -k "cuda or gpu or bf16" || echo "CUDA TESTS FAILED"
 python3 - "$SIZE" "$WORK" <<'PY'
 import sys
 from pathlib import Path

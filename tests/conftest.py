@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,8 @@ import rasterio
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+# UTILISE_SHARED points elsewhere, e.g. on a GPU machine that has only a copy of the reference vectors.
+SHARED = Path(os.environ.get("UTILISE_SHARED", ROOT.parent / "shared"))
 
 
 def read_outputs(folder: Path) -> dict[str, np.ndarray]:

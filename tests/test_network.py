@@ -210,3 +210,15 @@ def test_residual_network_with_zero_head_is_linear_interpolation(tmp_path, refer
     # With a non-zero head the output moves away from the interpolation.
     torch.nn.init.normal_(model.head.conv2.bias, std=0.05)
     assert not np.allclose(NetworkPredictor(model)(series, observed, days)[0][known], linear[known], atol=1e-3)
+
+
+def test_a_model_cast_to_bf16_runs_and_stays_close(reference_dir):
+    model = load_model(reference_dir / "earthnet2021_seed0.pth")
+    data = np.load(reference_dir / "earthnet2021_seed0_io.npz")
+    x, days = torch.from_numpy(data["x"][:1, :, :, :64, :64]), torch.from_numpy(data["position_days"][:1])
+    with torch.inference_mode():
+        full = model(x, days)
+        half = model.to(torch.bfloat16)(x.bfloat16(), days)  # days stay float32: bf16 cannot hold day 257
+    assert half.dtype == torch.bfloat16
+    diff = (half.float() - full).abs()
+    assert 0 < diff.mean() < 0.01

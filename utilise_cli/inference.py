@@ -7,7 +7,9 @@ has no observation at all).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -86,6 +88,18 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if cpu_has_bf16() else "fp32"
 
 
+@contextlib.contextmanager
+def _cudnn_tf32(allowed: bool) -> Iterator[None]:
+    """cuDNN convolutions in TF32 only when asked for reduced precision: torch allows TF32 by default, which
+    would make 'fp32' on a GPU differ from the CPU by about 1e-3."""
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
+
+
 def run_network(model: UTILISE, x: np.ndarray, days: np.ndarray, precision: str = "fp32") -> np.ndarray:
     """Network output for input x B x T x C x H x W (gaps already set to 1) and days T or B x T.
 
@@ -104,7 +118,8 @@ def run_network(model: UTILISE, x: np.ndarray, days: np.ndarray, precision: str 
     inputs = inputs.to(device, non_blocking=True)
     positions = torch.as_tensor(np.asarray(days, np.float32), device=device).expand(b, t)
     dtype = PRECISIONS[resolve_precision(precision, device)]
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None), \
+            _cudnn_tf32(dtype is not None):
         out = model(inputs, positions).float().cpu().numpy()
     return out[..., :h, :w].clip(0, 1)  # a residual network's sum can leave 0..1
 

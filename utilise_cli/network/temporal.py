@@ -54,7 +54,7 @@ class TemporalEncoder(nn.Module):
         b, t, c, h, w = tokens.shape
         # One sequence per bottleneck pixel: (B h w) x T x C.
         seq = tokens.permute(0, 3, 4, 1, 2).reshape(b * h * w, t, c)
-        pe = positional_encoding(days, c // self.n_head, self.n_head, self.period)  # B x T x C
+        pe = positional_encoding(days, c // self.n_head, self.n_head, self.period).to(seq.dtype)  # B x T x C
         seq = seq + pe.repeat_interleave(h * w, dim=0)
 
         z = self.norm1(seq.reshape(-1, c)).reshape(b * h * w, t, c)
