@@ -24,6 +24,15 @@ def read_outputs(folder: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def one_line_error(result, *words: str) -> None:
+    """A CLI result that failed as user errors must: exit 2, one line starting 'error: ', naming ``words``."""
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
 def shared_path(*parts: str) -> Path:
     """Path under ../shared, or skip the calling test when that file is not there."""
     path = SHARED.joinpath(*parts)

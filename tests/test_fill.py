@@ -152,7 +152,7 @@ def test_rerun_skips_finished_outputs_and_interrupted_run_leaves_nothing_that_lo
 def test_dry_run_prints_plan_and_writes_nothing(tmp_path):
     result = runner.invoke(app, ["fill", str(SAMPLE), "--out", str(tmp_path / "o"), "--method", "linear", "--dry-run"])
     assert result.exit_code == 0, result.output
-    assert "12 scenes" in result.output and "149 x 165 px" in result.output and "4 of 128 x 128" in result.output
+    assert "12 dates in" in result.output and "149 x 165 px" in result.output and "4 of 128 x 128" in result.output
     assert not (tmp_path / "o").exists()
 
 

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from utilise_cli.cli import app
 from utilise_cli.weights import DEFAULT_WEIGHTS
 
-from .conftest import ROOT, read_outputs
+from .conftest import ROOT, one_line_error, read_outputs
 
 SAMPLE = ROOT / "sample_data"
 runner = CliRunner()
@@ -52,14 +52,6 @@ def _fill(folder: Path, out: Path, *args: str):
     return runner.invoke(app, ["fill", str(folder), "--out", str(out), "--method", "linear", "-q", *args])
 
 
-def _one_line_error(result, *words: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for word in words:
-        assert word in lines[0], lines[0]
-
-
 def _nothing_final(out: Path) -> None:
     assert not out.exists() or not [p for p in out.iterdir() if not p.name.startswith(".")]
 
@@ -78,7 +70,7 @@ def test_float_reflectance_is_detected_and_filled_like_the_dn_it_came_from(tmp_p
     got = read_outputs(tmp_path / "out")
     assert got.keys() == reference.keys() and all(np.array_equal(got[k], reference[k]) for k in got)
     # told the wrong scale, it stops instead of writing DN of 0..4
-    _one_line_error(_fill(folder, tmp_path / "wrong", "--scale", "1e-4"), "--scale", "median reflectance")
+    one_line_error(_fill(folder, tmp_path / "wrong", "--scale", "1e-4"), "--scale", "median reflectance")
     _nothing_final(tmp_path / "wrong")
 
 
@@ -90,16 +82,16 @@ def test_baseline_04_offset_is_applied_from_the_tags_or_asked_for(tmp_path):
     a, b = read_outputs(tmp_path / "auto"), read_outputs(tmp_path / "told")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     untagged = _copy(tmp_path / "baseline", shifted, tags={"PROCESSING_BASELINE": "04.00"})
-    _one_line_error(_fill(untagged, tmp_path / "ask"), "--offset -0.1", "04.00")
+    one_line_error(_fill(untagged, tmp_path / "ask"), "--offset -0.1", "04.00")
     _nothing_final(tmp_path / "ask")
 
 
 def test_a_folder_with_nothing_observed_is_an_error_that_names_the_likely_mask_kind(tmp_path):
     cloudy = _copy(tmp_path / "cloudy", masks=lambda m: np.ones_like(m))
-    _one_line_error(_fill(cloudy, tmp_path / "o1"), "no pixel of any date is observed")
+    one_line_error(_fill(cloudy, tmp_path / "o1"), "no pixel of any date is observed")
     _nothing_final(tmp_path / "o1")
     scl_like = _copy(tmp_path / "scl", masks=lambda m: np.where(m > 0, 9, 4))  # SCL classes in 'binary' files
-    _one_line_error(_fill(scl_like, tmp_path / "o2", "--mask-kind", "binary"), "--mask-kind scl")
+    one_line_error(_fill(scl_like, tmp_path / "o2", "--mask-kind", "binary"), "--mask-kind scl")
     _nothing_final(tmp_path / "o2")
 
 
@@ -126,10 +118,10 @@ def test_checkpoints_with_nan_or_misfit_weights_are_refused_in_one_line(tmp_path
     misfit["state_dict"]["head.conv1.weight"] = torch.zeros(3, 3, 3, 3)
     torch.save(misfit, tmp_path / "misfit.pth")
     for name, word in (("nan.pth", "NaN or Inf"), ("misfit.pth", "do not fit")):
-        _one_line_error(runner.invoke(app, ["info", str(tmp_path / name)]), word)
+        one_line_error(runner.invoke(app, ["info", str(tmp_path / name)]), word)
         result = runner.invoke(app, ["fill", str(SAMPLE), "--out", str(tmp_path / "o"), "--method", "utilise",
                                      "--checkpoint", str(tmp_path / name), "-q"])
-        _one_line_error(result, word)
+        one_line_error(result, word)
     _nothing_final(tmp_path / "o")
 
 
@@ -145,13 +137,13 @@ def test_checkpoints_with_nan_or_misfit_weights_are_refused_in_one_line(tmp_path
     (["--dtype", "int8"], ["--dtype"]),
 ])
 def test_bad_options_give_one_line_and_write_nothing(tmp_path, args, words):
-    _one_line_error(_fill(SAMPLE, tmp_path / "out", *args), *words)
+    one_line_error(_fill(SAMPLE, tmp_path / "out", *args), *words)
     _nothing_final(tmp_path / "out")
 
 
 def test_an_output_folder_inside_the_input_is_refused(tmp_path):
     folder = _copy(tmp_path / "scenes")
-    _one_line_error(_fill(folder, folder / "filled"), "inside the input folder")
+    one_line_error(_fill(folder, folder / "filled"), "inside the input folder")
     assert not (folder / "filled").exists()
 
 
@@ -172,14 +164,14 @@ def test_a_rerun_with_other_options_redoes_the_outputs_and_an_identical_one_skip
 def test_training_evaluation_and_simulation_mistakes_give_one_line(tmp_path, data):
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: [a.h5]\nlr: [1e-4\nepochs: 3\n")
-    _one_line_error(runner.invoke(app, ["train", str(bad), "--out", str(tmp_path / "r")]), "line 3", "YAML")
+    one_line_error(runner.invoke(app, ["train", str(bad), "--out", str(tmp_path / "r")]), "line 3", "YAML")
     for args, word in ((["--lr", "0"], "lr 0.0 must be"), (["--epochs", "0"], "epochs 0 must be")):
         result = runner.invoke(app, ["train", str(data / "tiny.yaml"), "--out", str(tmp_path / "r"), *args])
-        _one_line_error(result, word)
+        one_line_error(result, word)
     result = runner.invoke(app, ["eval", "linear,lineer", str(data / "se_sim.h5"), "--out", str(tmp_path / "e")])
-    _one_line_error(result, "lineer", "linear, closest", "shipped")
+    one_line_error(result, "lineer", "linear, closest", "shipped")
     result = runner.invoke(app, ["simulate", str(data / "se.h5"), "--out", str(data / "se.h5")])
-    _one_line_error(result, "is the input dataset")
+    one_line_error(result, "is the input dataset")
 
 
 def test_an_interrupted_run_resumes_from_its_last_rows_and_ends_byte_identical(tmp_path):
@@ -237,7 +229,7 @@ def test_an_interrupted_run_with_other_options_starts_again(tmp_path):
 
 def test_a_fill_larger_than_the_memory_allowed_is_refused_before_readingread_outputs(tmp_path):
     result = _fill(SAMPLE, tmp_path / "out", "--max-memory", "100")
-    _one_line_error(result, "needs about", "100 MB", "--chip-size")
+    one_line_error(result, "needs about", "100 MB", "--chip-size")
     _nothing_final(tmp_path / "out")
     dry = runner.invoke(app, ["fill", str(SAMPLE), "--out", str(tmp_path / "o"), "--method", "linear", "--dry-run"])
     assert dry.exit_code == 0 and "MB of memory (" in dry.output and "available" in dry.output
@@ -252,7 +244,7 @@ def test_a_scene_of_another_place_is_refused_even_with_align(tmp_path):
     with rasterio.open(scene, "w", **profile) as dst:
         dst.write(data)
         dst.descriptions = names
-    _one_line_error(_fill(folder, tmp_path / "out", "--align"), scene.name, "does not overlap")
+    one_line_error(_fill(folder, tmp_path / "out", "--align"), scene.name, "does not overlap")
     _nothing_final(tmp_path / "out")
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, TypeVar
 import typer
 
 from . import __version__
-from .errors import UtiliseError
+from .errors import OptionError, UtiliseError
 from .options import FillOptions, ReadOptions
 
 app = typer.Typer(
@@ -215,7 +215,9 @@ _FILL = FillOptions()
 @log_options
 @device_option
 def fill(
-    folder: Path = typer.Argument(..., help="Folder of dated Sentinel-2 GeoTIFF scenes plus cloud masks."),
+    folder: Path = typer.Argument(..., help="Folder of dated Sentinel-2 GeoTIFF scenes plus cloud masks, a folder of "
+                                  "such folders (tiles), or a STAC ItemCollection / Catalog JSON file (a saved "
+                                  "pystac-client search)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: one COG per date, YYYYMMDD_filled.tif, "
                              "plus YYYYMMDD_filled_flags.tif (0 observed, 1 filled, 255 never observed)."),
     checkpoint: Optional[Path] = typer.Option(None, help="U-TILISE checkpoint. Default: the shipped weights."),
@@ -251,14 +253,26 @@ def fill(
                                   "N worker processes), or a dask scheduler address such as tcp://host:8786. A "
                                   "folder of tile folders runs one tile per task (each into OUT/<tile>); one "
                                   "folder of scenes runs its chip rows on the workers. Outputs are the same."),
-    dry_run: bool = typer.Option(False, "--dry-run", metavar="", help="Print scenes, dates, grid, chips, time and memory; "
-                                 "read no pixels, write nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", metavar="", help="Print scenes (or STAC items and assets), "
+                                 "dates, grid, chips, time and memory; read no pixels, write nothing."),
+    crs: Optional[str] = typer.Option(_FILL.stac.crs, help="STAC input: output CRS, e.g. EPSG:32633 (needed when "
+                                      "the items are in several). Default: the first item's."),
+    resolution: Optional[float] = typer.Option(_FILL.stac.resolution, help="STAC input: pixel size in units of "
+                                               "the CRS (metres for UTM). Default: the first item's first band's "
+                                               "(10 m for B2, B3, B4, B8)."),
+    bbox: Optional[str] = typer.Option(None, help="STAC input: area to fill, 'west,south,east,north' in degrees "
+                                       "(lon/lat). Default: all of the first item's grid (or, with --crs, the "
+                                       "items' footprints)."),
+    asset: Optional[list[str]] = typer.Option(None, help="STAC input: BAND=ASSET for asset names that are not "
+                                              "recognised (blue/green/red/nir and B02... are), repeatable: "
+                                              "--asset B04=red_10m."),
     read: ReadOptions = _READ,
     quiet: bool = False,
     device: str = _FILL.device,
 ) -> None:
-    """Fill clouds in a folder of dated scenes; write one cloud-free Cloud-Optimized GeoTIFF per date."""
-    from .options import check_scheduler
+    """Fill clouds in a folder of dated scenes or a STAC search result; write one cloud-free Cloud-Optimized
+    GeoTIFF per date and a STAC catalog of them (OUT/catalog.json)."""
+    from .options import StacOptions, check_scheduler
     from .plan import available_memory_mb, load_predictor, plan_fill
 
     check_scheduler(scheduler)
@@ -266,7 +280,9 @@ def fill(
         read=read, bands=[b.strip() for b in bands.split(",")] if bands else None, method=method,
         checkpoint=checkpoint, chip_size=chip_size, overlap=overlap, batch_size=batch_size, device=device,
         time_window=time_window, regenerate_all=regenerate_all, dtype=dtype, precision=precision,
-        overwrite=overwrite, preview=preview, max_memory_mb=max_memory)
+        overwrite=overwrite, preview=preview, max_memory_mb=max_memory,
+        stac=StacOptions(crs=crs, resolution=resolution, assets=tuple(asset or ()),
+                         bbox=_bbox(bbox) if bbox else None))
     from .tiles import find_tiles, fill_tiles
 
     tiles = find_tiles(folder)
@@ -288,20 +304,10 @@ def fill(
             raise typer.Exit(2)
         return
     if dry_run:
-        predictor = load_predictor(options)[0]
-        plan = plan_fill(folder, out, options, predictor)
-        grid = plan.cube.grid
-        typer.echo(f"{len(plan.scenes)} scenes in {folder}:")
-        for i, (scene, path) in enumerate(zip(plan.scenes, plan.outputs)):
-            state = "to write" if i in plan.todo else "exists, skipped"
-            typer.echo(f"  {scene.date}  {', '.join(p.name for p in scene.files)}  mask {scene.mask.path.name} "
-                       f"({scene.mask_kind})  -> {path.name} ({state})")
-        typer.echo(f"grid      {grid.width} x {grid.height} px, {grid.crs}, pixel {abs(grid.transform.a):g} m")
-        typer.echo(f"bands     {', '.join(plan.bands)}; method {method}")
-        typer.echo(f"chips     {plan.chips} of {chip_size} x {chip_size} px, overlap {overlap} px "
-                   "(chips without clouds are not run)")
-        typer.echo(f"estimate  at most {plan.estimated_seconds:.0f} s on 2 CPU cores, about "
-                   f"{plan.estimated_memory_mb:.0f} MB of memory ({available_memory_mb():.0f} MB available)")
+        from .plan import describe_plan
+
+        plan = plan_fill(folder, out, options, load_predictor(options)[0])
+        typer.echo("\n".join(describe_plan(plan, options, available_memory_mb())))
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -323,6 +329,13 @@ def fill(
                f"(nodata), {report.seconds:.1f} s")
     if report.preview:
         typer.echo(f"preview: {report.preview}")
+
+
+def _bbox(text: str) -> tuple[float, float, float, float]:
+    values = _float_list(text, "--bbox")
+    if len(values) != 4:
+        raise OptionError(f"--bbox {text!r} must be four numbers: west,south,east,north in degrees")
+    return values[0], values[1], values[2], values[3]
 
 
 def _float_list(text: str, option: str) -> list[float]:

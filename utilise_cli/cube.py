@@ -69,6 +69,7 @@ class SceneCube:
     scale: float
     offset: float
     nodata: float | None
+    origin: str = ""  # a STAC input's items and the assets chosen, for --dry-run and the log
 
     @property
     def bands(self) -> list[str]:
@@ -194,6 +195,7 @@ def decoding(scene: Scene, read: ReadOptions) -> tuple[float, float]:
     tags and a decimated sample of its first band, and said in the log. Raises OptionError when the data do not
     say it unambiguously, or when the decoded values cannot be reflectance."""
     ref = next(iter(scene.bands.values()))
+    name = Path(str(ref.path)).name
     with rasterio.open(ref.path) as src:
         tags = {**src.tags(), **src.tags(ref.index)}
         is_float = np.dtype(src.dtypes[ref.index - 1]).kind == "f"
@@ -209,7 +211,7 @@ def decoding(scene: Scene, read: ReadOptions) -> tuple[float, float]:
             scale = DN_SCALE
         elif high <= 2.0:
             scale = 1.0
-            log.info("%s: floating-point reflectance (99th percentile %.3f): reading it with scale 1", ref.path.name,
+            log.info("%s: floating-point reflectance (99th percentile %.3f): reading it with scale 1", name,
                      high)
         else:
             raise OptionError(f"{ref.path}: floating-point values up to {high:.1f} are neither reflectance (0..1) "
@@ -220,7 +222,7 @@ def decoding(scene: Scene, read: ReadOptions) -> tuple[float, float]:
         baseline = next((v for k, v in tags.items() if "PROCESSING_BASELINE" in k.upper()), None)
         if added is not None:
             offset = float(added) * scale
-            log.info("%s: BOA_ADD_OFFSET %s in the tags: reading it with offset %g", ref.path.name, added, offset)
+            log.info("%s: BOA_ADD_OFFSET %s in the tags: reading it with offset %g", name, added, offset)
         elif baseline is not None and _baseline(baseline) >= 4.0:
             raise OptionError(f"{ref.path}: processing baseline {baseline} without a BOA_ADD_OFFSET tag: raw DN "
                               "carry +1000 unless the product is harmonised; pass --offset -0.1 (raw DN) or "

@@ -1,6 +1,7 @@
-"""`utilise fill`: a folder of dated scenes in, one cloud-free Cloud-Optimized GeoTIFF per date out.
+"""`utilise fill`: a folder of dated scenes (or a STAC search result) in, one cloud-free Cloud-Optimized GeoTIFF
+per date and a STAC catalog of them out.
 
-Data flow: scenes (:mod:`scenes`) -> lazy cube (:mod:`cube`) -> a plan of chips (:mod:`plan`) -> network or
+Data flow: scenes (:mod:`scenes`, or items :mod:`stac`) -> lazy cube (:mod:`cube`) -> a plan of chips (:mod:`plan`) -> network or
 baseline per chip row (:mod:`inference`) -> overlap blending in row stripes (:mod:`stripes`) -> COGs
 (:mod:`cog`). With a dask scheduler the chip rows are predicted on workers (:mod:`cluster`).
 """
@@ -23,6 +24,7 @@ import numpy as np
 from . import __version__
 from .cog import StripeWriter
 from .atomic import write_text
+from .catalog import DatedOutput, write_catalog
 from .cube import guess_mask_kind
 from .errors import OutputError, SceneError
 from .inference import Predictor
@@ -59,6 +61,8 @@ def _open_writers(plan: FillPlan, options: FillOptions, tags: dict[str, str], wr
         scene_tags = {**base_tags, "ACQUISITION_DATE": scene.date.isoformat(),
                       "UTILISE_FINGERPRINT": plan.fingerprints[i],
                       "SOURCE_FILES": ",".join(p.name for p in scene.files)}
+        if scene.items:
+            scene_tags["STAC_ITEMS"] = ",".join(scene.items)
         writers[i] = (
             StripeWriter(plan.outputs[i], grid.crs, grid.transform, grid.width, grid.height, len(plan.bands),
                          options.dtype, plan.bands, scene_tags, "average", resume),
@@ -66,6 +70,15 @@ def _open_writers(plan: FillPlan, options: FillOptions, tags: dict[str, str], wr
                          ["filled: 0 observed, 1 filled, 255 never observed"],
                          {**scene_tags, "FLAGS": "0=observed,1=filled,255=never observed"}, "nearest", resume),
         )
+
+
+def _write_catalog(out: Path, plan: FillPlan, tags: dict[str, str]) -> Path:
+    """The STAC catalog of every date's outputs (this run's and those already there)."""
+    properties = {"utilise:version": __version__,
+                  **{f"utilise:{key.removeprefix('UTILISE_').lower()}": value for key, value in tags.items()}}
+    outputs = [DatedOutput(s.date, cog, flags) for s, cog, flags in zip(plan.scenes, plan.outputs, plan.flags)]
+    return write_catalog(out, outputs, properties, f"Cloud-free Sentinel-2 series filled by utilise from "
+                                                   f"{plan.source.name}")
 
 
 def _disk_full(err: BaseException, out: Path) -> bool:
@@ -92,7 +105,7 @@ def _check_observed(plan: FillPlan, report: FillReport) -> None:
         guess = guess_mask_kind(sample)
         hint = (f"the masks look like {guess}: pass --mask-kind {guess}" if guess and guess not in kinds
                 else "check --mask-kind, --scl-classes, --cloud-threshold and --nodata")
-        raise SceneError(f"{plan.scenes[0].mask.path.parent}: no pixel of any date is observed (every one is "
+        raise SceneError(f"{plan.source}: no pixel of any date is observed (every one is "
                          f"occluded or no data with --mask-kind {'/'.join(kinds)}); {hint}")
     for i in np.flatnonzero(seen == 0):
         log.warning("%s: no observed pixel (fully cloudy or no data); written wholly from the other dates, every "
@@ -118,7 +131,8 @@ def choose_predictor(plan: FillPlan, network: Predictor, options: FillOptions, t
 def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None,
          progress: Callable[[int, int], None] | None = None, scheduler: str = "sync",
          predictor: Predictor | None = None) -> FillReport:
-    """Fill every date of ``folder`` and write COGs to ``out``; see :class:`FillOptions`.
+    """Fill every date of ``folder`` (a folder of scenes or a STAC JSON file) and write COGs and a STAC catalog
+    (:mod:`catalog`) to ``out``; see :class:`FillOptions`.
 
     ``predictor`` (any :class:`~utilise_cli.inference.Predictor`) replaces the method of the options, in this
     process only (sync).
@@ -168,6 +182,8 @@ def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None
             report.outputs.append(cog.finish())
             flags.finish()
             log.info("wrote %s", cog.path)
+        report.catalog = _write_catalog(out, plan, tags)
+        log.info("wrote %s", report.catalog)
         if quicklook is not None:
             from .pictures import save_fill_preview
 

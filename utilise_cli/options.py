@@ -56,12 +56,48 @@ class ReadOptions:
                 raise SceneError(f"{option} {pattern!r} is not a valid regular expression ({err})") from None
 
 
+@dataclass(frozen=True)
+class StacOptions:
+    """How the items of a STAC input are put on one grid, and which assets hold the bands (STAC input only)."""
+
+    crs: str | None = None  # output CRS (e.g. EPSG:32633); None: the first item's
+    resolution: float | None = None  # pixel size in units of the CRS (metres for UTM); None: the first item's
+    bbox: tuple[float, float, float, float] | None = None  # west, south, east, north in degrees (lon/lat)
+    assets: tuple[str, ...] = ()  # BAND=ASSET pairs for asset names that are not recognised (e.g. B04=red_10m)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "assets", tuple(self.assets))
+        if self.resolution is not None and not self.resolution > 0:
+            raise OptionError(f"--resolution {self.resolution:g} must be a positive pixel size (metres for UTM)")
+        if self.bbox is not None:
+            west, south, east, north = self.bbox
+            if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+                raise OptionError(f"--bbox {west:g} {south:g} {east:g} {north:g} must be west south east north in "
+                                  "degrees, west < east and south < north")
+        for pair in self.assets:
+            if "=" not in pair or not all(pair.split("=", 1)):
+                raise OptionError(f"--asset {pair!r} must be BAND=ASSET, e.g. B04=red")
+        if self.crs is not None:
+            from rasterio.crs import CRS
+            from rasterio.errors import CRSError
+
+            try:
+                CRS.from_user_input(self.crs)
+            except CRSError:
+                raise OptionError(f"--crs {self.crs!r} is not a CRS; pass e.g. EPSG:32633") from None
+
+    @property
+    def given(self) -> bool:
+        return self != StacOptions()
+
+
 @dataclass
 class FillOptions:
     """Options of :func:`utilise_cli.fill.fill`; units in the field comments. The CLI takes its defaults
     from here."""
 
     read: ReadOptions = field(default_factory=ReadOptions)  # how the scenes are decoded
+    stac: StacOptions = field(default_factory=StacOptions)  # grid and assets of a STAC input
     bands: Sequence[str] | None = None  # band names to fill; default: the checkpoint's bands, else B2 B3 B4 B8
     method: str = "auto"  # auto (chosen by self-validation), 'utilise' (the network) or a baseline name
     checkpoint: str | Path | None = None  # default: the weights shipped with the package

@@ -41,6 +41,7 @@ _NETWORK_BYTES_PER_PIXEL_DATE = 610
 class FillPlan:
     """What a fill run would do: inputs, grid, chip starts (pixels) and rough cost."""
 
+    source: Path  # the folder of scenes or the STAC JSON file
     cube: SceneCube
     bands: list[str]
     chip_size: int
@@ -124,15 +125,30 @@ def resolve_bands(options: FillOptions, predictor: Predictor | None) -> list[str
     return bands
 
 
-def plan_fill(folder: str | Path, out: str | Path, options: FillOptions,
+def open_source(source: Path, bands: list[str], options: FillOptions) -> SceneCube:
+    """The lazy cube of a folder of scenes or of a STAC JSON file (:mod:`utilise_cli.stac`)."""
+    from .stac import is_stac
+
+    if is_stac(source):
+        from .stac import open_stac
+
+        return open_stac(source, bands, options.read, options.stac, chunk_rows=options.chip_size)
+    if options.stac.given:
+        raise OptionError(f"{source}: --crs, --resolution, --bbox and --asset apply to a STAC input (a .json file "
+                          "of items), not to a folder of scenes; drop them, or --align scenes on other grids")
+    return open_folder(source, bands, options.read, chunk_rows=options.chip_size)
+
+
+def plan_fill(source: str | Path, out: str | Path, options: FillOptions,
               predictor: Predictor | None = None) -> FillPlan:
-    """Read headers, check inputs and outputs, and work out chips and cost, without reading pixels."""
-    folder, out = Path(folder), Path(out)
-    if out.resolve() == folder.resolve() or folder.resolve() in out.resolve().parents:
-        raise OutputError(f"{out}: inside the input folder {folder}; choose an --out outside it (outputs there "
+    """Read headers, check inputs and outputs, and work out chips and cost, without reading pixels.
+    ``source``: a folder of dated scenes, or a STAC ItemCollection / Catalog JSON file."""
+    source, out = Path(source), Path(out)
+    if source.is_dir() and (out.resolve() == source.resolve() or source.resolve() in out.resolve().parents):
+        raise OutputError(f"{out}: inside the input folder {source}; choose an --out outside it (outputs there "
                           "would be read as scenes on the next run)")
     bands = resolve_bands(options, predictor)
-    cube = open_folder(folder, bands, options.read, chunk_rows=options.chip_size)
+    cube = open_source(source, bands, options)
     grid = cube.grid
     rows = chip_starts(grid.height, options.chip_size, options.overlap)
     cols = chip_starts(grid.width, options.chip_size, options.overlap)
@@ -151,8 +167,28 @@ def plan_fill(folder: str | Path, out: str | Path, options: FillOptions,
     width = getattr(getattr(predictor, "model", None), "config", None)
     memory = estimate_memory_mb(t, c, min(options.chip_size, grid.height), grid.width, options.batch_size,
                                 width.encoder_widths[0] if width is not None else 0)
-    return FillPlan(cube, bands, options.chip_size, options.overlap, rows, cols, [p[0] for p in paths],
+    return FillPlan(source, cube, bands, options.chip_size, options.overlap, rows, cols, [p[0] for p in paths],
                     [p[1] for p in paths], todo, seconds, memory, prints)
+
+
+def describe_plan(plan: FillPlan, options: FillOptions, available_mb: float) -> list[str]:
+    """What --dry-run prints: inputs per date (files, or STAC items), outputs, grid, chips, time and memory."""
+    grid = plan.cube.grid
+    lines = [f"{len(plan.scenes)} dates in {plan.source}" + (f": {plan.cube.origin}" if plan.cube.origin else ":")]
+    for i, (scene, path) in enumerate(zip(plan.scenes, plan.outputs)):
+        state = "to write" if i in plan.todo else "exists, skipped"
+        inputs = (f"items {', '.join(scene.items)}" if scene.items else
+                  f"{', '.join(p.name for p in scene.files)}  mask {Path(str(scene.mask.path)).name}")
+        lines.append(f"  {scene.date}  {inputs} ({scene.mask_kind})  -> {path.name} ({state})")
+    lines += [f"grid      {grid.width} x {grid.height} px, {grid.crs}, pixel {abs(grid.transform.a):g} "
+              f"{'m' if grid.crs is None or grid.crs.is_projected else 'degrees'}, top left "
+              f"({grid.transform.c:.1f}, {grid.transform.f:.1f})",
+              f"bands     {', '.join(plan.bands)}; method {options.method}",
+              f"chips     {plan.chips} of {options.chip_size} x {options.chip_size} px, overlap {options.overlap} px "
+              "(chips without clouds are not run)",
+              f"estimate  at most {plan.estimated_seconds:.0f} s on 2 CPU cores, about "
+              f"{plan.estimated_memory_mb:.0f} MB of memory ({available_mb:.0f} MB available)"]
+    return lines
 
 
 def estimate_memory_mb(dates: int, bands: int, stripe_rows: int, width: int, batch: int, network_width: int) -> float:
@@ -191,15 +227,23 @@ def fingerprint(options: FillOptions, predictor: Predictor | None, bands: list[s
     time) and those of every date (a fill uses them all), the method and checkpoint, decoding, mask and chip
     options, precision, output type. Stored in the output's UTILISE_FINGERPRINT tag."""
     model = getattr(predictor, "model", None)
-    files = sorted({(p.name, p.stat().st_size, p.stat().st_mtime_ns) for s in cube.scenes
-                    for p in [*s.files, s.mask.path]})
+    files = sorted({_file_identity(p) for s in cube.scenes for p in [*s.files, s.mask.path]})
     what = {"version": __version__, "date": scene.date.isoformat(), "files": files, "bands": bands,
+            "items": [s.items for s in cube.scenes], "stac": asdict(options.stac),
             "method": options.method, "predictor": getattr(predictor, "name", ""),
             "checkpoint": model.metadata.get("checkpoint_sha256", "") if model is not None else "",
             "read": {**asdict(options.read), "scale": cube.scale, "offset": cube.offset},
             "chip": [options.chip_size, options.overlap, options.time_window], "precision": options.precision,
             "dtype": options.dtype, "regenerate_all": options.regenerate_all}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _file_identity(path: Path | str) -> tuple[str, int, int]:
+    """(name, size, modification time) of a local file; (path, 0, 0) of a remote one."""
+    if isinstance(path, Path) and path.exists():
+        stat = path.stat()
+        return path.name, stat.st_size, stat.st_mtime_ns
+    return str(path), 0, 0
 
 
 def _made_with(cog: Path) -> str:

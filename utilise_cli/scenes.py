@@ -34,9 +34,9 @@ _BAND_TOKEN = re.compile(r"(?i)(?<![a-z0-9])B(\d{1,2})(A?)(?![0-9a-z])")
 
 @dataclass(frozen=True)
 class BandRef:
-    """One raster band: file and 1-based band index."""
+    """One raster band: file (or, for a remote STAC asset, GDAL's /vsicurl/... path) and 1-based band index."""
 
-    path: Path
+    path: Path | str
     index: int
 
 
@@ -48,10 +48,11 @@ class Scene:
     bands: dict[str, BandRef]
     mask: BandRef
     mask_kind: str
-    files: list[Path] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)  # the local files it is read from
+    items: list[str] = field(default_factory=list)  # STAC input: the ids of the items mosaicked into this date
 
     @property
-    def path(self) -> Path:
+    def path(self) -> Path | str:
         """The file that names this scene in messages (the first band's file)."""
         return next(iter(self.bands.values())).path
 

@@ -10,6 +10,10 @@ import re
 DEFAULT_BANDS = ("B2", "B3", "B4", "B8")  # blue, green, red, NIR at 10 m: what the shipped network fills
 S2_13_BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
 
+# STAC common names of the bands (eo extension), which Earth Search also uses as asset names.
+COMMON_NAMES = {"B1": "coastal", "B2": "blue", "B3": "green", "B4": "red", "B5": "rededge1", "B6": "rededge2",
+                "B7": "rededge3", "B8": "nir", "B8A": "nir08", "B9": "nir09", "B11": "swir16", "B12": "swir22"}
+
 # Scene classification (L2A SCL): 3 cloud shadow, 8 / 9 cloud medium / high probability, 10 thin cirrus.
 SCL_OCCLUDED = (3, 8, 9, 10)
 SCL_NODATA = (0, 1)  # no data, saturated or defective

@@ -35,6 +35,7 @@ class FillReport:
     seconds: float = 0.0
     network_seconds: float = 0.0
     preview: Path | None = None
+    catalog: Path | None = None  # OUT/catalog.json
     method: str = ""  # what filled the scene (with --method auto: the self-validation's choice)
     observed_per_date: np.ndarray | None = None  # T: valid, cloud-free pixels each date has
     selection: dict[str, object] | None = None  # the self-validation scores (method auto)
