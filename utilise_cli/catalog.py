@@ -18,6 +18,7 @@ from .atomic import write_text
 from .sentinel2 import COMMON_NAMES, DN_SCALE
 
 CATALOG = "catalog.json"
+STATISTICS_SIZE = 256  # pixels: the band statistics in the items come from an overview this size, not the raster
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,9 @@ def output_item(output: DatedOutput, properties: dict[str, str]) -> Any:
     when = dt.datetime.combine(output.date, dt.time(), tzinfo=dt.timezone.utc)
     item = create_stac_item(str(output.cog), input_datetime=when, id=output.cog.stem, asset_name="reflectance",
                             asset_roles=["data", "reflectance"], with_proj=True, with_raster=True, with_eo=True,
-                            properties=dict(properties))
+                            properties=dict(properties), raster_max_size=STATISTICS_SIZE)
     flags = create_stac_item(str(output.flags), input_datetime=when, asset_name="flags", asset_roles=["metadata"],
-                             with_proj=True, with_raster=True)
+                             with_proj=True, with_raster=True, raster_max_size=STATISTICS_SIZE)
     reflectance = item.assets["reflectance"]
     names = [band.get("description") or band.get("name") for band in reflectance.extra_fields.get("eo:bands", [])]
     reflectance.extra_fields["eo:bands"] = [{"name": name, **({"common_name": COMMON_NAMES[name]}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -113,6 +114,43 @@ def rows_to_run(plan: FillPlan, done: int) -> list[int]:
     return [y0 for y0 in plan.rows if y0 + plan.chip_size > done]
 
 
+class RowBuffer:
+    """The rows of the raster not written yet, [start, start + held): weighted sums of predictions and the
+    weights (blending), the decoded inputs and the observed flags (kept pixels)."""
+
+    def __init__(self, dates: int, bands: int, width: int, start: int) -> None:
+        self.start = start
+        self.acc = np.zeros((dates, bands, 0, width), np.float32)
+        self.wsum = np.zeros((0, width), np.float32)
+        self.inputs = np.zeros((dates, bands, 0, width), np.float32)
+        self.observed = np.zeros((dates, 0, width), bool)
+
+    def extend(self, y0: int, refl: np.ndarray, obs: np.ndarray) -> None:
+        """Hold the rows of a chip row starting at raster row ``y0`` that are not held yet."""
+        held_end = self.start + self.acc.shape[2]
+        y1 = y0 + refl.shape[2]
+        if y1 <= held_end:
+            return
+        new = slice(max(held_end - y0, 0), y1 - y0)
+        t, c, _, width = self.acc.shape
+        self.acc = np.concatenate([self.acc, np.zeros((t, c, y1 - held_end, width), np.float32)], axis=2)
+        self.wsum = np.concatenate([self.wsum, np.zeros((y1 - held_end, width), np.float32)], axis=0)
+        self.inputs = np.concatenate([self.inputs, refl[:, :, new]], axis=2)
+        self.observed = np.concatenate([self.observed, obs[:, new]], axis=1)
+
+    def add(self, y0: int, x0: int, pred: np.ndarray, window: np.ndarray) -> None:
+        accumulate(self.acc, self.wsum, y0 - self.start, x0, pred, window)
+
+    def take(self, stop: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Rows [start, stop) (first row, sums, weights, inputs, observed), no longer held."""
+        n, row0 = stop - self.start, self.start
+        out = (row0, self.acc[:, :, :n], self.wsum[:n], self.inputs[:, :, :n], self.observed[:, :n])
+        self.acc, self.wsum = self.acc[:, :, n:], self.wsum[n:]
+        self.inputs, self.observed = self.inputs[:, :, n:], self.observed[:, n:]
+        self.start = stop
+        return out
+
+
 def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writers: Writers, report: FillReport,
                 quicklook: Quicklook | None, progress: Callable[[int, int], None] | None,
                 row_predictions: Iterator[RowPrediction] | None = None, done: int = 0,
@@ -126,50 +164,40 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
     days = cube.days
     chip, rows = plan.chip_size, plan.rows
     window = blend_window(chip, plan.overlap)
-    t, c = len(plan.scenes), len(plan.bands)
-    # Rolling buffer over rows [buf0, buf0 + rows held): sums of weighted predictions, weights, inputs.
-    buf0 = done
-    acc = np.zeros((t, c, 0, grid.width), np.float32)
-    wsum = np.zeros((0, grid.width), np.float32)
-    inputs = np.zeros((t, c, 0, grid.width), np.float32)
-    observed = np.zeros((t, 0, grid.width), bool)
-    todo = rows_to_run(plan, done)
-    chips_done = (len(rows) - len(todo)) * len(plan.cols)
-    for r in range(len(rows) - len(todo), len(rows)):
-        y0 = rows[r]
-        y1 = min(y0 + chip, grid.height)
-        refl, obs = read_rows(cube, y0, y1)
-        held_end = buf0 + acc.shape[2]
-        if y1 > held_end:  # append the new rows to the buffer
-            new = slice(max(held_end - y0, 0), y1 - y0)
-            acc = np.concatenate([acc, np.zeros((t, c, y1 - held_end, grid.width), np.float32)], axis=2)
-            wsum = np.concatenate([wsum, np.zeros((y1 - held_end, grid.width), np.float32)], axis=0)
-            inputs = np.concatenate([inputs, refl[:, :, new]], axis=2)
-            observed = np.concatenate([observed, obs[:, new]], axis=1)
-        if row_predictions is None:
-            row = predict_row(plan, predictor, options, days, refl, obs)
-        else:
-            row = next(row_predictions)
-        # The same order of sums as in one process: outputs do not depend on where rows were predicted.
-        for x0 in row.passed:
-            accumulate(acc, wsum, y0 - buf0, x0, refl[:, :, :, x0:x0 + chip], window)
-        for x0, p in row.chips:
-            accumulate(acc, wsum, y0 - buf0, x0, p, window)
-        report.chips_skipped += len(row.passed)
-        report.chips_run += len(row.chips)
-        report.network_seconds += row.network_seconds
-        flush_to = rows[r + 1] if r + 1 < len(rows) else grid.height
-        n = flush_to - buf0
-        if n > 0:
-            write_rows(buf0, acc[:, :, :n], wsum[:n], inputs[:, :, :n], observed[:, :n], options, writers,
-                       report, quicklook)
-            acc, wsum, inputs, observed = acc[:, :, n:], wsum[n:], inputs[:, :, n:], observed[:, n:]
-            buf0 = flush_to
-            if written:
-                written(buf0)
-        chips_done += len(plan.cols)
-        if progress:  # after the rows are written: an interruption here loses none of this chip row's work
-            progress(chips_done, plan.chips)
+    buffer = RowBuffer(len(plan.scenes), len(plan.bands), grid.width, done)
+    first = len(rows) - len(rows_to_run(plan, done))
+    chips_done = first * len(plan.cols)
+    # The next chip row is read (decompressed, decoded) in a thread while this one is predicted: GDAL and
+    # numpy release the GIL, and on a GPU reading would otherwise be most of the time.
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        def read(r: int) -> Future:
+            return reader.submit(read_rows, cube, rows[r], min(rows[r] + chip, grid.height))
+
+        pending = read(first) if first < len(rows) else None
+        for r in range(first, len(rows)):
+            refl, obs = pending.result()
+            if r + 1 < len(rows):
+                pending = read(r + 1)
+            y0 = rows[r]
+            buffer.extend(y0, refl, obs)
+            row = predict_row(plan, predictor, options, days, refl, obs) if row_predictions is None \
+                else next(row_predictions)
+            # The same order of sums as in one process: outputs do not depend on where rows were predicted.
+            for x0 in row.passed:
+                buffer.add(y0, x0, refl[:, :, :, x0:x0 + chip], window)
+            for x0, p in row.chips:
+                buffer.add(y0, x0, p, window)
+            report.chips_skipped += len(row.passed)
+            report.chips_run += len(row.chips)
+            report.network_seconds += row.network_seconds
+            flush_to = rows[r + 1] if r + 1 < len(rows) else grid.height
+            if flush_to > buffer.start:
+                write_rows(*buffer.take(flush_to), options, writers, report, quicklook)
+                if written:
+                    written(flush_to)
+            chips_done += len(plan.cols)
+            if progress:  # after the rows are written: an interruption here loses none of this chip row's work
+                progress(chips_done, plan.chips)
 
 
 def accumulate(acc: np.ndarray, wsum: np.ndarray, row: int, x0: int, pred: np.ndarray, window: np.ndarray) -> None:
