@@ -14,23 +14,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from scipy.ndimage import maximum_filter
 
-NEAR_PX, BRIGHTER = 3, 0.03
-
-
-def rims(blue: np.ndarray, occluded: np.ndarray) -> int:
-    """blue T x H x W output B2 (reflectance, NaN = no data), occluded T x H x W input masks -> rim pixel count."""
-    near = maximum_filter(occluded, size=(1, 2 * NEAR_PX + 1, 2 * NEAR_PX + 1), mode="constant")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # pixels with no data on any date
-        median = np.nanmedian(blue, axis=0)
-    return int((near & (blue - median > BRIGHTER)).sum())
+from utilise_cli.screen import rim_count as rims
 
 
 def grow(occluded: np.ndarray, px: int) -> np.ndarray:
@@ -39,8 +29,9 @@ def grow(occluded: np.ndarray, px: int) -> np.ndarray:
 
 def from_folders(out: Path, scenes: Path) -> None:
     from utilise_cli.cube import open_folder, read_classes
+    from utilise_cli.options import ReadOptions
 
-    cube = open_folder(scenes, ["B2", "B3", "B4", "B8"])
+    cube = open_folder(scenes, ["B2", "B3", "B4", "B8"], ReadOptions(screen=False))
     _, occluded, _ = read_classes(cube, 0, cube.grid.height)
     blue, flags = [], []
     for scene in cube.scenes:

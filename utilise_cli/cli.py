@@ -106,7 +106,8 @@ _READ_OPTIONS = [
     _option("mask_pattern", Optional[str], None, help="Regex that marks mask files by name. Default: names with "
             "mask, cloud, clm, scl, cldprb, ... as a word."),
     _option("mask_kind", str, _READ.mask_kind, help="auto, binary (1 = occluded), scl (classes), probability "
-            "(0..100)."),
+            "(0..100), or none (no masks: the cloud screen makes them; auto does this, with a warning, when no "
+            "date has a mask)."),
     _option("mask_band", Optional[str], _READ.mask_band, help="Mask band inside the scenes (default: SCL, "
             "MSK_CLDPRB, ...)."),
     _option("cloud_threshold", float, _READ.cloud_threshold, help="Probability masks: occluded at or above this "
@@ -119,6 +120,10 @@ _READ_OPTIONS = [
             "(or doy) for dates in file names. Default: YYYYMMDD, YYYY-MM-DD, june_28_2021..."),
     _option("align", bool, _READ.align, "--align", help="Reproject scenes on other grids onto the first "
             "scene's grid (bilinear for reflectance, nearest for masks)."),
+    _option("screen", bool, _READ.screen, "--screen/--no-screen", help="Also mask the clouds, haze, rims and "
+            "shadows that the masks miss: pixels much brighter in blue and red (clouds) or darker in NIR "
+            "(shadows) than their own clear dates (thresholds in the README). Needs B2, B4, B8. Default: off, "
+            "on when there are no masks."),
 ]
 
 

@@ -28,6 +28,7 @@ from .dates import day_positions
 from .errors import OptionError, SceneError
 from .options import ReadOptions
 from .scenes import BandRef, Scene, discover_scenes
+from .screen import SCREEN_MARGIN_PX, screen
 from .sentinel2 import DN_SCALE, SCL_NODATA, SCL_OCCLUDED
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class SceneCube:
     offset: float
     nodata: float | None
     origin: str = ""  # a STAC input's items and the assets chosen, for --dry-run and the log
+    screen: bool = False  # add the clouds and shadows the masks miss (utilise_cli.screen) while decoding
 
     @property
     def bands(self) -> list[str]:
@@ -93,6 +95,8 @@ def decode_mask(values: np.ndarray, rule: MaskRule) -> tuple[np.ndarray, np.ndar
         return np.isin(values, rule.scl_occluded), np.isin(values, SCL_NODATA) | ~finite
     if rule.kind == "probability":
         return np.where(finite, values, 0) >= rule.threshold, ~finite
+    if rule.kind == "none":
+        return np.zeros(values.shape, bool), np.zeros(values.shape, bool)
     return np.where(finite, values, 0) != 0, ~finite
 
 
@@ -132,7 +136,8 @@ def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, sca
     for scene in scenes:
         stack = xr.concat([band(ref) for ref in scene.bands.values()], dim="band")
         stack = stack.assign_coords(band=list(scene.bands))
-        mask = band(scene.mask)
+        # No mask: zeros that read nothing (the screen makes the masks).
+        mask = band(scene.mask) if scene.mask_kind != "none" else xr.zeros_like(stack.isel(band=0), dtype=np.uint8)
         grid = _grid_of(stack)
         if reference is None:
             reference, ref_stack = grid, stack
@@ -187,7 +192,21 @@ def open_folder(folder: str | Path, bands: Sequence[str], read: ReadOptions = Re
     scenes = discover_scenes(folder, bands, read.mask_pattern, read.date_pattern, read.mask_kind, read.mask_band)
     rules = [MaskRule(s.mask_kind, read.cloud_threshold, read.scl_classes, read.mask_buffer) for s in scenes]
     scale, offset = decoding(scenes[0], read)
-    return open_cube(scenes, rules, scale, offset, read.nodata, read.align, chunk_rows)
+    cube = open_cube(scenes, rules, scale, offset, read.nodata, read.align, chunk_rows)
+    return with_screen(cube, read.screen)
+
+
+def with_screen(cube: SceneCube, wanted: bool) -> SceneCube:
+    """The cube with the screen on where asked, or where there are no masks (kind none), and possible (it needs
+    B2, B4 and B8); said in the log."""
+    wanted = wanted or all(rule.kind == "none" for rule in cube.rules)
+    missing = [b for b in ("B2", "B4", "B8") if b not in cube.bands]
+    if wanted and missing:
+        log.warning("no cloud screen: it needs bands B2, B4 and B8 (%s missing)", ", ".join(missing))
+    cube.screen = wanted and not missing
+    if cube.screen:
+        log.info("cloud screen on: clouds, haze, rims and shadows the masks miss are filled too")
+    return cube
 
 
 def decoding(scene: Scene, read: ReadOptions) -> tuple[float, float]:
@@ -255,9 +274,10 @@ def read_classes(cube: SceneCube, row0: int, row1: int) -> tuple[np.ndarray, np.
     # Read with local threads whatever dask's default is: in a process holding a dask.distributed Client,
     # the default would ship every stripe through the cluster and back.
     # A buffered mask needs the rows around the stripe, so that every row decodes alike in any stripe.
-    margin = max((rule.buffer for rule in cube.rules), default=0)
+    # The buffer and the screen look at the rows around the stripe, so that every row decodes alike in any stripe.
+    margin = max((rule.buffer for rule in cube.rules), default=0) + (SCREEN_MARGIN_PX if cube.screen else 0)
     m0, m1 = max(0, row0 - margin), min(cube.grid.height, row1 + margin)
-    raw, raw_mask = (np.asarray(a) for a in dask.compute(cube.reflectance[:, :, row0:row1].data,
+    raw, raw_mask = (np.asarray(a) for a in dask.compute(cube.reflectance[:, :, m0:m1].data,
                                                           cube.mask[:, m0:m1].data, scheduler="threads"))
     reflectance = raw.astype(np.float32) * np.float32(cube.scale) + np.float32(cube.offset)
     nodata = ~np.isfinite(reflectance).all(axis=1)
@@ -265,13 +285,17 @@ def read_classes(cube: SceneCube, row0: int, row1: int) -> tuple[np.ndarray, np.
         nodata |= (raw == cube.nodata).any(axis=1)
     occluded = np.empty(nodata.shape, dtype=bool)
     for t, rule in enumerate(cube.rules):
-        frame_occluded, mask_nodata = decode_mask(raw_mask[t], rule)
-        if rule.buffer:
-            frame_occluded = maximum_filter(frame_occluded, size=2 * rule.buffer + 1, mode="constant")
-        occluded[t], nodata_rows = frame_occluded[row0 - m0: row1 - m0], mask_nodata[row0 - m0: row1 - m0]
-        nodata[t] |= nodata_rows
+        occluded[t], mask_nodata = decode_mask(raw_mask[t], rule)
+        nodata[t] |= mask_nodata
     reflectance[np.broadcast_to(nodata[:, None], reflectance.shape)] = np.nan
-    return reflectance, occluded, nodata
+    if cube.screen:
+        masked = None if all(rule.kind == "none" for rule in cube.rules) else occluded
+        occluded = occluded | screen(reflectance, masked, cube.bands)
+    for t, rule in enumerate(cube.rules):
+        if rule.buffer:
+            occluded[t] = maximum_filter(occluded[t], size=2 * rule.buffer + 1, mode="constant")
+    rows = slice(row0 - m0, row1 - m0)
+    return reflectance[:, :, rows], occluded[:, rows], nodata[:, rows]
 
 
 def read_rows(cube: SceneCube, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ from typing import Sequence
 from .errors import OptionError, SceneError
 from .sentinel2 import SCL_OCCLUDED
 
-MASK_KINDS = ("auto", "binary", "scl", "probability")
+MASK_KINDS = ("auto", "binary", "scl", "probability", "none")
 METHODS = ("auto", "utilise", "linear", "adjusted", "closest", "last", "next")  # baselines.METHODS + networks
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = ("uint16", "float32")
@@ -31,12 +31,13 @@ class ReadOptions:
     nodata: float | None = None  # input nodata DN; None: the file's nodata, else 0
     mask_pattern: str = DEFAULT_MASK_PATTERN  # regex that marks mask files by name
     date_pattern: str | None = None  # regex with groups year, month, day (or doy); None: the usual forms
-    mask_kind: str = "auto"  # auto | binary | scl | probability
+    mask_kind: str = "auto"  # auto | binary | scl | probability | none (the screen alone makes the masks)
     mask_band: str | None = None  # mask band inside the scenes; None: SCL, MSK_CLDPRB, ...
     cloud_threshold: float = 50.0  # probability masks: occluded at or above this value (0..100)
     scl_classes: tuple[int, ...] = SCL_OCCLUDED  # SCL classes counted as occluded
     mask_buffer: int = 0  # pixels every cloud mask grows by (a square), for rims the masks miss
     align: bool = False  # reproject scenes on other grids onto the first scene's grid
+    screen: bool = False  # add the clouds and shadows the masks miss (utilise_cli.screen); on without masks
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scl_classes", tuple(int(c) for c in self.scl_classes))

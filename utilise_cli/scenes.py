@@ -118,15 +118,23 @@ def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
             scene_files.setdefault(date, []).append((path, count, descriptions))
 
     scenes = []
+    bands_by_date = {date: _bands_of(entries, date, wanted) for date, entries in scene_files.items()}
+    if (mask_kind == "auto" and not mask_files
+            and not any(_mask_band(available, mask_band) for available in bands_by_date.values())):
+        log.warning("%s: no cloud masks (no mask files, no mask band): the cloud screen alone makes the masks, "
+                    "which misses more than a real mask; pass --mask-kind none to say this is meant", folder)
+        mask_kind = "none"
     for date in sorted(scene_files):
         entries = scene_files[date]
-        available = _bands_of(entries, date, wanted)
+        available = bands_by_date[date]
         missing = [b for b in wanted if b not in available]
         if missing:
             have = ", ".join(sorted(available)) or "no named bands"
             raise SceneError(f"{entries[0][0]}: has no band {', '.join(missing)} ({have}); "
                              "pass --bands with the names the scenes have")
-        if date in mask_files:
+        if mask_kind == "none":
+            mask, kind = available[wanted[0]], "none"  # not read: the screen makes the masks
+        elif date in mask_files:
             mask = BandRef(mask_files[date], 1)
             kind = mask_kind if mask_kind != "auto" else _mask_kind_from_name(mask_files[date])
         else:
@@ -134,7 +142,8 @@ def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
             if found is None:
                 raise SceneError(
                     f"{entries[0][0]}: no cloud mask for {date}; add a mask file for that date (a name matching "
-                    "--mask-pattern, e.g. 20210403_mask.tif) or a mask band (SCL, MSK_CLDPRB, or --mask-band)")
+                    "--mask-pattern, e.g. 20210403_mask.tif) or a mask band (SCL, MSK_CLDPRB, or --mask-band), or "
+                    "pass --mask-kind none to let the cloud screen make every mask")
             name, mask = found
             kind = mask_kind if mask_kind != "auto" else _MASK_BANDS.get(name, "binary")
         scenes.append(Scene(date, {b: available[b] for b in wanted}, mask, kind, [e[0] for e in entries]))

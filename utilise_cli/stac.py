@@ -23,7 +23,7 @@ import xarray as xr
 from rasterio.crs import CRS
 from rasterio.errors import RasterioIOError
 
-from .cube import Grid, MaskRule, SceneCube, decoding
+from .cube import Grid, MaskRule, SceneCube, decoding, with_screen
 from .errors import SceneError
 from .options import ReadOptions, StacOptions
 from .scenes import BandRef, Scene
@@ -269,7 +269,8 @@ def open_stac(source: str | Path, bands: Sequence[str], read: ReadOptions = Read
               f"{', '.join(f'{b}={k}' for b, k in choice.bands.items())}, mask {choice.mask} ({choice.mask_kind}); "
               f"scale {scale:g}, offset {offset:g}")
     log.info("%s: %s", source.name, origin)
-    return SceneCube(reflectance, mask, scenes, grid, [rule] * len(scenes), scale, offset, nodata, origin)
+    return with_screen(SceneCube(reflectance, mask, scenes, grid, [rule] * len(scenes), scale, offset, nodata, origin),
+                       read.screen)
 
 
 def _scene(date: dt.date, items: list, choice: AssetChoice) -> Scene:

@@ -1,0 +1,97 @@
+"""How the multi-temporal screen (utilise_cli/screen.py) agrees with Sentinel-2 scene classification (SCL) when
+SCL is hidden from it: the measure of issue #16 and the data its thresholds were chosen on.
+
+Per source: on frames with 5-90 % SCL cloud (classes 8, 9, 10), the recall of SCL cloud pixels and the precision
+of the screen's pixels (a screen pixel counts as right when SCL calls it cloud or shadow, 3, 8, 9, 10); on
+frames without any SCL cloud or shadow, the share of pixels the screen flags.
+
+    python scripts/screen_agreement.py [--grid]     # --grid: also the threshold grid (training-policy sources)
+
+Training-policy sources (the thresholds are chosen on these): WorldCereal 00002806639B424A, the Portugal and
+HU/RO minicubes. The Sweden minicube is scored, never used for the choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+CLOUD, OCCLUDED = (8, 9, 10), (3, 8, 9, 10)
+TRAINING = ("worldcereal Belgium", "minicube Portugal", "minicube HU/RO")
+
+
+def worldcereal(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    ten = next(folder.glob("S2_L2A_10m_*.nc"))
+    ds = xr.open_dataset(ten)
+    raw = xr.open_dataset(ten.with_name(ten.name.replace("_10m_", "_20m_")), decode_cf=False)
+    refl = np.stack([ds[b].values for b in ("B02", "B03", "B04", "B08")], axis=1).astype(np.float32)
+    scl = raw["SCL"].values.astype(np.float32)
+    fy, fx = refl.shape[-2] // scl.shape[1], refl.shape[-1] // scl.shape[2]
+    scl = np.repeat(np.repeat(scl, fy, axis=1), fx, axis=2)[:, :refl.shape[-2], :refl.shape[-1]]
+    return refl, scl
+
+
+def minicube(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    ds = xr.open_dataset(path)
+    keep = np.isfinite(ds["s2_SCL"].values).any(axis=(1, 2))
+    refl = np.stack([ds[b].values[keep] for b in ("s2_B02", "s2_B03", "s2_B04", "s2_B8A")], axis=1)
+    return refl.astype(np.float32), ds["s2_SCL"].values[keep]
+
+
+def sources() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    cubes = DATA / "greenearthnet" / "minicubes"
+    return {"worldcereal Belgium": worldcereal(DATA / "worldcereal" / "00002806639B424A"),
+            "minicube Portugal": minicube(next(cubes.glob("JAS2021_*29SND*.nc"))),
+            "minicube HU/RO": minicube(next(cubes.glob("MJJ2021_*34TET*.nc"))),
+            "minicube Sweden (evaluation only)": minicube(next(cubes.glob("MJJ2021_*34VCL*.nc")))}
+
+
+def agreement(refl: np.ndarray, scl: np.ndarray) -> dict[str, float]:
+    from utilise_cli.screen import screen
+
+    valid = np.isfinite(refl).all(axis=1) & np.isfinite(scl) & ~np.isin(scl, (0, 1))
+    refl = np.where(valid[:, None], refl, np.nan)
+    flagged = screen(refl, None, ["B2", "B3", "B4", "B8"]) & valid
+    cloud, occluded = np.isin(scl, CLOUD) & valid, np.isin(scl, OCCLUDED) & valid
+    share = cloud.sum(axis=(1, 2)) / np.maximum(valid.sum(axis=(1, 2)), 1)
+    partly = (share >= 0.05) & (share <= 0.9)
+    clear = (occluded.sum(axis=(1, 2)) == 0) & (valid.sum(axis=(1, 2)) > 0)
+    hit = (flagged & cloud)[partly].sum()
+    return {"frames": len(scl), "partly": int(partly.sum()), "clear": int(clear.sum()),
+            "recall": hit / max(cloud[partly].sum(), 1),
+            "precision": (flagged & occluded)[partly].sum() / max(flagged[partly].sum(), 1),
+            "clear_flagged": flagged[clear].sum() / max(valid[clear].sum(), 1)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grid", action="store_true", help="score a grid of thresholds on the training sources")
+    args = parser.parse_args()
+    data = sources()
+    if args.grid:
+        import utilise_cli.screen as screen
+
+        for blue in (0.03, 0.04, 0.06):
+            for ratio in (0.0, 0.8, 1.0):
+                screen.CLOUD_BLUE, screen.CLOUD_RED, screen.BLUE_OVER_RED = blue, blue * 0.75, ratio
+                rows = [agreement(*data[name]) for name in TRAINING]
+                print(f"blue {blue:.2f} red {blue * 0.75:.3f} blue/red {ratio:.1f}: " + "  ".join(
+                    f"R {r['recall']:.2f} P {r['precision']:.2f} clear {r['clear_flagged']:.1%}" for r in rows))
+        return 0
+    print("| source | frames (5-90 % cloud / clear) | recall of SCL cloud | precision | flagged on clear frames |")
+    print("|---|---|---|---|---|")
+    for name, (refl, scl) in data.items():
+        r = agreement(refl, scl)
+        print(f"| {name} | {r['frames']} ({r['partly']} / {r['clear']}) | {r['recall']:.2f} | {r['precision']:.2f} | "
+              f"{r['clear_flagged']:.1%} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

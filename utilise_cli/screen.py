@@ -1,0 +1,82 @@
+"""A multi-temporal cloud and shadow screen: the clouds and shadows that the given masks miss (thin cloud, the
+bright rims around masked clouds, shadows), found by comparing each date with the pixel's own clear dates.
+
+A pixel is cloud when it is brighter than its clear reference in blue (B2) and red (B4) by CLOUD_BLUE /
+CLOUD_RED reflectance, and either lies within NEAR_MASK_PX of a masked pixel or is part of a dense patch of such
+pixels (at least PATCH_SHARE of the PATCH_PX square around it), so that single bright pixels (a roof, a
+vehicle) are left alone. A pixel is shadow when it is darker than its reference in NIR (B8) by SHADOW_NIR, not
+brighter in blue, and within SHADOW_NEAR_PX of cloud. The reference is the lower quartile (blue, red) and the
+median (NIR) over the dates that the given mask calls clear (over all valid dates without masks).
+
+Thresholds in reflectance, chosen on the training-policy WorldCereal series against its SCL classes
+(scripts/screen_agreement.py), never on the Sweden evaluation data. Everything is local (bounded context of
+SCREEN_MARGIN_PX rows), so a row screens alike in any stripe.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import maximum_filter, uniform_filter
+
+CLOUD_BLUE = 0.04
+CLOUD_RED = 0.03
+BLUE_OVER_RED = 0.8
+SHADOW_NIR = 0.08
+NEAR_MASK_PX = 3
+PATCH_PX = 7
+PATCH_SHARE = 0.5
+SHADOW_NEAR_PX = 12
+MIN_CLEAR_DATES = 3
+SCREEN_MARGIN_PX = max(NEAR_MASK_PX, PATCH_PX, SHADOW_NEAR_PX) + PATCH_PX
+
+
+def _grow(mask: np.ndarray, px: int) -> np.ndarray:
+    return maximum_filter(mask, size=(1, 2 * px + 1, 2 * px + 1), mode="constant")
+
+
+def _quantile_over_dates(values: np.ndarray, usable: np.ndarray, q: float,
+                         min_dates: int = MIN_CLEAR_DATES) -> np.ndarray:
+    """Per-pixel quantile over dates of values T x H x W where ``usable``; NaN where fewer than ``min_dates``
+    are."""
+    # np.nanquantile loops over pixels in Python; sorting once (NaN last) and interpolating is vectorised.
+    ordered = np.sort(np.where(usable, values, np.nan), axis=0)
+    count = usable.sum(axis=0)
+    position = q * np.maximum(count - 1, 0)
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, np.maximum(count - 1, 0))
+    below = np.take_along_axis(ordered, low[None], axis=0)[0]
+    above = np.take_along_axis(ordered, high[None], axis=0)[0]
+    reference = below + (position - low) * (above - below)
+    return np.where(count >= min_dates, reference, np.nan)
+
+
+def screen(reflectance: np.ndarray, occluded: np.ndarray | None, bands: list[str]) -> np.ndarray:
+    """Clouds and shadows the masks miss: reflectance T x C x H x W (0..1, NaN = no data) with ``bands`` among
+    them B2, B4 and B8; occluded T x H x W (the given mask) or None (no masks). Returns T x H x W bool, True
+    where the screen adds occlusion (never where the mask already has it)."""
+    blue, red, nir = (reflectance[:, bands.index(b)] for b in ("B2", "B4", "B8"))
+    valid = np.isfinite(reflectance).all(axis=1)
+    given = np.zeros(valid.shape, bool) if occluded is None else occluded
+    clear = valid & ~given
+    d_blue = blue - _quantile_over_dates(blue, clear, 0.25)
+    d_red = red - _quantile_over_dates(red, clear, 0.25)
+    # Cloud and haze brighten blue at least as much as red; bare soil after a harvest brightens red more.
+    brighter = (d_blue > CLOUD_BLUE) & (d_red > CLOUD_RED) & (d_blue >= BLUE_OVER_RED * d_red) & valid
+    dense = uniform_filter(brighter.astype(np.float32), size=(1, PATCH_PX, PATCH_PX), mode="constant") >= PATCH_SHARE
+    cloud = brighter & (_grow(dense, PATCH_PX // 2) | (_grow(given, NEAR_MASK_PX) if occluded is not None else False))
+    nir_reference = _quantile_over_dates(nir, clear & ~cloud, 0.5)
+    blue_reference = _quantile_over_dates(blue, clear & ~cloud, 0.5)
+    shadow = ((nir - nir_reference < -SHADOW_NIR) & (blue - blue_reference < 0.01) & valid
+              & _grow(cloud | given, SHADOW_NEAR_PX))
+    return (cloud | shadow) & ~given
+
+
+RIM_NEAR_PX, RIM_BRIGHTER = 3, 0.03
+
+
+def rim_count(blue: np.ndarray, occluded: np.ndarray) -> int:
+    """Cloud remnants around the masks in a filled series (issue #16's measure): pixels within RIM_NEAR_PX of
+    a date's input mask whose blue (B2 reflectance, T x H x W, NaN = no data) exceeds the pixel's median over
+    all dates by more than RIM_BRIGHTER. occluded: the input masks T x H x W."""
+    median = _quantile_over_dates(blue, np.isfinite(blue), 0.5, min_dates=1)
+    return int((_grow(occluded, RIM_NEAR_PX) & (blue - median > RIM_BRIGHTER)).sum())
