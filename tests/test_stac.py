@@ -166,7 +166,7 @@ def test_raw_baseline_04_items_decode_to_the_same_reflectance(tmp_path):
     items = build_items(tmp_path / "search", {"s2:processing_baseline": "04.00"}, dates=4, add_dn=1000)
     plain = build_items(tmp_path / "plain", dates=4)
     a = fill(items, tmp_path / "raw", FillOptions(method="linear", dtype="float32"))
-    b = fill(plain, tmp_path / "harmonised", FillOptions(method="linear", dtype="float32"))
+    fill(plain, tmp_path / "harmonised", FillOptions(method="linear", dtype="float32"))
     assert len(a.outputs) == 4
     for name, values in read_outputs(tmp_path / "raw").items():
         np.testing.assert_allclose(values, read_outputs(tmp_path / "harmonised")[name], atol=1e-6)
