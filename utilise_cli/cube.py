@@ -273,29 +273,31 @@ def read_classes(cube: SceneCube, row0: int, row1: int) -> tuple[np.ndarray, np.
     """
     # Read with local threads whatever dask's default is: in a process holding a dask.distributed Client,
     # the default would ship every stripe through the cluster and back.
-    # A buffered mask needs the rows around the stripe, so that every row decodes alike in any stripe.
-    # The buffer and the screen look at the rows around the stripe, so that every row decodes alike in any stripe.
+    # The mask buffer and the screen look at rows around the stripe, so that every row decodes alike in any
+    # stripe: the masks are read with that margin, the bands only where the screen needs them.
     margin = max((rule.buffer for rule in cube.rules), default=0) + (SCREEN_MARGIN_PX if cube.screen else 0)
     m0, m1 = max(0, row0 - margin), min(cube.grid.height, row1 + margin)
-    raw, raw_mask = (np.asarray(a) for a in dask.compute(cube.reflectance[:, :, m0:m1].data,
+    s0, s1 = (m0, m1) if cube.screen else (row0, row1)
+    raw, raw_mask = (np.asarray(a) for a in dask.compute(cube.reflectance[:, :, s0:s1].data,
                                                           cube.mask[:, m0:m1].data, scheduler="threads"))
     reflectance = raw.astype(np.float32) * np.float32(cube.scale) + np.float32(cube.offset)
     nodata = ~np.isfinite(reflectance).all(axis=1)
     if cube.nodata is not None:
         nodata |= (raw == cube.nodata).any(axis=1)
-    occluded = np.empty(nodata.shape, dtype=bool)
+    occluded = np.empty((len(cube.rules), m1 - m0, raw_mask.shape[-1]), dtype=bool)
+    mask_nodata = np.empty_like(occluded)
     for t, rule in enumerate(cube.rules):
-        occluded[t], mask_nodata = decode_mask(raw_mask[t], rule)
-        nodata[t] |= mask_nodata
+        occluded[t], mask_nodata[t] = decode_mask(raw_mask[t], rule)
+    nodata |= mask_nodata[:, s0 - m0: s1 - m0]
     reflectance[np.broadcast_to(nodata[:, None], reflectance.shape)] = np.nan
-    if cube.screen:
+    if cube.screen:  # here the bands cover the masks' rows
         masked = None if all(rule.kind == "none" for rule in cube.rules) else occluded
         occluded = occluded | screen(reflectance, masked, cube.bands)
     for t, rule in enumerate(cube.rules):
         if rule.buffer:
             occluded[t] = maximum_filter(occluded[t], size=2 * rule.buffer + 1, mode="constant")
-    rows = slice(row0 - m0, row1 - m0)
-    return reflectance[:, :, rows], occluded[:, rows], nodata[:, rows]
+    bands_rows, mask_rows = slice(row0 - s0, row1 - s0), slice(row0 - m0, row1 - m0)
+    return reflectance[:, :, bands_rows], occluded[:, mask_rows], nodata[:, bands_rows]
 
 
 def read_rows(cube: SceneCube, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray]:
