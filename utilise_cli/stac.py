@@ -77,14 +77,19 @@ def read_items(path: str | Path) -> list:
     return items
 
 
+# GDAL's virtual file system for each remote scheme an asset href may have.
+VSI_PREFIX = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsigs/", "az": "/vsiaz/"}
+
+
 def _absolute(href: str, base: Path) -> str:
-    if urlparse(href).scheme in ("http", "https", "s3", "gs", "az", "file") or href.startswith("/vsi"):
-        return href[len("file://"):] if href.startswith("file://") else href
-    return str((base / href).resolve())
+    """A local href made absolute (relative ones are relative to the JSON file); remote ones as they are."""
+    if href.startswith("file://"):
+        return href[len("file://"):]
+    return href if is_remote(href) else str((base / href).resolve())
 
 
 def is_remote(href: str) -> bool:
-    return urlparse(href).scheme in ("http", "https", "s3", "gs", "az") or href.startswith("/vsi")
+    return urlparse(href).scheme in VSI_PREFIX or href.startswith("/vsi")
 
 
 @dataclass(frozen=True)
@@ -286,11 +291,10 @@ def _ref_path(href: str) -> Path | str:
     """A local asset's path; a remote one as GDAL's virtual path (/vsicurl/ and friends), which rasterio opens."""
     if not is_remote(href):
         return Path(href)
-    scheme = urlparse(href).scheme
-    if href.startswith("/vsi") or scheme not in ("http", "https", "s3", "gs", "az"):
+    if href.startswith("/vsi"):
         return href
-    prefix = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsigs/", "az": "/vsiaz/"}[scheme]
-    return prefix + (href if scheme.startswith("http") else href.split("://", 1)[1])
+    scheme = urlparse(href).scheme
+    return VSI_PREFIX[scheme] + (href if scheme.startswith("http") else href.split("://", 1)[1])
 
 
 def _decoding(items: Sequence, scene: Scene, choice: AssetChoice, read: ReadOptions) -> tuple[float, float]:
