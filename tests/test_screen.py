@@ -20,15 +20,20 @@ SAMPLE = ROOT / "sample_data"
 runner = CliRunner()
 
 
+def _flags(out) -> np.ndarray:
+    outputs = read_outputs(out)
+    return np.stack([outputs[n][0] for n in sorted(outputs) if n.endswith("_flags.tif")])
+
+
 def _rims_and_filled(out) -> tuple[int, float]:
     """The rim count of a fill of the sample (against its input masks) and the share of pixel-dates filled."""
     cube = open_folder(SAMPLE, ["B2", "B3", "B4", "B8"], ReadOptions(screen=False))
-    _, occluded, _ = read_classes(cube, 0, cube.grid.height)
+    occluded = read_classes(cube, 0, cube.grid.height)[1]
     outputs = read_outputs(out)
     names = sorted(n for n in outputs if not n.endswith("_flags.tif"))
     blue = np.stack([np.where(outputs[n][0] == 0, np.nan, outputs[n][0] * 1e-4) for n in names])
-    flags = np.stack([outputs[n.replace(".tif", "_flags.tif")][0] for n in names])
-    return rim_count(blue, occluded), float((flags == 1).mean())
+    flags = _flags(out)
+    return rim_count(blue, occluded), float(((flags == 1) | (flags == 2)).mean())
 
 
 def test_the_screen_removes_most_cloud_remnants_around_the_masks(tmp_path):
@@ -41,6 +46,22 @@ def test_the_screen_removes_most_cloud_remnants_around_the_masks(tmp_path):
     (plain_rims, plain_filled), (rims, filled) = runs["plain"], runs["screen"]
     assert rims < 0.4 * plain_rims  # measured: 3110 -> 915
     assert plain_filled < filled <= 2 * plain_filled  # measured: 3.3 % -> 5.5 % of pixel-dates
+
+
+def test_pixels_only_the_screen_found_have_their_own_flag(tmp_path):
+    """Flag 2 marks exactly what the screen added to the given masks (read back from the COG sidecars);
+    without the screen no pixel has it."""
+    for args in ([], ["--screen"]):
+        out = tmp_path / str(len(args))
+        result = runner.invoke(app, ["fill", str(SAMPLE), "--out", str(out), "--method", "linear", "-q", *args])
+        assert result.exit_code == 0, result.output
+        flags = _flags(out)
+        cube = open_folder(SAMPLE, ["B2", "B3", "B4", "B8"], ReadOptions(screen=bool(args)))
+        _, occluded, nodata, screened = read_classes(cube, 0, cube.grid.height)
+        never = (nodata | occluded).all(axis=0)
+        assert np.array_equal(flags == 2, screened & ~nodata & ~never)
+        assert np.array_equal(flags == 1, (occluded | nodata) & ~screened & ~never)  # no data is filled too
+    assert screened.sum() > 1000  # the sample has thin cloud and rims the masks miss
 
 
 def test_scenes_without_masks_are_filled_with_a_warning_and_few_remnants(tmp_path):
@@ -74,3 +95,20 @@ def test_the_screen_leaves_clear_frames_alone_and_finds_scl_clouds():
     assert clear.sum() >= 5 and partly.sum() >= 5
     assert flagged[clear].mean() < 0.02
     assert (flagged & occluded)[partly].sum() / occluded[partly].sum() > 0.6
+
+
+def test_the_preview_is_readable_and_shows_what_the_screen_added(tmp_path):
+    """preview.png: a grid of input | filled panels at least 400 px wide each (12 dates, 3 per row), given
+    masks in magenta and the screen's additions in cyan."""
+    from PIL import Image
+
+    from utilise_cli.pictures import OCCLUDED_RGB, PREVIEW_COLUMNS, SCREENED_RGB
+
+    result = runner.invoke(app, ["fill", str(SAMPLE), "--out", str(tmp_path), "--method", "linear", "--screen",
+                                 "--preview", "-q"])
+    assert result.exit_code == 0, result.output
+    image = np.asarray(Image.open(tmp_path / "preview.png").convert("RGB"))
+    assert image.shape[1] >= 2 * PREVIEW_COLUMNS * 400 and image.shape[0] >= 4 * 400 * 165 / 149
+    for colour in (OCCLUDED_RGB, SCREENED_RGB):
+        pixels = (np.abs(image.astype(int) - np.multiply(colour, 255).astype(int)).sum(axis=-1) < 10).sum()
+        assert pixels > 10_000, colour

@@ -3,7 +3,7 @@ odc-stac, stackstac or QGIS load the filled series back as a cube.
 
 Each Item has the projection, raster and eo extensions (made by rio-stac from the COG itself), the date, the
 method, checkpoint and precision in its properties, and two assets: ``reflectance`` (the filled COG) and
-``flags`` (0 observed, 1 filled, 255 never observed). Asset and link hrefs are relative: the folder can move.
+``flags`` (cog.FLAG_MEANING). Asset and link hrefs are relative: the folder can move.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .atomic import write_text
+from .cog import FLAG_MEANING
 from .sentinel2 import COMMON_NAMES, DN_SCALE
 
 CATALOG = "catalog.json"
@@ -61,7 +62,7 @@ def output_item(output: DatedOutput, properties: dict[str, str]) -> Any:
         if band.get("data_type") == "uint16":
             band.update(scale=DN_SCALE, offset=0.0)
     item.add_asset("flags", flags.assets["flags"])
-    item.assets["flags"].description = "0 observed, 1 filled, 255 never observed"
+    item.assets["flags"].description = FLAG_MEANING
     item.assets["reflectance"].description = "cloud-free reflectance (uint16: DN, reflectance = DN x 1e-4)"
     item.common_metadata.created = dt.datetime.now(dt.timezone.utc)
     assert isinstance(item, pystac.Item)

@@ -224,7 +224,8 @@ def fill(
                                   "such folders (tiles), or a STAC ItemCollection / Catalog JSON file (a saved "
                                   "pystac-client search)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: one COG per date, YYYYMMDD_filled.tif, "
-                             "plus YYYYMMDD_filled_flags.tif (0 observed, 1 filled, 255 never observed)."),
+                             "plus YYYYMMDD_filled_flags.tif (0 observed, 1 filled under the mask, 2 filled where the "
+                             "cloud screen found cloud, 255 never observed)."),
     checkpoint: Optional[Path] = typer.Option(None, help="U-TILISE checkpoint. Default: the shipped weights."),
     method: str = typer.Option(_FILL.method, help="auto: whichever of linear, adjusted and the network fills this "
                                "scene best, judged by hiding observed pixels under the scene's own cloud masks "
@@ -330,7 +331,7 @@ def fill(
     typer.echo(f"wrote {len(report.outputs)} COGs to {out} ({len(report.skipped_outputs)} already there) with "
                f"{report.method}: "
                f"{report.chips_run} chips run, {report.chips_skipped} chips with nothing to fill passed through, "
-               f"{report.filled_pixels} pixel-dates filled, {report.never_observed_pixels} pixels never observed "
+               f"{report.filled_pixels} pixel-dates filled ({report.screened_pixels} found by the cloud screen), {report.never_observed_pixels} pixels never observed "
                f"(nodata), {report.seconds:.1f} s")
     if report.preview:
         typer.echo(f"preview: {report.preview}")

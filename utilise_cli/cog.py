@@ -26,7 +26,10 @@ from rasterio.crs import CRS
 os.environ.setdefault("GDAL_CACHEMAX", "128")
 
 UINT16_SCALE = 1e-4
-FLAG_OBSERVED, FLAG_FILLED, FLAG_NEVER_OBSERVED = 0, 1, 255
+# Flags sidecar values: observed (kept), filled where the given mask occludes (or its buffer), filled where
+# only the cloud screen found cloud or shadow, never observed (no value).
+FLAG_OBSERVED, FLAG_FILLED, FLAG_SCREENED, FLAG_NEVER_OBSERVED = 0, 1, 2, 255
+FLAG_MEANING = "0 observed, 1 filled (masked), 2 filled (cloud screen), 255 never observed"
 
 
 def partial_name(path: Path) -> Path:

@@ -265,11 +265,12 @@ def _baseline(text: str) -> float:
         return 0.0
 
 
-def read_classes(cube: SceneCube, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_classes(cube: SceneCube, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Decode rows [row0, row1) of every date.
 
     Returns reflectance T x C x h x W (float32, 0..1 after scale/offset; NaN where there is no data),
-    occluded T x h x W (bool, the cloud mask says cloud or shadow) and nodata T x h x W (bool).
+    occluded T x h x W (bool, the cloud mask or the screen says cloud or shadow; mask buffer included),
+    nodata T x h x W (bool) and screened T x h x W (bool, the part of ``occluded`` that only the screen found).
     """
     # Read with local threads whatever dask's default is: in a process holding a dask.distributed Client,
     # the default would ship every stripe through the cluster and back.
@@ -290,23 +291,34 @@ def read_classes(cube: SceneCube, row0: int, row1: int) -> tuple[np.ndarray, np.
         occluded[t], mask_nodata[t] = decode_mask(raw_mask[t], rule)
     nodata |= mask_nodata[:, s0 - m0: s1 - m0]
     reflectance[np.broadcast_to(nodata[:, None], reflectance.shape)] = np.nan
+    given = occluded
     if cube.screen:  # here the bands cover the masks' rows
         masked = None if all(rule.kind == "none" for rule in cube.rules) else occluded
         occluded = occluded | screen(reflectance, masked, cube.bands)
     for t, rule in enumerate(cube.rules):
         if rule.buffer:
-            occluded[t] = maximum_filter(occluded[t], size=2 * rule.buffer + 1, mode="constant")
+            grow = 2 * rule.buffer + 1
+            occluded[t] = maximum_filter(occluded[t], size=grow, mode="constant")
+            if cube.screen:
+                given[t] = maximum_filter(given[t], size=grow, mode="constant")
+    screened = occluded & ~given if cube.screen else np.zeros_like(occluded)
     bands_rows, mask_rows = slice(row0 - s0, row1 - s0), slice(row0 - m0, row1 - m0)
-    return reflectance[:, :, bands_rows], occluded[:, mask_rows], nodata[:, bands_rows]
+    return reflectance[:, :, bands_rows], occluded[:, mask_rows], nodata[:, bands_rows], screened[:, mask_rows]
+
+
+def read_stripe(cube: SceneCube, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode rows [row0, row1) of every date for filling.
+
+    Returns reflectance T x C x h x W (float32, 0..1 after scale/offset; NaN where not observed), observed
+    T x h x W (bool: valid data and not occluded) and screened T x h x W (bool: occluded only by the screen).
+    """
+    reflectance, occluded, nodata, screened = read_classes(cube, row0, row1)
+    observed = ~occluded & ~nodata
+    reflectance[~np.broadcast_to(observed[:, None], reflectance.shape)] = np.nan
+    return reflectance, observed, screened & ~nodata
 
 
 def read_rows(cube: SceneCube, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray]:
-    """Decode rows [row0, row1) of every date.
-
-    Returns reflectance T x C x h x W (float32, 0..1 after scale/offset; NaN where not observed) and
-    observed T x h x W (bool: valid data and not occluded by the cloud mask).
-    """
-    reflectance, occluded, nodata = read_classes(cube, row0, row1)
-    observed = ~occluded & ~nodata
-    reflectance[~np.broadcast_to(observed[:, None], reflectance.shape)] = np.nan
+    """:func:`read_stripe` without the screen's share: reflectance T x C x h x W and observed T x h x W."""
+    reflectance, observed, _ = read_stripe(cube, row0, row1)
     return reflectance, observed

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from . import __version__
-from .cog import StripeWriter
+from .cog import FLAG_MEANING, StripeWriter
 from .atomic import write_text
 from .catalog import DatedOutput, write_catalog
 from .cube import guess_mask_kind
@@ -67,8 +67,8 @@ def _open_writers(plan: FillPlan, options: FillOptions, tags: dict[str, str], wr
             StripeWriter(plan.outputs[i], grid.crs, grid.transform, grid.width, grid.height, len(plan.bands),
                          options.dtype, plan.bands, scene_tags, "average", resume),
             StripeWriter(plan.flags[i], grid.crs, grid.transform, grid.width, grid.height, 1, "uint8",
-                         ["filled: 0 observed, 1 filled, 255 never observed"],
-                         {**scene_tags, "FLAGS": "0=observed,1=filled,255=never observed"}, "nearest", resume),
+                         [f"filled: {FLAG_MEANING}"],
+                         {**scene_tags, "FLAGS": FLAG_MEANING}, "nearest", resume),
         )
 
 
@@ -187,12 +187,14 @@ def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None
         if quicklook is not None:
             from .pictures import save_fill_preview
 
-            report.preview = save_fill_preview(quicklook.before, quicklook.after, plan.scenes, out / "preview.png")
+            report.preview = save_fill_preview(quicklook.before, quicklook.after, quicklook.flags, plan.scenes,
+                                               out / "preview.png")
             log.info("wrote %s", report.preview)
         write_text(out / "fill_report.json", json.dumps(
             {"method": report.method, "self_validation": report.selection, "outputs": [p.name for p in report.outputs],
              "chips_run": report.chips_run, "chips_passed_through": report.chips_skipped,
-             "filled_pixel_dates": report.filled_pixels, "never_observed_pixels": report.never_observed_pixels},
+             "filled_pixel_dates": report.filled_pixels, "screened_pixel_dates": report.screened_pixels,
+             "never_observed_pixels": report.never_observed_pixels},
             indent=1))
         (out / PROGRESS).unlink(missing_ok=True)
     except KeyboardInterrupt:

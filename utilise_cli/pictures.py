@@ -72,9 +72,52 @@ def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
     return path
 
 
-def save_fill_preview(before: np.ndarray, after: np.ndarray, scenes: Sequence, path: str | Path) -> Path:
-    """The before/after strip of a fill run."""
-    return save_figure(before_after_figure(before, after, [f"{s.date:%Y-%m-%d}" for s in scenes]), path)
+PREVIEW_PANEL_PX = 420  # each date's panels are at least 400 px wide, whatever the raster's size
+PREVIEW_COLUMNS = 3  # dates per row of the grid (each date: input and filled side by side)
+SCREENED_RGB = (0.0, 0.9, 1.0)  # cyan: pixels only the cloud screen masked
+
+
+def fill_preview_figure(before: np.ndarray, after: np.ndarray, flags: np.ndarray, titles: Sequence[str],
+                        dpi: int = 100) -> plt.Figure:
+    """A grid of dates, each as input | filled in true colour.
+
+    Input: pixels under the given mask magenta, pixels the cloud screen added cyan. Filled: the same areas
+    outlined (magenta, cyan), so that the filled parts can be checked against their surroundings.
+    before, after: T x 3 x H x W reflectance (RGB, NaN = no value); flags: T x H x W (cog.FLAG_* values).
+    """
+    from .cog import FLAG_FILLED, FLAG_SCREENED
+
+    t, _, h, w = before.shape
+    cols = min(PREVIEW_COLUMNS, t)
+    rows = -(-t // cols)
+    panel_w = PREVIEW_PANEL_PX / dpi
+    panel_h = panel_w * h / max(w, 1)
+    height = rows * (panel_h + 0.3) + 0.4
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2 * cols * panel_w, height), dpi=dpi, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for i in range(t):
+        left, right = axes[i // cols, 2 * (i % cols)], axes[i // cols, 2 * (i % cols) + 1]
+        image = true_colour(before[i])
+        image[flags[i] == FLAG_SCREENED] = SCREENED_RGB
+        left.imshow(image, interpolation="nearest")
+        right.imshow(true_colour(after[i], (0.0, 0.0, 0.0)), interpolation="nearest")
+        for value, colour in ((FLAG_FILLED, OCCLUDED_RGB), (FLAG_SCREENED, SCREENED_RGB)):
+            area = flags[i] == value
+            if area.any() and not area.all():
+                right.contour(area, levels=[0.5], colors=[colour], linewidths=0.6)
+        left.set_title(f"{titles[i]} input", fontsize=9)
+        right.set_title(f"{titles[i]} filled", fontsize=9)
+    fig.suptitle("magenta: given mask (and no data), cyan: found by the cloud screen", fontsize=10)
+    fig.tight_layout(pad=0.4, rect=(0, 0, 1, 1 - 0.4 / height))
+    return fig
+
+
+def save_fill_preview(before: np.ndarray, after: np.ndarray, flags: np.ndarray, scenes: Sequence,
+                      path: str | Path) -> Path:
+    """The preview of a fill run (:func:`fill_preview_figure`) as a PNG."""
+    titles = [f"{s.date:%Y-%m-%d}" for s in scenes]
+    return save_figure(fill_preview_figure(before, after, flags, titles), path, dpi=100)
 
 
 def triptych_figure(inputs: np.ndarray, predicted: np.ndarray, target: np.ndarray, title: str) -> plt.Figure:

@@ -37,6 +37,7 @@ def resumable(out: Path, plan: FillPlan, report: FillReport) -> int:
     if same:
         report.observed_per_date = np.asarray(record["observed_per_date"])
         report.filled_pixels, report.never_observed_pixels = record["filled"], record["never_observed"]
+        report.screened_pixels = record.get("screened", 0)
         log.info("resuming an interrupted run from row %d of %d", record["rows"], plan.cube.grid.height)
         return int(record["rows"])
     for stale in out.glob(partial_name(Path("*")).name):
@@ -55,4 +56,5 @@ def suspend(out: Path, plan: FillPlan, report: FillReport, writers: Writers, row
         write_text(out / PROGRESS, json.dumps({
             "todo": plan.todo, "fingerprints": [plan.fingerprints[i] for i in plan.todo], "rows": rows,
             "observed_per_date": report.observed_per_date.tolist(), "filled": report.filled_pixels,
+            "screened": report.screened_pixels,
             "never_observed": report.never_observed_pixels}))

@@ -17,8 +17,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .chips import blend_window
-from .cog import FLAG_FILLED, FLAG_NEVER_OBSERVED, FLAG_OBSERVED, StripeWriter, to_output_dtype
-from .cube import read_rows
+from .cog import FLAG_FILLED, FLAG_NEVER_OBSERVED, FLAG_OBSERVED, FLAG_SCREENED, StripeWriter, to_output_dtype
+from .cube import read_stripe
 from .inference import Predictor
 from .plan import FillOptions, FillPlan
 
@@ -31,7 +31,8 @@ class FillReport:
     skipped_outputs: list[Path]
     chips_run: int = 0
     chips_skipped: int = 0
-    filled_pixels: int = 0
+    filled_pixels: int = 0  # pixel-dates filled (the screen's included)
+    screened_pixels: int = 0  # of those, the ones only the cloud screen found
     never_observed_pixels: int = 0
     seconds: float = 0.0
     network_seconds: float = 0.0
@@ -44,15 +45,16 @@ class FillReport:
 
 
 class Quicklook:
-    """Decimated true-colour copies of input and output, collected while rows stream past."""
+    """Decimated true-colour copies of input and output, and the flags, collected while rows stream past."""
 
-    def __init__(self, height: int, width: int, t: int, size: int = 160) -> None:
+    def __init__(self, height: int, width: int, t: int, size: int = 420) -> None:
         self.step = max(1, math.ceil(max(height, width) / size))
         h, w = math.ceil(height / self.step), math.ceil(width / self.step)
         self.before = np.full((t, 3, h, w), np.nan, np.float32)
         self.after = np.full((t, 3, h, w), np.nan, np.float32)
+        self.flags = np.full((t, h, w), FLAG_NEVER_OBSERVED, np.uint8)
 
-    def add(self, row0: int, before: np.ndarray, after: np.ndarray) -> None:
+    def add(self, row0: int, before: np.ndarray, after: np.ndarray, flags: np.ndarray) -> None:
         rows = np.arange(row0, row0 + before.shape[-2])
         keep = rows % self.step == 0
         if keep.any():
@@ -60,6 +62,7 @@ class Quicklook:
             rgb = [2, 1, 0] if before.shape[1] >= 3 else [0] * 3
             self.before[:, :, target] = before[:, rgb][:, :, keep, :: self.step]
             self.after[:, :, target] = after[:, rgb][:, :, keep, :: self.step]
+            self.flags[:, target] = flags[:, keep, :: self.step]
 
 
 @dataclass
@@ -131,7 +134,7 @@ class _InPlace:
 
 class RowBuffer:
     """The rows of the raster not written yet, [start, start + held): weighted sums of predictions and the
-    weights (blending), the decoded inputs and the observed flags (kept pixels)."""
+    weights (blending), the decoded inputs, the observed flags (kept pixels) and the screen's additions."""
 
     def __init__(self, dates: int, bands: int, width: int, start: int) -> None:
         self.start = start
@@ -139,8 +142,9 @@ class RowBuffer:
         self.wsum = np.zeros((0, width), np.float32)
         self.inputs = np.zeros((dates, bands, 0, width), np.float32)
         self.observed = np.zeros((dates, 0, width), bool)
+        self.screened = np.zeros((dates, 0, width), bool)
 
-    def extend(self, y0: int, refl: np.ndarray, obs: np.ndarray) -> None:
+    def extend(self, y0: int, refl: np.ndarray, obs: np.ndarray, screened: np.ndarray) -> None:
         """Hold the rows of a chip row starting at raster row ``y0`` that are not held yet."""
         held_end = self.start + self.acc.shape[2]
         y1 = y0 + refl.shape[2]
@@ -152,16 +156,18 @@ class RowBuffer:
         self.wsum = np.concatenate([self.wsum, np.zeros((y1 - held_end, width), np.float32)], axis=0)
         self.inputs = np.concatenate([self.inputs, refl[:, :, new]], axis=2)
         self.observed = np.concatenate([self.observed, obs[:, new]], axis=1)
+        self.screened = np.concatenate([self.screened, screened[:, new]], axis=1)
 
     def add(self, y0: int, x0: int, pred: np.ndarray, window: np.ndarray) -> None:
         accumulate(self.acc, self.wsum, y0 - self.start, x0, pred, window)
 
-    def take(self, stop: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Rows [start, stop) (first row, sums, weights, inputs, observed), no longer held."""
+    def take(self, stop: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Rows [start, stop) (first row, sums, weights, inputs, observed, screened), no longer held."""
         n, row0 = stop - self.start, self.start
-        out = (row0, self.acc[:, :, :n], self.wsum[:n], self.inputs[:, :, :n], self.observed[:, :n])
+        out = (row0, self.acc[:, :, :n], self.wsum[:n], self.inputs[:, :, :n], self.observed[:, :n],
+               self.screened[:, :n])
         self.acc, self.wsum = self.acc[:, :, n:], self.wsum[n:]
-        self.inputs, self.observed = self.inputs[:, :, n:], self.observed[:, n:]
+        self.inputs, self.observed, self.screened = self.inputs[:, :, n:], self.observed[:, n:], self.screened[:, n:]
         self.start = stop
         return out
 
@@ -189,15 +195,15 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
     ahead = row_predictions is None and device is not None and device.type == "cuda"
     with (ThreadPoolExecutor(max_workers=1) if ahead else _InPlace()) as reader:
         def read(r: int) -> Future:
-            return reader.submit(read_rows, cube, rows[r], min(rows[r] + chip, grid.height))
+            return reader.submit(read_stripe, cube, rows[r], min(rows[r] + chip, grid.height))
 
         pending = read(first) if first < len(rows) else None
         for r in range(first, len(rows)):
-            refl, obs = pending.result()
+            refl, obs, screened = pending.result()
             if r + 1 < len(rows):
                 pending = read(r + 1)
             y0 = rows[r]
-            buffer.extend(y0, refl, obs)
+            buffer.extend(y0, refl, obs, screened)
             row = predict_row(plan, predictor, options, days, refl, obs) if row_predictions is None \
                 else next(row_predictions)
             # The same order of sums as in one process: outputs do not depend on where rows were predicted.
@@ -230,16 +236,20 @@ def accumulate(acc: np.ndarray, wsum: np.ndarray, row: int, x0: int, pred: np.nd
 
 
 def write_rows(row0: int, acc: np.ndarray, wsum: np.ndarray, inputs: np.ndarray, observed: np.ndarray,
-               options: FillOptions, writers: Writers, report: FillReport, quicklook: Quicklook | None) -> None:
-    """Normalise the blended rows, keep observed pixels, mark never-observed ones, and write every date."""
+               screened: np.ndarray, options: FillOptions, writers: Writers, report: FillReport,
+               quicklook: Quicklook | None) -> None:
+    """Normalise the blended rows, keep observed pixels, flag filled ones (the screen's with their own
+    value) and never-observed ones, and write every date."""
     result = acc / wsum
     if not options.regenerate_all:
         result = np.where(observed[:, None], inputs, result)
     never = ~observed.any(axis=0)
     result[:, :, never] = np.nan
     flags = np.where(observed, FLAG_OBSERVED, FLAG_FILLED).astype(np.uint8)
+    flags[screened & ~observed] = FLAG_SCREENED
     flags[:, never] = FLAG_NEVER_OBSERVED
-    report.filled_pixels += int((flags == FLAG_FILLED).sum())
+    report.filled_pixels += int(((flags == FLAG_FILLED) | (flags == FLAG_SCREENED)).sum())
+    report.screened_pixels += int((flags == FLAG_SCREENED).sum())
     counts = observed.sum(axis=(1, 2))
     report.observed_per_date = counts if report.observed_per_date is None else report.observed_per_date + counts
     report.never_observed_pixels += int(never.sum())
@@ -247,4 +257,4 @@ def write_rows(row0: int, acc: np.ndarray, wsum: np.ndarray, inputs: np.ndarray,
         cog.write_rows(row0, to_output_dtype(result[i], options.dtype))
         flag_writer.write_rows(row0, flags[i][None])
     if quicklook is not None:
-        quicklook.add(row0, inputs, result)
+        quicklook.add(row0, inputs, result, flags)

@@ -71,7 +71,7 @@ def read_geotiff(source: Path, bands: Sequence[str] | None = None, read: object 
 
     bands = list(bands or DEFAULT_BANDS)
     cube = open_folder(source, bands, read if isinstance(read, ReadOptions) else ReadOptions())
-    reflectance, occluded, nodata = read_classes(cube, 0, cube.grid.height)
+    reflectance, occluded, nodata, _ = read_classes(cube, 0, cube.grid.height)
     crs = cube.grid.crs.to_wkt() if cube.grid.crs else ""
     return [Series(source.name, _reflectance(reflectance), cloud_classes(occluded, nodata), cube.dates,
                    list(bands), str(source), "geotiff", crs, tuple(cube.grid.transform)[:6])]
