@@ -7,7 +7,9 @@ set -euo pipefail
 D=../shared/data
 MODELS=${1:-auto,shipped}
 mkdir -p build/data build/eval
-utilise prepare geotiff "$D/greenearthnet/geotiff_sweden_T34VCL" --out build/data/sweden.h5 -q
+# The evaluation set keeps its masks as given, so that its target pixels do not change with fill's defaults.
+utilise prepare geotiff "$D/greenearthnet/geotiff_sweden_T34VCL" --out build/data/sweden.h5 -q --no-screen \
+  --mask-buffer 0
 utilise prepare earthnet2021 "$D/earthnet2021/iid_29SND" --out build/data/earthnet2021.h5 -q
 utilise prepare minicube "$D/greenearthnet/minicubes/MJJ2021_replicated_minicube_241_34VCL_59.04_17.96.nc" \
   --out build/data/sweden_minicube.h5 -q

@@ -32,7 +32,7 @@ def from_folders(out: Path, scenes: Path) -> None:
     from utilise_cli.options import ReadOptions
 
     cube = open_folder(scenes, ["B2", "B3", "B4", "B8"], ReadOptions(screen=False))
-    _, occluded, _ = read_classes(cube, 0, cube.grid.height)
+    occluded = read_classes(cube, 0, cube.grid.height)[1]
     blue, flags = [], []
     for scene in cube.scenes:
         with rasterio.open(out / f"{scene.date:%Y%m%d}_filled.tif") as src:
@@ -40,8 +40,9 @@ def from_folders(out: Path, scenes: Path) -> None:
         with rasterio.open(out / f"{scene.date:%Y%m%d}_filled_flags.tif") as src:
             flags.append(src.read(1))
     flags = np.stack(flags)
-    print(f"rim pixels {rims(np.stack(blue), occluded)}, pixel-dates filled {(flags == 1).sum()} "
-          f"({(flags == 1).mean():.1%})")
+    filled = (flags == 1) | (flags == 2)
+    print(f"rim pixels {rims(np.stack(blue), occluded)}, pixel-dates filled {filled.sum()} ({filled.mean():.1%}), "
+          f"of them found by the screen {(flags == 2).sum()}")
 
 
 def study(folder: Path) -> None:

@@ -3,7 +3,8 @@ SCL is hidden from it: the measure of issue #16 and the data its thresholds were
 
 Per source: on frames with 5-90 % SCL cloud (classes 8, 9, 10), the recall of SCL cloud pixels and the precision
 of the screen's pixels (a screen pixel counts as right when SCL calls it cloud or shadow, 3, 8, 9, 10); on
-frames without any SCL cloud or shadow, the share of pixels the screen flags.
+frames without any SCL cloud or shadow, the share of pixels the screen flags. Also the precision without the
+screen pixels that SCL leaves unclassified (7: often thin cloud or a cloud's edge, neither right nor wrong).
 
     python scripts/screen_agreement.py [--grid]     # --grid: also the threshold grid (training-policy sources)
 
@@ -22,7 +23,7 @@ import xarray as xr
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-CLOUD, OCCLUDED = (8, 9, 10), (3, 8, 9, 10)
+CLOUD, OCCLUDED, UNCLASSIFIED = (8, 9, 10), (3, 8, 9, 10), 7
 TRAINING = ("worldcereal Belgium", "minicube Portugal", "minicube HU/RO")
 
 
@@ -66,6 +67,7 @@ def agreement(refl: np.ndarray, scl: np.ndarray) -> dict[str, float]:
     return {"frames": len(scl), "partly": int(partly.sum()), "clear": int(clear.sum()),
             "recall": hit / max(cloud[partly].sum(), 1),
             "precision": (flagged & occluded)[partly].sum() / max(flagged[partly].sum(), 1),
+            "precision_no7": (flagged & occluded)[partly].sum() / max((flagged & (scl != UNCLASSIFIED))[partly].sum(), 1),
             "clear_flagged": flagged[clear].sum() / max(valid[clear].sum(), 1)}
 
 
@@ -84,11 +86,13 @@ def main() -> int:
                 print(f"blue {blue:.2f} red {blue * 0.75:.3f} blue/red {ratio:.1f}: " + "  ".join(
                     f"R {r['recall']:.2f} P {r['precision']:.2f} clear {r['clear_flagged']:.1%}" for r in rows))
         return 0
-    print("| source | frames (5-90 % cloud / clear) | recall of SCL cloud | precision | flagged on clear frames |")
-    print("|---|---|---|---|---|")
+    print("| source | frames (5-90 % cloud / clear) | recall of SCL cloud | precision | precision without SCL 7 "
+          "| flagged on clear frames |")
+    print("|---|---|---|---|---|---|")
     for name, (refl, scl) in data.items():
         r = agreement(refl, scl)
         print(f"| {name} | {r['frames']} ({r['partly']} / {r['clear']}) | {r['recall']:.2f} | {r['precision']:.2f} | "
+              f"{r['precision_no7']:.2f} | "
               f"{r['clear_flagged']:.1%} |")
     return 0
 

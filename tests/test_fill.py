@@ -28,7 +28,9 @@ def scenes_and_masks(folder: Path) -> list[tuple[Path, Path]]:
 @pytest.fixture(scope="module")
 def linear_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("linear")
-    report = fill(SAMPLE, out, FillOptions(method="linear", preview=True))
+    # The masks as given (no buffer, no screen), so that the tests below can check them against the mask files.
+    report = fill(SAMPLE, out, FillOptions(method="linear", preview=True,
+                                           read=ReadOptions(screen=False, mask_buffer=0)))
     return out, report
 
 
@@ -96,7 +98,7 @@ def test_mask_buffer_grows_every_cloud_mask_alike_in_any_stripe(tmp_path):
     for chip, overlap in ((32, 8), (128, 32)):
         out = tmp_path / f"chip{chip}"
         result = runner.invoke(app, ["fill", str(SAMPLE), "--out", str(out), "--method", "linear", "--mask-buffer",
-                                     "2", "--chip-size", str(chip), "--overlap", str(overlap), "-q"])
+                                     "2", "--no-screen", "--chip-size", str(chip), "--overlap", str(overlap), "-q"])
         assert result.exit_code == 0, result.output
         flags[chip] = np.stack([read_raster(p)[0] for p in sorted(out.glob("*_flags.tif"))])
     assert np.array_equal(flags[32], flags[128])  # 32 px stripes: the buffer crosses stripe borders
@@ -309,7 +311,8 @@ def test_probability_masks_fill_like_the_binary_masks_they_were_made_from(tmp_pa
     assert binary.filled_pixels == prob.filled_pixels > 0
     a, b = read_outputs(tmp_path / "binary"), read_outputs(tmp_path / "p50")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-    high = fill(folder, tmp_path / "p90", FillOptions(read=ReadOptions(cloud_threshold=90), method="linear"))
+    high = fill(folder, tmp_path / "p90", FillOptions(read=ReadOptions(cloud_threshold=90, screen=False),
+                                                       method="linear"))
     # 80 % is below a 90 % threshold: no cloud is occluded, only the dates' own no-data pixels are filled
     assert high.filled_pixels < binary.filled_pixels / 20
 

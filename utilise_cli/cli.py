@@ -115,15 +115,16 @@ _READ_OPTIONS = [
     _option("scl_classes", str, ",".join(map(str, _READ.scl_classes)), help="SCL classes counted as occluded "
             "(0, 1 are always no data)."),
     _option("mask_buffer", int, _READ.mask_buffer, min=0, help="Grow every cloud mask by this many pixels (a "
-            "square around each occluded pixel), to hide the thin bright rims that masks miss."),
+            "square around each occluded pixel), to hide the thin bright rims that masks miss. The cloud screen "
+            "adds its pixels after this, ungrown."),
     _option("date_pattern", Optional[str], _READ.date_pattern, help="Regex with named groups year, month, day "
             "(or doy) for dates in file names. Default: YYYYMMDD, YYYY-MM-DD, june_28_2021..."),
     _option("align", bool, _READ.align, "--align", help="Reproject scenes on other grids onto the first "
             "scene's grid (bilinear for reflectance, nearest for masks)."),
     _option("screen", bool, _READ.screen, "--screen/--no-screen", help="Also mask the clouds, haze, rims and "
             "shadows that the masks miss: pixels much brighter in blue and red (clouds) or darker in NIR "
-            "(shadows) than their own clear dates (thresholds in the README). Needs B2, B4, B8. Default: off, "
-            "on when there are no masks."),
+            "(shadows) than their own clear dates (thresholds in the README); flagged 2 in the flags sidecar. "
+            "Needs B2, B4, B8 (skipped with a warning otherwise); always on when there are no masks."),
 ]
 
 
@@ -331,8 +332,8 @@ def fill(
     typer.echo(f"wrote {len(report.outputs)} COGs to {out} ({len(report.skipped_outputs)} already there) with "
                f"{report.method}: "
                f"{report.chips_run} chips run, {report.chips_skipped} chips with nothing to fill passed through, "
-               f"{report.filled_pixels} pixel-dates filled ({report.screened_pixels} found by the cloud screen), {report.never_observed_pixels} pixels never observed "
-               f"(nodata), {report.seconds:.1f} s")
+               f"{report.filled_pixels} pixel-dates filled ({report.screened_pixels} found by the cloud screen), "
+               f"{report.never_observed_pixels} pixels never observed (nodata), {report.seconds:.1f} s")
     if report.preview:
         typer.echo(f"preview: {report.preview}")
 

@@ -205,7 +205,7 @@ def with_screen(cube: SceneCube, wanted: bool) -> SceneCube:
         log.warning("no cloud screen: it needs bands B2, B4 and B8 (%s missing)", ", ".join(missing))
     cube.screen = wanted and not missing
     if cube.screen:
-        log.info("cloud screen on: clouds, haze, rims and shadows the masks miss are filled too")
+        log.debug("cloud screen on: clouds, haze, rims and shadows the masks miss are filled too")
     return cube
 
 
@@ -291,17 +291,14 @@ def read_classes(cube: SceneCube, row0: int, row1: int) -> tuple[np.ndarray, np.
         occluded[t], mask_nodata[t] = decode_mask(raw_mask[t], rule)
     nodata |= mask_nodata[:, s0 - m0: s1 - m0]
     reflectance[np.broadcast_to(nodata[:, None], reflectance.shape)] = np.nan
-    given = occluded
+    for t, rule in enumerate(cube.rules):  # the buffer grows the given mask; the screen then looks around it
+        if rule.buffer:
+            occluded[t] = maximum_filter(occluded[t], size=2 * rule.buffer + 1, mode="constant")
+    screened = np.zeros_like(occluded)
     if cube.screen:  # here the bands cover the masks' rows
         masked = None if all(rule.kind == "none" for rule in cube.rules) else occluded
-        occluded = occluded | screen(reflectance, masked, cube.bands)
-    for t, rule in enumerate(cube.rules):
-        if rule.buffer:
-            grow = 2 * rule.buffer + 1
-            occluded[t] = maximum_filter(occluded[t], size=grow, mode="constant")
-            if cube.screen:
-                given[t] = maximum_filter(given[t], size=grow, mode="constant")
-    screened = occluded & ~given if cube.screen else np.zeros_like(occluded)
+        screened = screen(reflectance, masked, cube.bands)
+        occluded = occluded | screened
     bands_rows, mask_rows = slice(row0 - s0, row1 - s0), slice(row0 - m0, row1 - m0)
     return reflectance[:, :, bands_rows], occluded[:, mask_rows], nodata[:, bands_rows], screened[:, mask_rows]
 

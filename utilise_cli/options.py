@@ -35,9 +35,9 @@ class ReadOptions:
     mask_band: str | None = None  # mask band inside the scenes; None: SCL, MSK_CLDPRB, ...
     cloud_threshold: float = 50.0  # probability masks: occluded at or above this value (0..100)
     scl_classes: tuple[int, ...] = SCL_OCCLUDED  # SCL classes counted as occluded
-    mask_buffer: int = 0  # pixels every cloud mask grows by (a square), for rims the masks miss
+    mask_buffer: int = 1  # pixels every given cloud mask grows by (a square), for rims the masks miss
     align: bool = False  # reproject scenes on other grids onto the first scene's grid
-    screen: bool = False  # add the clouds and shadows the masks miss (utilise_cli.screen); on without masks
+    screen: bool = True  # add the clouds and shadows the masks miss (utilise_cli.screen)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scl_classes", tuple(int(c) for c in self.scl_classes))
