@@ -126,7 +126,7 @@ def test_checkpoints_with_nan_or_misfit_weights_are_refused_in_one_line(tmp_path
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--batch-size", "0"], ["--batch-size"]),
+    (["--batch-size", "-1"], ["--batch-size"]),
     (["--time-window", "1"], ["--time-window", "at least 2"]),
     (["--scheduler", "foo"], ["--scheduler", "local:N"]),
     (["--scheduler", "tcp://127.0.0.1:9"], ["--scheduler", "no dask scheduler answered"]),

@@ -93,3 +93,15 @@ def test_a_network_fill_keeps_every_observed_value_bit_for_bit(tmp_path):
     assert np.array_equal(flags == 0, observed) and (flags == 1).sum() > 0
     filled = np.broadcast_to((flags == 1)[:, None], out.shape)
     assert np.isfinite(out[filled]).all()  # and the gaps were filled
+
+
+def test_batch_size_zero_means_one_chip_on_a_cpu_and_four_on_a_gpu():
+    from types import SimpleNamespace
+
+    from utilise_cli.inference import BaselinePredictor
+    from utilise_cli.plan import resolve_batch_size
+
+    assert resolve_batch_size(0, BaselinePredictor("linear")) == 1
+    assert resolve_batch_size(0, SimpleNamespace(device=SimpleNamespace(type="cpu"))) == 1
+    assert resolve_batch_size(0, SimpleNamespace(device=SimpleNamespace(type="cuda"))) == 4
+    assert resolve_batch_size(3, SimpleNamespace(device=SimpleNamespace(type="cuda"))) == 3

@@ -119,7 +119,7 @@ def choose_predictor(plan: FillPlan, network: Predictor, options: FillOptions, t
     from .validation import candidate_predictors, select_method
 
     candidates = candidate_predictors(network)
-    selection = select_method(plan, candidates, options.batch_size)
+    selection = select_method(plan, candidates, plan.batch_size)
     log.info("%s", selection.line())
     report.selection = selection.as_dict()
     chosen = selection.chosen

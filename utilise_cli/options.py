@@ -104,7 +104,7 @@ class FillOptions:
     checkpoint: str | Path | None = None  # default: the weights shipped with the package
     chip_size: int = 128  # pixels; a multiple of 2 ** (levels - 1)
     overlap: int = 32  # pixels shared by neighbouring chips, blended
-    batch_size: int = 4  # chips per forward pass
+    batch_size: int = 0  # chips per forward pass; 0 = auto (plan.resolve_batch_size: 1 on a CPU, 4 on a GPU)
     device: str = "auto"  # auto | cpu | cuda
     time_window: int = 0  # dates per network pass (0 = the whole series at once)
     precision: str = "auto"  # auto (bf16 where the hardware has it) | fp32 | bf16 | fp16 (autocast)
@@ -125,7 +125,7 @@ class FillOptions:
              f"--chip-size {self.chip_size} must be a positive multiple of 8 (e.g. 128 or 256)"),
             (0 <= self.overlap <= self.chip_size // 2,
              f"--overlap {self.overlap} must be between 0 and half the chip size ({self.chip_size // 2})"),
-            (self.batch_size >= 1, f"--batch-size {self.batch_size} must be 1 or more chips"),
+            (self.batch_size >= 0, f"--batch-size {self.batch_size} must be 1 or more chips (0: auto)"),
             (self.time_window == 0 or self.time_window >= 2,
              f"--time-window {self.time_window} must be 0 (the whole series) or at least 2 dates"),
         ]

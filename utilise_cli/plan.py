@@ -54,6 +54,7 @@ class FillPlan:
     estimated_seconds: float
     estimated_memory_mb: float
     fingerprints: list[str]  # per date: what decides its output (see fingerprint)
+    batch_size: int = 1  # chips per forward pass (resolve_batch_size)
 
     @property
     def scenes(self) -> list[Scene]:
@@ -165,10 +166,21 @@ def plan_fill(source: str | Path, out: str | Path, options: FillOptions,
     per_chip = _SECONDS_PER_CHIP_128_T10_CPU * (options.chip_size / 128) ** 2 * max(t, 1) / 10
     seconds = chips * per_chip if options.method in ("utilise", "auto") else chips * 0.01 * t
     width = getattr(getattr(predictor, "model", None), "config", None)
-    memory = estimate_memory_mb(t, c, min(options.chip_size, grid.height), grid.width, options.batch_size,
+    batch = resolve_batch_size(options.batch_size, predictor)
+    memory = estimate_memory_mb(t, c, min(options.chip_size, grid.height), grid.width, batch,
                                 width.encoder_widths[0] if width is not None else 0)
     return FillPlan(source, cube, bands, options.chip_size, options.overlap, rows, cols, [p[0] for p in paths],
-                    [p[1] for p in paths], todo, seconds, memory, prints)
+                    [p[1] for p in paths], todo, seconds, memory, prints, batch)
+
+
+def resolve_batch_size(batch_size: int, predictor: Predictor) -> int:
+    """Chips per forward pass: as asked, or for 0 (auto) 4 on a GPU and 1 on a CPU, where the convolutions of one
+    10-date chip already fill the cores and more chips only add memory (1024^2 x 10 dates on 2 cores: batch 1
+    16.1 s / 1020 MB, batch 4 17.2 s / 1441 MB)."""
+    if batch_size > 0:
+        return batch_size
+    device = getattr(predictor, "device", None)
+    return 4 if device is not None and device.type == "cuda" else 1
 
 
 def describe_plan(plan: FillPlan, options: FillOptions, available_mb: float) -> list[str]:

@@ -100,8 +100,8 @@ def predict_row(plan: FillPlan, predictor: Predictor, options: FillOptions, days
             continue
         pending.append((x0, refl[:, :, :, x0:x1], chip_obs))
     chips, seconds = [], 0.0
-    for b in range(0, len(pending), options.batch_size):
-        batch = pending[b: b + options.batch_size]
+    for b in range(0, len(pending), plan.batch_size):
+        batch = pending[b: b + plan.batch_size]
         h, w = batch[0][1].shape[-2:]
         x = np.stack([_pad_to(item[1], chip, chip) for item in batch])
         o = np.stack([_pad_to(item[2], chip, chip) for item in batch])
