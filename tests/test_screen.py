@@ -114,3 +114,15 @@ def test_the_preview_is_readable_and_shows_what_the_screen_added(tmp_path):
     for colour in (OCCLUDED_RGB, SCREENED_RGB):
         pixels = (np.abs(image.astype(int) - np.multiply(colour, 255).astype(int)).sum(axis=-1) < 10).sum()
         assert pixels > 10_000, colour
+
+
+def test_the_screen_in_column_blocks_equals_the_screen_in_one_piece():
+    """The screen is local: in blocks of 40 columns (with their margins) it flags exactly what it flags on the
+    whole sample, which is what lets it run in bounded memory on wide rasters."""
+    cube = open_folder(SAMPLE, ["B2", "B3", "B4", "B8"], ReadOptions(screen=False, mask_buffer=0))
+    reflectance, occluded, nodata, _ = read_classes(cube, 0, cube.grid.height)
+    reflectance[np.broadcast_to(nodata[:, None], reflectance.shape)] = np.nan
+    whole = screen(reflectance, occluded, cube.bands, block=10_000)
+    assert whole.sum() > 1000
+    assert np.array_equal(screen(reflectance, occluded, cube.bands, block=40), whole)
+    assert np.array_equal(screen(reflectance, None, cube.bands, block=40), screen(reflectance, None, cube.bands))

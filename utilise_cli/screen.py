@@ -30,6 +30,7 @@ PATCH_SHARE = 0.5
 SHADOW_NEAR_PX = 12
 MIN_CLEAR_DATES = 3
 SCREEN_MARGIN_PX = max(NEAR_MASK_PX, PATCH_PX, SHADOW_NEAR_PX) + PATCH_PX
+SCREEN_BLOCK_PX = 512  # columns screened at a time
 
 
 def _grow(mask: np.ndarray, px: int) -> np.ndarray:
@@ -52,10 +53,25 @@ def _quantile_over_dates(values: np.ndarray, usable: np.ndarray, q: float,
     return np.where(count >= min_dates, reference, np.nan)
 
 
-def screen(reflectance: np.ndarray, occluded: np.ndarray | None, bands: list[str]) -> np.ndarray:
+def screen(reflectance: np.ndarray, occluded: np.ndarray | None, bands: list[str],
+           block: int = SCREEN_BLOCK_PX) -> np.ndarray:
     """Clouds and shadows the masks miss: reflectance T x C x H x W (0..1, NaN = no data) with ``bands`` among
     them B2, B4 and B8; occluded T x H x W (the given mask) or None (no masks). Returns T x H x W bool, True
-    where the screen adds occlusion (never where the mask already has it)."""
+    where the screen adds occlusion (never where the mask already has it).
+
+    Worked out in blocks of ``block`` columns (each with SCREEN_MARGIN_PX columns of context either side, so the
+    result is the same as in one piece): its temporaries then do not grow with the raster's width."""
+    width = reflectance.shape[-1]
+    out = np.zeros(reflectance[:, 0].shape, bool)
+    for x0 in range(0, width, block):
+        x1 = min(x0 + block, width)
+        m0, m1 = max(0, x0 - SCREEN_MARGIN_PX), min(width, x1 + SCREEN_MARGIN_PX)
+        part = _screen(reflectance[..., m0:m1], None if occluded is None else occluded[..., m0:m1], bands)
+        out[..., x0:x1] = part[..., x0 - m0: x1 - m0]
+    return out
+
+
+def _screen(reflectance: np.ndarray, occluded: np.ndarray | None, bands: list[str]) -> np.ndarray:
     blue, red, nir = (reflectance[:, bands.index(b)] for b in ("B2", "B4", "B8"))
     valid = np.isfinite(reflectance).all(axis=1)
     given = np.zeros(valid.shape, bool) if occluded is None else occluded

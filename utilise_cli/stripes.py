@@ -20,6 +20,7 @@ from .chips import blend_window
 from .cog import FLAG_FILLED, FLAG_NEVER_OBSERVED, FLAG_OBSERVED, FLAG_SCREENED, StripeWriter, to_output_dtype
 from .cube import read_stripe
 from .inference import Predictor
+from .network import release_freed_memory
 from .plan import FillOptions, FillPlan
 
 Writers = dict[int, tuple[StripeWriter, StripeWriter]]  # date index -> (COG, flags sidecar)
@@ -193,6 +194,10 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
     # reading ahead measured slower and 15-20 % more memory (2-core CPU, 1024^2): read when needed there.
     device = getattr(predictor, "device", None)
     ahead = row_predictions is None and device is not None and device.type == "cuda"
+    # Freed stripe memory goes back to the kernel after every chip row (2048^2 linear: 180 MB less peak, 2 % more
+    # time), except for the network on a CPU, whose forward passes would then fault their pages in again (1024^2:
+    # 9 % more time for 32 MB).
+    release = release_freed_memory if device is None or device.type == "cuda" else (lambda: None)
     with (ThreadPoolExecutor(max_workers=1) if ahead else _InPlace()) as reader:
         def read(r: int) -> Future:
             return reader.submit(read_stripe, cube, rows[r], min(rows[r] + chip, grid.height))
@@ -219,6 +224,7 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
                 write_rows(*buffer.take(flush_to), options, writers, report, quicklook)
                 if written:
                     written(flush_to)
+            release()
             chips_done += len(plan.cols)
             if progress:  # after the rows are written: an interruption here loses none of this chip row's work
                 progress(chips_done, plan.chips)

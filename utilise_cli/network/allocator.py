@@ -20,6 +20,18 @@ _M_ARENA_MAX = -8
 _done = False
 
 
+def release_freed_memory() -> None:
+    """Hand the heap's free pages back to the kernel (glibc ``malloc_trim``; nothing elsewhere). Called once per
+    chip row of a fill: between rows the stripe's arrays are freed, and without this their pages stay resident
+    (about 50 MB at 1024^2), while the forward passes within a row still reuse their memory."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def reuse_freed_memory() -> bool:
     """Tune glibc malloc once per process (Linux only); returns whether it took effect."""
     global _done
