@@ -55,15 +55,16 @@ class Quicklook:
         self.after = np.full((t, 3, h, w), np.nan, np.float32)
         self.flags = np.full((t, h, w), FLAG_NEVER_OBSERVED, np.uint8)
 
-    def add(self, row0: int, before: np.ndarray, after: np.ndarray, flags: np.ndarray) -> None:
+    def add(self, row0: int, date: int, before: np.ndarray, after: np.ndarray, flags: np.ndarray) -> None:
+        """Rows from ``row0`` of one date: before, after C x h x W (bands B2, B3, B4, ... ), flags h x W."""
         rows = np.arange(row0, row0 + before.shape[-2])
         keep = rows % self.step == 0
         if keep.any():
             target = rows[keep] // self.step
-            rgb = [2, 1, 0] if before.shape[1] >= 3 else [0] * 3
-            self.before[:, :, target] = before[:, rgb][:, :, keep, :: self.step]
-            self.after[:, :, target] = after[:, rgb][:, :, keep, :: self.step]
-            self.flags[:, target] = flags[:, keep, :: self.step]
+            rgb = [2, 1, 0] if before.shape[0] >= 3 else [0] * 3
+            self.before[date, :, target] = np.moveaxis(before[rgb][:, keep, :: self.step], 1, 0)
+            self.after[date, :, target] = np.moveaxis(after[rgb][:, keep, :: self.step], 1, 0)
+            self.flags[date, target] = flags[keep, :: self.step]
 
 
 @dataclass
@@ -135,41 +136,53 @@ class _InPlace:
 
 class RowBuffer:
     """The rows of the raster not written yet, [start, start + held): weighted sums of predictions and the
-    weights (blending), the decoded inputs, the observed flags (kept pixels) and the screen's additions."""
+    weights (blending), the decoded inputs, the observed flags (kept pixels) and the screen's additions.
 
-    def __init__(self, dates: int, bands: int, width: int, start: int) -> None:
-        self.start = start
-        self.acc = np.zeros((dates, bands, 0, width), np.float32)
-        self.wsum = np.zeros((0, width), np.float32)
-        self.inputs = np.zeros((dates, bands, 0, width), np.float32)
-        self.observed = np.zeros((dates, 0, width), bool)
-        self.screened = np.zeros((dates, 0, width), bool)
+    Arrays of ``capacity`` rows allocated once; rows taken are dropped (the rest moved to the front) when the next
+    chip row comes, so that no stripe-sized array is allocated per chip row."""
+
+    def __init__(self, dates: int, bands: int, width: int, start: int, capacity: int) -> None:
+        self.start, self.held, self.taken = start, 0, 0
+        self.acc = np.zeros((dates, bands, capacity, width), np.float32)
+        self.wsum = np.zeros((capacity, width), np.float32)
+        self.inputs = np.zeros((dates, bands, capacity, width), np.float32)
+        self.observed = np.zeros((dates, capacity, width), bool)
+        self.screened = np.zeros((dates, capacity, width), bool)
+
+    def _arrays(self) -> list[tuple[np.ndarray, int]]:
+        return [(self.acc, 2), (self.wsum, 0), (self.inputs, 2), (self.observed, 1), (self.screened, 1)]
+
+    def _drop_taken(self) -> None:
+        n, rest = self.taken, self.held - self.taken
+        if n:
+            for array, axis in self._arrays():
+                view = np.moveaxis(array, axis, 0)
+                view[:rest] = view[n:n + rest].copy()
+        self.held, self.taken = rest, 0
 
     def extend(self, y0: int, refl: np.ndarray, obs: np.ndarray, screened: np.ndarray) -> None:
         """Hold the rows of a chip row starting at raster row ``y0`` that are not held yet."""
-        held_end = self.start + self.acc.shape[2]
+        self._drop_taken()
+        held_end = self.start + self.held
         y1 = y0 + refl.shape[2]
         if y1 <= held_end:
             return
         new = slice(max(held_end - y0, 0), y1 - y0)
-        t, c, _, width = self.acc.shape
-        self.acc = np.concatenate([self.acc, np.zeros((t, c, y1 - held_end, width), np.float32)], axis=2)
-        self.wsum = np.concatenate([self.wsum, np.zeros((y1 - held_end, width), np.float32)], axis=0)
-        self.inputs = np.concatenate([self.inputs, refl[:, :, new]], axis=2)
-        self.observed = np.concatenate([self.observed, obs[:, new]], axis=1)
-        self.screened = np.concatenate([self.screened, screened[:, new]], axis=1)
+        at = slice(self.held, self.held + new.stop - new.start)
+        self.acc[:, :, at], self.wsum[at] = 0, 0
+        self.inputs[:, :, at], self.observed[:, at], self.screened[:, at] = refl[:, :, new], obs[:, new], screened[:, new]
+        self.held = at.stop
 
     def add(self, y0: int, x0: int, pred: np.ndarray, window: np.ndarray) -> None:
-        accumulate(self.acc, self.wsum, y0 - self.start, x0, pred, window)
+        accumulate(self.acc[:, :, :self.held], self.wsum[:self.held], y0 - self.start, x0, pred, window)
 
     def take(self, stop: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Rows [start, stop) (first row, sums, weights, inputs, observed, screened), no longer held."""
+        """Rows [start, stop) (first row, sums, weights, inputs, observed, screened), no longer held: views, valid
+        until the next :meth:`extend`."""
         n, row0 = stop - self.start, self.start
         out = (row0, self.acc[:, :, :n], self.wsum[:n], self.inputs[:, :, :n], self.observed[:, :n],
                self.screened[:, :n])
-        self.acc, self.wsum = self.acc[:, :, n:], self.wsum[n:]
-        self.inputs, self.observed, self.screened = self.inputs[:, :, n:], self.observed[:, n:], self.screened[:, n:]
-        self.start = stop
+        self.start, self.taken = stop, n
         return out
 
 
@@ -186,8 +199,10 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
     days = cube.days
     chip, rows = plan.chip_size, plan.rows
     window = blend_window(chip, plan.overlap)
-    buffer = RowBuffer(len(plan.scenes), len(plan.bands), grid.width, done)
     first = len(rows) - len(rows_to_run(plan, done))
+    # Rows held at most: one chip row, plus (resumed run) the written rows' end up to the first chip row run.
+    capacity = min(chip, grid.height) + max(0, (rows[first] if first < len(rows) else done) - done)
+    buffer = RowBuffer(len(plan.scenes), len(plan.bands), grid.width, done, capacity)
     chips_done = first * len(plan.cols)
     # With the network on a GPU the next chip row is read (decompressed, decoded) in a thread while this one is
     # predicted: reading would otherwise be most of the time. On a CPU the network already uses every core, and
@@ -245,12 +260,8 @@ def write_rows(row0: int, acc: np.ndarray, wsum: np.ndarray, inputs: np.ndarray,
                screened: np.ndarray, options: FillOptions, writers: Writers, report: FillReport,
                quicklook: Quicklook | None) -> None:
     """Normalise the blended rows, keep observed pixels, flag filled ones (the screen's with their own
-    value) and never-observed ones, and write every date."""
-    result = acc / wsum
-    if not options.regenerate_all:
-        result = np.where(observed[:, None], inputs, result)
+    value) and never-observed ones, and write every date (one at a time: the temporaries are one date's)."""
     never = ~observed.any(axis=0)
-    result[:, :, never] = np.nan
     flags = np.where(observed, FLAG_OBSERVED, FLAG_FILLED).astype(np.uint8)
     flags[screened & ~observed] = FLAG_SCREENED
     flags[:, never] = FLAG_NEVER_OBSERVED
@@ -259,8 +270,14 @@ def write_rows(row0: int, acc: np.ndarray, wsum: np.ndarray, inputs: np.ndarray,
     counts = observed.sum(axis=(1, 2))
     report.observed_per_date = counts if report.observed_per_date is None else report.observed_per_date + counts
     report.never_observed_pixels += int(never.sum())
-    for i, (cog, flag_writer) in writers.items():
-        cog.write_rows(row0, to_output_dtype(result[i], options.dtype))
-        flag_writer.write_rows(row0, flags[i][None])
-    if quicklook is not None:
-        quicklook.add(row0, inputs, result, flags)
+    for i in range(len(observed)) if quicklook is not None else writers:
+        result = acc[i] / wsum
+        if not options.regenerate_all:
+            result = np.where(observed[i], inputs[i], result)
+        result[:, never] = np.nan
+        if i in writers:
+            cog, flag_writer = writers[i]
+            cog.write_rows(row0, to_output_dtype(result, options.dtype))
+            flag_writer.write_rows(row0, flags[i][None])
+        if quicklook is not None:
+            quicklook.add(row0, i, inputs[i], result, flags[i])
