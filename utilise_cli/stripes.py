@@ -170,7 +170,8 @@ class RowBuffer:
         new = slice(max(held_end - y0, 0), y1 - y0)
         at = slice(self.held, self.held + new.stop - new.start)
         self.acc[:, :, at], self.wsum[at] = 0, 0
-        self.inputs[:, :, at], self.observed[:, at], self.screened[:, at] = refl[:, :, new], obs[:, new], screened[:, new]
+        self.inputs[:, :, at] = refl[:, :, new]
+        self.observed[:, at], self.screened[:, at] = obs[:, new], screened[:, new]
         self.held = at.stop
 
     def add(self, y0: int, x0: int, pred: np.ndarray, window: np.ndarray) -> None:
