@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import sys
 
 _M_TRIM_THRESHOLD = -1
@@ -24,12 +25,22 @@ def release_freed_memory() -> None:
     """Hand the heap's free pages back to the kernel (glibc ``malloc_trim``; nothing elsewhere). Called once per
     chip row of a fill: between rows the stripe's arrays are freed, and without this their pages stay resident
     (about 50 MB at 1024^2), while the forward passes within a row still reuse their memory."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL | None:
+    """glibc, or None (not Linux, or a C library without malloc_trim)."""
     if not sys.platform.startswith("linux"):
-        return
+        return None
     try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim, libc.mallopt  # noqa: B018 (musl has neither)
     except (OSError, AttributeError):
-        pass
+        return None
+    return libc
 
 
 def reuse_freed_memory() -> bool:
@@ -37,13 +48,10 @@ def reuse_freed_memory() -> bool:
     global _done
     if _done:
         return True
-    if not sys.platform.startswith("linux"):
+    libc = _libc()
+    if libc is None:  # not glibc (musl, ...): leave the allocator alone
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = (bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 31))
-              and bool(libc.mallopt(_M_ARENA_MAX, 1)))
-    except (OSError, AttributeError):  # not glibc (musl, ...): leave the allocator alone
-        return False
+    ok = (bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 31))
+          and bool(libc.mallopt(_M_ARENA_MAX, 1)))
     _done = ok
     return ok
