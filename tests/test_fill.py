@@ -155,7 +155,11 @@ def test_dry_run_prints_plan_and_writes_nothing(tmp_path):
     result = runner.invoke(app, ["fill", str(SAMPLE), "--out", str(tmp_path / "o"), "--method", "linear", "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "12 dates in" in result.output and "149 x 165 px" in result.output and "4 of 128 x 128" in result.output
+    assert "masks     as given, grown by 1 px; plus the cloud screen" in result.output
     assert not (tmp_path / "o").exists()
+    plain = runner.invoke(app, ["fill", str(SAMPLE), "--out", str(tmp_path / "o"), "--dry-run", "--no-screen",
+                                "--mask-buffer", "0", "-q"])
+    assert "masks     as given; no cloud screen" in plain.output
 
 
 # ---- bad input: one line naming the file, exit 2, nothing written ---------------------------------------

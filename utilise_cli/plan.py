@@ -196,11 +196,21 @@ def describe_plan(plan: FillPlan, options: FillOptions, available_mb: float) -> 
               f"{'m' if grid.crs is None or grid.crs.is_projected else 'degrees'}, top left "
               f"({grid.transform.c:.1f}, {grid.transform.f:.1f})",
               f"bands     {', '.join(plan.bands)}; method {options.method}",
+              f"masks     {describe_masks(plan.cube, options.read.mask_buffer)}",
               f"chips     {plan.chips} of {options.chip_size} x {options.chip_size} px, overlap {options.overlap} px "
               "(chips without clouds are not run)",
               f"estimate  at most {plan.estimated_seconds:.0f} s on 2 CPU cores, about "
               f"{plan.estimated_memory_mb:.0f} MB of memory ({available_mb:.0f} MB available)"]
     return lines
+
+
+def describe_masks(cube: SceneCube, buffer: int) -> str:
+    """What decides the pixels to fill, in words: the given masks, their buffer and the cloud screen."""
+    given = "none (the cloud screen makes them)" if all(r.kind == "none" for r in cube.rules) else \
+        f"as given, grown by {buffer} px" if buffer else "as given"
+    screen = "; plus the cloud screen (flag 2)" if cube.screen and any(r.kind != "none" for r in cube.rules) else \
+        "" if cube.screen else "; no cloud screen"
+    return given + screen
 
 
 def estimate_memory_mb(dates: int, bands: int, stripe_rows: int, width: int, batch: int, network_width: int) -> float:
