@@ -265,57 +265,65 @@ def _baseline(text: str) -> float:
         return 0.0
 
 
-def read_classes(cube: SceneCube, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Decode rows [row0, row1) of every date.
+def read_classes(cube: SceneCube, row0: int, row1: int, col0: int = 0, col1: int | None = None,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Decode rows [row0, row1) and columns [col0, col1) (default: all) of every date.
 
-    Returns reflectance T x C x h x W (float32, 0..1 after scale/offset; NaN where there is no data),
-    occluded T x h x W (bool, the cloud mask or the screen says cloud or shadow; mask buffer included),
-    nodata T x h x W (bool) and screened T x h x W (bool, the part of ``occluded`` that only the screen found).
+    Returns reflectance T x C x h x w (float32, 0..1 after scale/offset; NaN where there is no data),
+    occluded T x h x w (bool, the cloud mask or the screen says cloud or shadow; mask buffer included),
+    nodata T x h x w (bool) and screened T x h x w (bool, the part of ``occluded`` that only the screen found).
     """
     # Read with local threads whatever dask's default is: in a process holding a dask.distributed Client,
     # the default would ship every stripe through the cluster and back.
-    # The mask buffer and the screen look at rows around the stripe, so that every row decodes alike in any
-    # stripe: the masks are read with that margin, the bands only where the screen needs them.
+    # The mask buffer and the screen look at pixels around the window, so that every pixel decodes alike in any
+    # window: the masks are read with that margin, the bands only where the screen needs them.
+    height, width = cube.grid.height, cube.grid.width
+    col1 = width if col1 is None else col1
     margin = max((rule.buffer for rule in cube.rules), default=0) + (SCREEN_MARGIN_PX if cube.screen else 0)
-    m0, m1 = max(0, row0 - margin), min(cube.grid.height, row1 + margin)
-    s0, s1 = (m0, m1) if cube.screen else (row0, row1)
-    raw, raw_mask = (np.asarray(a) for a in dask.compute(cube.reflectance[:, :, s0:s1].data,
-                                                          cube.mask[:, m0:m1].data, scheduler="threads"))
+    m0, m1 = max(0, row0 - margin), min(height, row1 + margin)
+    c0, c1 = max(0, col0 - margin), min(width, col1 + margin)
+    (s0, s1), (b0, b1) = ((m0, m1), (c0, c1)) if cube.screen else ((row0, row1), (col0, col1))
+    raw, raw_mask = (np.asarray(a) for a in dask.compute(cube.reflectance[:, :, s0:s1, b0:b1].data,
+                                                          cube.mask[:, m0:m1, c0:c1].data, scheduler="threads"))
     reflectance = raw.astype(np.float32) * np.float32(cube.scale) + np.float32(cube.offset)
     nodata = ~np.isfinite(reflectance).all(axis=1)
     if cube.nodata is not None:
         nodata |= (raw == cube.nodata).any(axis=1)
-    occluded = np.empty((len(cube.rules), m1 - m0, raw_mask.shape[-1]), dtype=bool)
+    occluded = np.empty((len(cube.rules), m1 - m0, c1 - c0), dtype=bool)
     mask_nodata = np.empty_like(occluded)
     for t, rule in enumerate(cube.rules):
         occluded[t], mask_nodata[t] = decode_mask(raw_mask[t], rule)
-    nodata |= mask_nodata[:, s0 - m0: s1 - m0]
+    nodata |= mask_nodata[:, s0 - m0: s1 - m0, b0 - c0: b1 - c0]
     reflectance[np.broadcast_to(nodata[:, None], reflectance.shape)] = np.nan
     for t, rule in enumerate(cube.rules):  # the buffer grows the given mask; the screen then looks around it
         if rule.buffer:
             occluded[t] = maximum_filter(occluded[t], size=2 * rule.buffer + 1, mode="constant")
     screened = np.zeros_like(occluded)
-    if cube.screen:  # here the bands cover the masks' rows
+    if cube.screen:  # here the bands cover the masks' window
         masked = None if all(rule.kind == "none" for rule in cube.rules) else occluded
         screened = screen(reflectance, masked, cube.bands)
         occluded = occluded | screened
-    bands_rows, mask_rows = slice(row0 - s0, row1 - s0), slice(row0 - m0, row1 - m0)
-    return reflectance[:, :, bands_rows], occluded[:, mask_rows], nodata[:, bands_rows], screened[:, mask_rows]
+    bands = (slice(row0 - s0, row1 - s0), slice(col0 - b0, col1 - b0))
+    masks = (slice(row0 - m0, row1 - m0), slice(col0 - c0, col1 - c0))
+    return reflectance[:, :, bands[0], bands[1]], occluded[:, masks[0], masks[1]], nodata[:, bands[0], bands[1]], \
+        screened[:, masks[0], masks[1]]
 
 
-def read_stripe(cube: SceneCube, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decode rows [row0, row1) of every date for filling.
+def read_stripe(cube: SceneCube, row0: int, row1: int, col0: int = 0, col1: int | None = None,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode rows [row0, row1) and columns [col0, col1) (default: all) of every date for filling.
 
-    Returns reflectance T x C x h x W (float32, 0..1 after scale/offset; NaN where not observed), observed
-    T x h x W (bool: valid data and not occluded) and screened T x h x W (bool: occluded only by the screen).
+    Returns reflectance T x C x h x w (float32, 0..1 after scale/offset; NaN where not observed), observed
+    T x h x w (bool: valid data and not occluded) and screened T x h x w (bool: occluded only by the screen).
     """
-    reflectance, occluded, nodata, screened = read_classes(cube, row0, row1)
+    reflectance, occluded, nodata, screened = read_classes(cube, row0, row1, col0, col1)
     observed = ~occluded & ~nodata
     reflectance[~np.broadcast_to(observed[:, None], reflectance.shape)] = np.nan
     return reflectance, observed, screened & ~nodata
 
 
-def read_rows(cube: SceneCube, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`read_stripe` without the screen's share: reflectance T x C x h x W and observed T x h x W."""
-    reflectance, observed, _ = read_stripe(cube, row0, row1)
+def read_rows(cube: SceneCube, row0: int, row1: int, col0: int = 0, col1: int | None = None,
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`read_stripe` without the screen's share: reflectance T x C x h x w and observed T x h x w."""
+    reflectance, observed, _ = read_stripe(cube, row0, row1, col0, col1)
     return reflectance, observed

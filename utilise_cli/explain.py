@@ -99,10 +99,8 @@ def explain_scenes(model: UTILISE, folder: str | Path, chip_size: int = 128, chi
     else:
         _, observed = read_rows(cube, 0, height)
         origin = max(origins, key=lambda o: int((~observed[:, o[0]:o[0] + size, o[1]:o[1] + size]).sum()))
-    reflectance, observed = read_rows(cube, origin[0], origin[0] + size)
-    cols = slice(origin[1], origin[1] + size)
-    expl = explain_chip(model, reflectance[..., cols], observed[..., cols], cube.days, cube.dates, bands,
-                        Path(folder).name)
+    reflectance, observed = read_rows(cube, origin[0], origin[0] + size, origin[1], origin[1] + size)
+    expl = explain_chip(model, reflectance, observed, cube.days, cube.dates, bands, Path(folder).name)
     expl.origin, expl.pixel = origin, inside
     return expl
 

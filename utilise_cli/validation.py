@@ -163,8 +163,7 @@ def select_method(plan: FillPlan, candidates: dict[str, Predictor], batch_size: 
         if used >= max_chips:
             break
         y0, x0 = origins[index]
-        refl, observed = read_rows(cube, y0, min(y0 + chip, cube.grid.height))
-        refl, observed = refl[..., x0:x0 + chip], observed[..., x0:x0 + chip]
+        refl, observed = read_rows(cube, y0, min(y0 + chip, cube.grid.height), x0, x0 + chip)
         cover = 1.0 - observed.reshape(len(observed), -1).mean(axis=1)
         if not (cover >= MIN_MASK_COVER).any() or (cover < 1).sum() < 2:
             continue
