@@ -117,3 +117,17 @@ def test_validation_never_shows_a_candidate_the_pixels_it_is_scored_on():
                               observed[None], days, np.random.default_rng(0))
     assert scores["oracle"].pixels > 0
     assert scores["oracle"].psnr < scores["linear"].psnr  # it saw NaN (0) where it is scored, not the truth
+
+
+def test_the_choice_of_auto_does_not_depend_on_the_batch_size(tmp_path):
+    """A CPU validates one chip at a time, a GPU four: the hidden pixels, and so the scores, must be the same."""
+    reports = {}
+    for batch in (1, 4):
+        out = tmp_path / str(batch)
+        fill(SAMPLE, out, FillOptions(method="auto", batch_size=batch, precision="fp32"))
+        reports[batch] = json.loads((out / "fill_report.json").read_text())["self_validation"]
+    one, four = reports[1], reports[4]
+    assert one["chosen"] == four["chosen"] and one["chips"] == four["chips"] >= 2
+    for name, score in one["scores"].items():
+        assert score["values"] == four["scores"][name]["values"] > 0
+        assert abs(score["psnr_db"] - four["scores"][name]["psnr_db"]) < 0.01

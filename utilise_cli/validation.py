@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from .inference import Predictor
 
@@ -111,14 +111,16 @@ def validation_masks(observed: np.ndarray, rng: np.random.Generator, ratio: floa
 
 
 def score_candidates(candidates: dict[str, Predictor], reflectance: np.ndarray, observed: np.ndarray,
-                     days: np.ndarray, rng: np.random.Generator, scores: dict[str, Score] | None = None,
-                     draws: int = DRAWS) -> dict[str, Score]:
+                     days: np.ndarray, rng: np.random.Generator | Sequence[np.random.Generator],
+                     scores: dict[str, Score] | None = None, draws: int = DRAWS) -> dict[str, Score]:
     """Add every candidate's errors on ``draws`` validation splits of a batch of chips to ``scores``.
 
-    reflectance B x T x C x H x W (0..1, anything where not observed), observed B x T x H x W, days T."""
+    reflectance B x T x C x H x W (0..1, anything where not observed), observed B x T x H x W, days T; ``rng``
+    draws the hidden pixels, one generator per chip or one for all."""
     scores = scores if scores is not None else {name: Score() for name in candidates}
+    rngs = [rng] * len(observed) if isinstance(rng, np.random.Generator) else list(rng)
     for draw in range(draws):
-        hidden = np.stack([validation_masks(o, rng) for o in observed])
+        hidden = np.stack([validation_masks(o, r) for o, r in zip(observed, rngs)])
         if not hidden.any():
             continue
         kept = observed & ~hidden
@@ -151,14 +153,22 @@ def choose(scores: dict[str, Score], margin_db: float = MARGIN_DB) -> tuple[str,
 def select_method(plan: FillPlan, candidates: dict[str, Predictor], batch_size: int = 4, max_chips: int = 8,
                   seed: int = 0) -> Selection:
     """Score ``candidates`` on up to ``max_chips`` chips of the plan drawn at random (seeded) among the chips
-    that have clouds to learn shapes from, and choose one (see :func:`choose`)."""
+    that have clouds to learn shapes from, and choose one (see :func:`choose`). Each chip draws its hidden
+    pixels from a generator of its own (seed, chip index), so that the choice does not depend on ``batch_size``
+    (1 on a CPU, 4 on a GPU)."""
     from .cube import read_rows
 
     rng = np.random.default_rng(seed)
     cube, chip = plan.cube, plan.chip_size
     origins = [(y0, x0) for y0 in plan.rows for x0 in plan.cols]
     scores = {name: Score() for name in candidates}
-    used, batch = 0, []
+    batch: list[tuple[np.ndarray, np.ndarray, np.random.Generator]] = []
+    used = 0
+
+    def score(batch: list[tuple[np.ndarray, np.ndarray, np.random.Generator]]) -> None:
+        score_candidates(candidates, np.stack([b[0] for b in batch]), np.stack([b[1] for b in batch]), cube.days,
+                         [b[2] for b in batch], scores)
+
     for index in rng.permutation(len(origins)):
         if used >= max_chips:
             break
@@ -167,14 +177,12 @@ def select_method(plan: FillPlan, candidates: dict[str, Predictor], batch_size: 
         cover = 1.0 - observed.reshape(len(observed), -1).mean(axis=1)
         if not (cover >= MIN_MASK_COVER).any() or (cover < 1).sum() < 2:
             continue
-        batch.append((refl, observed))
+        batch.append((refl, observed, np.random.default_rng([seed, int(index)])))
         used += 1
         if len(batch) == batch_size or used == max_chips:
-            score_candidates(candidates, np.stack([b[0] for b in batch]), np.stack([b[1] for b in batch]),
-                             cube.days, rng, scores)
+            score(batch)
             batch = []
     if batch:
-        score_candidates(candidates, np.stack([b[0] for b in batch]), np.stack([b[1] for b in batch]), cube.days,
-                         rng, scores)
+        score(batch)
     chosen, reason = choose(scores)
     return Selection(scores, chosen, reason, used)
