@@ -69,12 +69,14 @@ class Quicklook:
 
 @dataclass
 class RowPrediction:
-    """The predictions of one row of chips: (x0, T x C x h x w reflectance) for every chip that ran, and
-    the x0 of chips with nothing to fill, which pass their input through."""
+    """The predictions of one row of chips: (x0, T x C x h x w reflectance) for every chip that ran (empty when
+    they went straight to the row buffer), the x0 of chips with nothing to fill, which pass their input through,
+    and how many chips ran."""
 
     chips: list[tuple[int, np.ndarray]]
     passed: list[int]
     network_seconds: float
+    run: int
 
 
 def _pad_to(array: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -87,8 +89,13 @@ def _pad_to(array: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def predict_row(plan: FillPlan, predictor: Predictor, options: FillOptions, days: np.ndarray,
-                refl: np.ndarray, obs: np.ndarray) -> RowPrediction:
-    """Run the predictor on the chips of one chip row: refl T x C x h x W (reflectance), obs T x h x W."""
+                refl: np.ndarray, obs: np.ndarray, add: Callable[[int, np.ndarray], None] | None = None,
+                ) -> RowPrediction:
+    """Run the predictor on the chips of one chip row: refl T x C x h x W (reflectance), obs T x h x W.
+
+    With ``add``, each chip's values go to add(x0, values) as soon as they exist (the passed-through inputs
+    first, then the predictions, each in column order: the order of sums of the returned RowPrediction's use),
+    so that a row's predictions are never all held at once."""
     chip, width = plan.chip_size, plan.cube.grid.width
     pending: list[tuple[int, np.ndarray, np.ndarray]] = []
     passed = []
@@ -101,6 +108,9 @@ def predict_row(plan: FillPlan, predictor: Predictor, options: FillOptions, days
             passed.append(x0)
             continue
         pending.append((x0, refl[:, :, :, x0:x1], chip_obs))
+    if add is not None:
+        for x0 in passed:
+            add(x0, refl[:, :, :, x0:x0 + chip])
     chips, seconds = [], 0.0
     for b in range(0, len(pending), plan.batch_size):
         batch = pending[b: b + plan.batch_size]
@@ -110,8 +120,12 @@ def predict_row(plan: FillPlan, predictor: Predictor, options: FillOptions, days
         tick = time.perf_counter()
         pred = predictor(x, o, days)[..., :h, :w]
         seconds += time.perf_counter() - tick
-        chips += [(x0, p) for (x0, _, _), p in zip(batch, pred)]
-    return RowPrediction(chips, passed, seconds)
+        for (x0, _, _), p in zip(batch, pred):
+            if add is not None:
+                add(x0, p)
+            else:
+                chips.append((x0, p))
+    return RowPrediction(chips, passed, seconds, len(pending))
 
 
 def rows_to_run(plan: FillPlan, done: int) -> list[int]:
@@ -225,15 +239,18 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
                 pending = read(r + 1)
             y0 = rows[r]
             buffer.extend(y0, refl, obs, screened)
-            row = predict_row(plan, predictor, options, days, refl, obs) if row_predictions is None \
-                else next(row_predictions)
-            # The same order of sums as in one process: outputs do not depend on where rows were predicted.
-            for x0 in row.passed:
-                buffer.add(y0, x0, refl[:, :, :, x0:x0 + chip], window)
-            for x0, p in row.chips:
-                buffer.add(y0, x0, p, window)
+            if row_predictions is None:
+                row = predict_row(plan, predictor, options, days, refl, obs,
+                                  add=lambda x0, values: buffer.add(y0, x0, values, window))
+            else:
+                row = next(row_predictions)
+                # The same order of sums as in one process: outputs do not depend on where rows were predicted.
+                for x0 in row.passed:
+                    buffer.add(y0, x0, refl[:, :, :, x0:x0 + chip], window)
+                for x0, p in row.chips:
+                    buffer.add(y0, x0, p, window)
             report.chips_skipped += len(row.passed)
-            report.chips_run += len(row.chips)
+            report.chips_run += row.run
             report.network_seconds += row.network_seconds
             flush_to = rows[r + 1] if r + 1 < len(rows) else grid.height
             if flush_to > buffer.start:
