@@ -25,15 +25,16 @@ log = logging.getLogger(__name__)
 
 # Measured with benchmarks/bench_model.py on the 2-core CI machine: seconds per 10 dates of a 128 x 128 chip.
 _SECONDS_PER_CHIP_128_T10_CPU = 0.8
-# Peak resident memory, fitted to `benchmarks/bench_fill.py` peaks (512^2 to 4096^2, 10 dates, chip 128, batch 4)
-# on the project's 2-core machine: the libraries; about 8 float32 copies of one stripe (T x C x chip x W: inputs,
-# blending sums, the baselines' work arrays, reads); the GDAL block cache and the writers' tile rows, which grow
-# with the raster width up to a ceiling; and the network's activations (bytes per chip pixel-date at encoder
-# width 32, scaled by the first width).
-_BASE_MB = 430
-_STRIPE_COPIES = 8
+# Peak resident memory, fitted to `benchmarks/bench_fill.py` peaks of `--method linear` (1024^2 to 4096^2, 10 dates,
+# chip 128; 786, 997, 1226 MB) on the project's 2-core machine: the libraries; about 6 float32 copies of one stripe
+# (T x C x chip x W: inputs, blending sums, reads with their margins, the screen's work arrays); the GDAL block
+# cache and the writers' tile rows, which grow with the raster width up to a ceiling; and the network's
+# activations (bytes per chip pixel-date at encoder width 32, scaled by the first width; kept from the batch-4 fit,
+# so it errs high: auto measured 814, 1003, 1312 MB against 886, 1097, 1349 estimated).
+_BASE_MB = 455
+_STRIPE_COPIES = 6
 _OUTPUT_MB_PER_COLUMN_DATE = 0.02
-_OUTPUT_MB_CEILING_PER_DATE = 42
+_OUTPUT_MB_CEILING_PER_DATE = 29
 _NETWORK_BYTES_PER_PIXEL_DATE = 610
 
 
