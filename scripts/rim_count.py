@@ -31,7 +31,7 @@ def from_folders(out: Path, scenes: Path) -> None:
     from utilise_cli.cube import open_folder, read_classes
     from utilise_cli.options import ReadOptions
 
-    cube = open_folder(scenes, ["B2", "B3", "B4", "B8"], ReadOptions(screen=False))
+    cube = open_folder(scenes, ["B2", "B3", "B4", "B8"], ReadOptions(screen=False, mask_buffer=0))  # the masks as given
     occluded = read_classes(cube, 0, cube.grid.height)[1]
     blue, flags = [], []
     for scene in cube.scenes:

@@ -27,12 +27,12 @@ def _flags(out) -> np.ndarray:
 
 def _rims_and_filled(out) -> tuple[int, float]:
     """The rim count of a fill of the sample (against its input masks) and the share of pixel-dates filled."""
-    cube = open_folder(SAMPLE, ["B2", "B3", "B4", "B8"], ReadOptions(screen=False))
+    cube = open_folder(SAMPLE, ["B2", "B3", "B4", "B8"], ReadOptions(screen=False, mask_buffer=0))  # the masks as given
     occluded = read_classes(cube, 0, cube.grid.height)[1]
     outputs = read_outputs(out)
     names = sorted(n for n in outputs if not n.endswith("_flags.tif"))
     blue = np.stack([np.where(outputs[n][0] == 0, np.nan, outputs[n][0] * 1e-4) for n in names])
-    flags = _flags(out)
+    flags = np.stack([outputs[n.replace(".tif", "_flags.tif")][0] for n in names])
     return rim_count(blue, occluded), float(((flags == 1) | (flags == 2)).mean())
 
 

@@ -82,6 +82,11 @@ class SceneCube:
         return [s.date for s in self.scenes]
 
     @property
+    def has_masks(self) -> bool:
+        """Whether the scenes come with cloud masks (mask kind none: the screen alone makes them)."""
+        return any(rule.kind != "none" for rule in self.rules)
+
+    @property
     def days(self) -> np.ndarray:
         """T positions for the network: day of year of the first date's year (1 January = 0)."""
         return np.asarray(day_positions(self.dates), dtype=np.float32)
@@ -199,7 +204,7 @@ def open_folder(folder: str | Path, bands: Sequence[str], read: ReadOptions = Re
 def with_screen(cube: SceneCube, wanted: bool) -> SceneCube:
     """The cube with the screen on where asked, or where there are no masks (kind none), and possible (it needs
     B2, B4 and B8); said in the log."""
-    wanted = wanted or all(rule.kind == "none" for rule in cube.rules)
+    wanted = wanted or not cube.has_masks
     missing = [b for b in ("B2", "B4", "B8") if b not in cube.bands]
     if wanted and missing:
         log.warning("no cloud screen: it needs bands B2, B4 and B8 (%s missing)", ", ".join(missing))
@@ -300,7 +305,7 @@ def read_classes(cube: SceneCube, row0: int, row1: int, col0: int = 0, col1: int
             occluded[t] = maximum_filter(occluded[t], size=2 * rule.buffer + 1, mode="constant")
     screened = np.zeros_like(occluded)
     if cube.screen:  # here the bands cover the masks' window
-        masked = None if all(rule.kind == "none" for rule in cube.rules) else occluded
+        masked = occluded if cube.has_masks else None
         screened = screen(reflectance, masked, cube.bands)
         occluded = occluded | screened
     bands = (slice(row0 - s0, row1 - s0), slice(col0 - b0, col1 - b0))

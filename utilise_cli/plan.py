@@ -207,11 +207,10 @@ def describe_plan(plan: FillPlan, options: FillOptions, available_mb: float) -> 
 
 def describe_masks(cube: SceneCube, buffer: int) -> str:
     """What decides the pixels to fill, in words: the given masks, their buffer and the cloud screen."""
-    given = "none (the cloud screen makes them)" if all(r.kind == "none" for r in cube.rules) else \
-        f"as given, grown by {buffer} px" if buffer else "as given"
-    screen = "; plus the cloud screen (flag 2)" if cube.screen and any(r.kind != "none" for r in cube.rules) else \
-        "" if cube.screen else "; no cloud screen"
-    return given + screen
+    if not cube.has_masks:
+        return "none (the cloud screen makes them)"
+    given = f"as given, grown by {buffer} px" if buffer else "as given"
+    return given + ("; plus the cloud screen (flag 2)" if cube.screen else "; no cloud screen")
 
 
 def estimate_memory_mb(dates: int, bands: int, stripe_rows: int, width: int, batch: int, network_width: int) -> float:
