@@ -10,7 +10,11 @@ processes: the folder of tiles (a task per tile) and the single tile (its chip r
 this process, sync), in fresh output folders, and prints wall times and the speed-up of 2 workers over 1.
 Cluster start-up is included, as a user pays it.
 
+With --panel-widths W1,W2 (0 = the whole width, the way fills ran before column panels): every method with
+each panel width, side by side, and each peak as a ratio to the first width's.
+
     python benchmarks/bench_fill.py [--sizes 2048 4096] [--method utilise|linear] [--checkpoint PATH]
+                                    [--panel-widths 0,2048]
     python benchmarks/bench_fill.py --workers [--tiles 4] [--sizes 256] [--one-tile 768] [--method utilise|linear]
 """
 
@@ -49,14 +53,15 @@ def build_stack(size: int, folder: Path, dates: int = 10) -> None:
             dst.write(big_mask)
 
 
-def run_case(folder: Path, out: Path, method: str, checkpoint: str | None) -> dict:
-    """fill in a child process; returns its report figures and peak RSS."""
+def run_case(folder: Path, out: Path, method: str, checkpoint: str | None, panel_width: int | None = None) -> dict:
+    """fill in a child process; returns its report figures and peak RSS. ``panel_width`` None: the default."""
+    panel = "" if panel_width is None else f", panel_width={panel_width}"
     code = f"""
 import json, resource, sys
 from utilise_cli.fill import fill, FillOptions
-r = fill({str(folder)!r}, {str(out)!r}, FillOptions(method={method!r}, checkpoint={checkpoint!r}))
+r = fill({str(folder)!r}, {str(out)!r}, FillOptions(method={method!r}, checkpoint={checkpoint!r}{panel}))
 from utilise_cli.plan import load_predictor, plan_fill
-options = FillOptions(method={method!r}, checkpoint={checkpoint!r}, overwrite=True)
+options = FillOptions(method={method!r}, checkpoint={checkpoint!r}, overwrite=True{panel})
 estimate = plan_fill({str(folder)!r}, {str(out)!r}, options, load_predictor(options)[0]).estimated_memory_mb
 print(json.dumps(dict(seconds=r.seconds, network=r.network_seconds, run=r.chips_run, skipped=r.chips_skipped,
                       used=r.method, estimate_mb=estimate,
@@ -108,6 +113,8 @@ def main() -> None:
     parser.add_argument("--method", default="utilise", help="method, or several separated by commas (e.g. "
                         "auto,adjusted,utilise: auto's time is then also given as a ratio to each other)")
     parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--panel-widths", default=None, help="column panel widths to compare, separated by commas "
+                        "(0: the whole width; default: fill's default only)")
     parser.add_argument("--workers", action="store_true", help="measure 2 dask worker processes against 1")
     parser.add_argument("--tiles", type=int, default=4, help="with --workers: number of tiles")
     parser.add_argument("--one-tile", type=int, default=768, help="with --workers: side of the single tile, pixels")
@@ -117,7 +124,8 @@ def main() -> None:
         return
     args.sizes = args.sizes or [2048, 4096]
     methods = args.method.split(",")
-    print(f"{'size':>6s} {'method':>8s} {'filled with':>16s} {'chips run/skipped':>18s} {'total s':>8s} "
+    widths = [int(w) for w in args.panel_widths.split(",")] if args.panel_widths else [None]
+    print(f"{'size':>6s} {'method':>8s} {'panel':>6s} {'filled with':>16s} {'chips run/skipped':>18s} {'total s':>8s} "
           f"{'network s':>9s} {'overhead':>8s} {'MPx-dates/s':>11s} {'peak RSS MB':>11s} {'estimate':>9s}")
     peaks = {}
     for size in args.sizes:
@@ -127,20 +135,28 @@ def main() -> None:
             folder.mkdir()
             build_stack(size, folder)
             for method in methods:
-                r = run_case(folder, Path(tmp) / f"out_{method}", method, args.checkpoint)
-                overhead = (r["seconds"] - r["network"]) / r["network"] if r["network"] > 0 else float("nan")
-                peaks[size], seconds[method] = r["rss_mb"], r["seconds"]
-                print(f"{size:6d} {method:>8s} {r['used']:>16s} {r['run']:>9d}/{r['skipped']:<8d} "
-                      f"{r['seconds']:8.1f} {r['network']:9.1f} {overhead:8.0%} "
-                      f"{size * size * 10 / 1e6 / r['seconds']:11.2f} {r['rss_mb']:11.0f} "
-                      f"{r['estimate_mb']:5.0f} ({r['estimate_mb'] / r['rss_mb'] - 1:+.0%})")
+                first: dict = {}
+                for width in widths:
+                    r = run_case(folder, Path(tmp) / f"out_{method}_{width}", method, args.checkpoint, width)
+                    overhead = (r["seconds"] - r["network"]) / r["network"] if r["network"] > 0 else float("nan")
+                    first = first or r
+                    if width == widths[0]:
+                        peaks.setdefault(method, {})[size], seconds[method] = r["rss_mb"], r["seconds"]
+                    print(f"{size:6d} {method:>8s} {'-' if width is None else width:>6} {r['used']:>16s} "
+                          f"{r['run']:>9d}/{r['skipped']:<8d} {r['seconds']:8.1f} {r['network']:9.1f} "
+                          f"{overhead:8.0%} {size * size * 10 / 1e6 / r['seconds']:11.2f} {r['rss_mb']:11.0f} "
+                          f"{r['estimate_mb']:5.0f} ({r['estimate_mb'] / r['rss_mb'] - 1:+.0%})")
+                    if len(widths) > 1 and width != widths[0]:
+                        print(f"{size:6d} {method:>8s} panel {width} / {widths[0]}: peak "
+                              f"{r['rss_mb'] / first['rss_mb']:.2f}x, time {r['seconds'] / first['seconds']:.2f}x")
         if "auto" in seconds:
             for method, value in seconds.items():
                 if method != "auto":
                     print(f"{size:6d} auto / {method}: {seconds['auto'] / value:.2f}x")
-    if len(peaks) > 1:
-        sizes = sorted(peaks)
-        print(f"peak memory ratio {sizes[-1]} vs {sizes[0]}: {peaks[sizes[-1]] / peaks[sizes[0]]:.2f}x")
+    for method, by_size in peaks.items():
+        if len(by_size) > 1:
+            sizes = sorted(by_size)
+            print(f"{method}: peak memory {sizes[-1]}^2 vs {sizes[0]}^2: {by_size[sizes[-1]] / by_size[sizes[0]]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -174,7 +174,8 @@ def test_training_evaluation_and_simulation_mistakes_give_one_line(tmp_path, dat
     one_line_error(result, "is the input dataset")
 
 
-def test_an_interrupted_run_resumes_from_its_last_rows_and_ends_byte_identical(tmp_path):
+@pytest.mark.parametrize("panel_width", [0, 48])  # the whole width; 3 column panels, interrupted in the last
+def test_an_interrupted_run_resumes_from_its_last_rows_and_ends_byte_identical(tmp_path, panel_width):
     from utilise_cli.fill import FillOptions, fill
 
     class ChipMean:  # a predictor whose output depends on where the chip is, so that blending shows
@@ -186,7 +187,7 @@ def test_an_interrupted_run_resumes_from_its_last_rows_and_ends_byte_identical(t
             mean = total / np.maximum(seen.sum(axis=(-2, -1), keepdims=True), 1)
             return np.broadcast_to(mean, reflectance.shape).astype(np.float32)
 
-    options = FillOptions(chip_size=16, overlap=4, batch_size=8, dtype="float32")
+    options = FillOptions(chip_size=16, overlap=4, batch_size=8, dtype="float32", panel_width=panel_width)
     whole = fill(SAMPLE, tmp_path / "whole", options, predictor=ChipMean())
     total = whole.chips_run + whole.chips_skipped
     assert total >= 150  # 13 chip rows: a scene of many stripes

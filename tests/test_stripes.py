@@ -4,6 +4,7 @@ independent derivations on the real sample."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import rasterio
@@ -105,3 +106,54 @@ def test_batch_size_zero_means_one_chip_on_a_cpu_and_four_on_a_gpu():
     assert resolve_batch_size(0, SimpleNamespace(device=SimpleNamespace(type="cpu"))) == 1
     assert resolve_batch_size(0, SimpleNamespace(device=SimpleNamespace(type="cuda"))) == 4
     assert resolve_batch_size(3, SimpleNamespace(device=SimpleNamespace(type="cuda"))) == 3
+
+
+def test_column_panels_cover_every_column_once_with_every_chip_that_reaches_it():
+    from utilise_cli.chips import chip_starts, column_panels
+
+    for width, chip, overlap, panel_width in [(149, 32, 8, 64), (5000, 128, 32, 2048), (4096, 128, 32, 2048),
+                                               (100, 128, 32, 2048), (3000, 128, 32, 0)]:
+        cols = chip_starts(width, chip, overlap)
+        panels = column_panels(width, cols, chip, panel_width)
+        assert [p.col0 for p in panels][0] == 0 and panels[-1].col1 == width
+        assert all(a.col1 == b.col0 for a, b in zip(panels, panels[1:]))  # the written columns tile the width
+        for p in panels:
+            reaching = [c for c in cols if c < p.col1 and c + chip > p.col0]
+            assert list(p.cols) == reaching and p.lo == reaching[0] and p.hi == min(reaching[-1] + chip, width)
+            assert p.col1 - p.col0 >= min(width, panel_width or width) // 2  # no sliver panel
+    assert len(column_panels(4096, chip_starts(4096, 128, 32), 128, 2048)) == 2
+
+
+def test_column_panels_give_the_outputs_and_preview_of_one_panel(tmp_path):
+    # 32 px chips on the 149 px wide sample: panels of 48 columns are 3 (the sliver joined to the last), each
+    # running the chips that reach into its neighbours; the cloud screen (19 px of context) and the mask buffer
+    # read across their edges.
+    options = FillOptions(method="adjusted", chip_size=32, overlap=8, preview=True)
+    whole = fill(SAMPLE, tmp_path / "whole", replace(options, panel_width=0))
+    panels = fill(SAMPLE, tmp_path / "panels", replace(options, panel_width=48))
+    assert panels.chips_run > whole.chips_run > 20
+    counts = ("filled_pixels", "screened_pixels", "never_observed_pixels")
+    assert [getattr(panels, c) for c in counts] == [getattr(whole, c) for c in counts]
+    assert whole.filled_pixels > whole.screened_pixels > 0
+    assert np.array_equal(panels.observed_per_date, whole.observed_per_date)
+    a, b = _read(tmp_path / "whole"), _read(tmp_path / "panels")
+    assert np.array_equal(a, b) and (a > 0).mean() > 0.9
+    assert np.array_equal(_read(tmp_path / "whole", "*_flags.tif"), _read(tmp_path / "panels", "*_flags.tif"))
+    assert (tmp_path / "whole" / "preview.png").read_bytes() == (tmp_path / "panels" / "preview.png").read_bytes()
+
+
+def test_a_quicklook_fed_panel_by_panel_equals_one_fed_whole_rows():
+    from utilise_cli.stripes import Quicklook
+
+    rng = np.random.default_rng(0)
+    before, after = rng.random((2, 4, 90, 131), dtype=np.float32)
+    flags = rng.integers(0, 3, (90, 131)).astype(np.uint8)
+    whole, panels = Quicklook(90, 131, 1, size=40), Quicklook(90, 131, 1, size=40)  # every 4th pixel
+    whole.add(0, 0, 0, before, after, flags)
+    for col0, col1 in [(0, 37), (37, 90), (90, 131)]:  # panel edges off the quicklook's grid
+        for row0 in (0, 45):
+            part = np.s_[..., row0:row0 + 45, col0:col1]
+            panels.add(row0, col0, 0, before[part], after[part], flags[part])
+    assert whole.step == 4 and np.isfinite(whole.before).all()
+    assert np.array_equal(whole.before, panels.before) and np.array_equal(whole.after, panels.after)
+    assert np.array_equal(whole.flags, panels.flags)

@@ -1,6 +1,9 @@
-"""Where chips go on a raster, and the weight window that blends their overlaps."""
+"""Where chips go on a raster, the weight window that blends their overlaps, and the column panels filled one
+at a time."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,3 +39,43 @@ def blend_window(chip: int, overlap: int) -> np.ndarray:
     """chip x chip weights: the outer product of two :func:`ramp_window`."""
     ramp = ramp_window(chip, overlap)
     return np.outer(ramp, ramp)
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A band of columns filled on its own, top to bottom: it writes columns [col0, col1); the chips that reach
+    them start at ``cols`` and span columns [lo, hi), a little wider (chips at its edges also run for the
+    neighbouring panel)."""
+
+    col0: int
+    col1: int
+    cols: tuple[int, ...]
+    lo: int
+    hi: int
+
+    @property
+    def width(self) -> int:
+        """Columns read and blended (hi - lo)."""
+        return self.hi - self.lo
+
+    @property
+    def owned(self) -> slice:
+        """The written columns, as a slice of the panel's read columns."""
+        return slice(self.col0 - self.lo, self.col1 - self.lo)
+
+
+def column_panels(width: int, cols: list[int], chip: int, panel_width: int) -> list[Panel]:
+    """Split a raster ``width`` pixels wide, with chip columns starting at ``cols``, into panels that write about
+    ``panel_width`` columns each (0: one panel, the whole width), so that memory no longer grows with the width.
+
+    Each panel runs every chip that touches its columns, so a pixel gets the same chips, summed in the same
+    order, as in one panel: the outputs do not depend on the panels. A last panel narrower than half of
+    ``panel_width`` is joined to the one before."""
+    edges = [0, width] if panel_width <= 0 else [*range(0, width, panel_width), width]
+    if len(edges) > 2 and edges[-1] - edges[-2] < panel_width // 2:
+        del edges[-2]
+    panels = []
+    for col0, col1 in zip(edges[:-1], edges[1:]):
+        touching = tuple(c for c in cols if c < col1 and c + chip > col0)
+        panels.append(Panel(col0, col1, touching, touching[0], min(touching[-1] + chip, width)))
+    return panels

@@ -241,6 +241,9 @@ def fill(
                                 "ramp."),
     batch_size: int = typer.Option(_FILL.batch_size, help="Chips per forward pass; 0: 1 on a CPU (as fast as more, "
                                    "and less memory), 4 on a GPU."),
+    panel_width: int = typer.Option(_FILL.panel_width, help="Columns (pixels) filled at a time, top to bottom; "
+                                    "memory grows with it, not with the raster's width. 0: the whole width. "
+                                    "Outputs do not depend on it."),
     time_window: int = typer.Option(_FILL.time_window, help="Dates per network pass; longer series run in "
                                     "overlapping, blended windows. 0 = the whole series at once (or the "
                                     "checkpoint's max_dates)."),
@@ -287,6 +290,7 @@ def fill(
     options = FillOptions(
         read=read, bands=[b.strip() for b in bands.split(",")] if bands else None, method=method,
         checkpoint=checkpoint, chip_size=chip_size, overlap=overlap, batch_size=batch_size, device=device,
+        panel_width=panel_width,
         time_window=time_window, regenerate_all=regenerate_all, dtype=dtype, precision=precision,
         overwrite=overwrite, preview=preview, max_memory_mb=max_memory,
         stac=StacOptions(crs=crs, resolution=resolution, assets=tuple(asset or ()),

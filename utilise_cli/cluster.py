@@ -1,7 +1,7 @@
 """dask.distributed for one large tile: its chip rows are predicted on the workers.
 
-Each worker reads its own rows (the overlap with the neighbouring rows included) and loads the plan and the
-model once; the calling process takes the predictions in row order, blends and writes them
+Each worker reads its own rows of a column panel (the overlap with the neighbouring rows included) and loads the
+plan and the model once; the calling process takes the predictions in order, blends and writes them
 (:func:`utilise_cli.stripes.run_stripes`), so the outputs are identical to a run in one process.
 """
 
@@ -69,9 +69,10 @@ _WORKER_STATE: dict[str, tuple[Any, Any]] = {}
 _WORKER_LOCK = threading.Lock()  # a worker may run several tasks at once in threads
 
 
-def predict_row_task(folder: str, out: str, options: FillOptions, y0: int, threads: int) -> RowPrediction:
-    """Predict the chip row starting at pixel row ``y0`` (runs in a worker; the plan and model are loaded
-    once per worker and folder)."""
+def predict_row_task(folder: str, out: str, options: FillOptions, panel: int, y0: int, threads: int
+                     ) -> RowPrediction:
+    """Predict the chip row starting at pixel row ``y0`` of column panel ``panel`` (runs in a worker; the plan
+    and model are loaded once per worker and folder)."""
     key = repr((folder, out, options))
     with _WORKER_LOCK:
         if key not in _WORKER_STATE:
@@ -81,21 +82,23 @@ def predict_row_task(folder: str, out: str, options: FillOptions, y0: int, threa
             _WORKER_STATE[key] = (plan_fill(folder, out, options, predictor), predictor)
         plan, predictor = _WORKER_STATE[key]
     y1 = min(y0 + plan.chip_size, plan.cube.grid.height)
-    refl, obs = read_rows(plan.cube, y0, y1)
-    return predict_row(plan, predictor, options, plan.cube.days, refl, obs)
+    columns = plan.panels[panel]
+    refl, obs = read_rows(plan.cube, y0, y1, columns.lo, columns.hi)
+    return predict_row(plan, predictor, options, plan.cube.days, columns, refl, obs)
 
 
 def predict_rows_on_cluster(client: Any, plan: FillPlan, folder: str | Path, out: str | Path, options: FillOptions,
-                            threads: int, rows: list[int] | None = None) -> Iterator[RowPrediction]:
-    """The predictions of the chip rows ``rows`` (first pixel rows; default: all of ``plan``), in row order,
-    computed on the cluster's workers with a look-ahead of two rows per worker (bounded memory here)."""
-    pending = iter(plan.rows if rows is None else rows)
+                            threads: int, rows: list[tuple[int, int]]) -> Iterator[RowPrediction]:
+    """The predictions of the chip rows ``rows`` ((panel, first pixel row) pairs, as
+    :func:`utilise_cli.stripes.rows_to_run` orders them), in that order, computed on the cluster's workers with
+    a look-ahead of two rows per worker (bounded memory here)."""
+    pending = iter(rows)
     ahead = 2 * max(1, len(client.scheduler_info()["workers"]))
 
-    def submit(y0: int) -> Any:
-        return client.submit(predict_row_task, str(folder), str(out), options, y0, threads, pure=False)
+    def submit(row: tuple[int, int]) -> Any:
+        return client.submit(predict_row_task, str(folder), str(out), options, *row, threads, pure=False)
 
-    futures = deque(submit(y0) for y0 in islice(pending, ahead))
+    futures = deque(submit(row) for row in islice(pending, ahead))
     while futures:
         row = futures.popleft().result()
         following = next(pending, None)

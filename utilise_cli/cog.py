@@ -48,7 +48,7 @@ def to_output_dtype(reflectance: np.ndarray, dtype: str) -> np.ndarray:
 
 @dataclass
 class StripeWriter:
-    """One output raster written in row stripes, then turned into a COG."""
+    """One output raster written in stripes of rows (of a column panel), then turned into a COG."""
 
     path: Path
     crs: CRS | None
@@ -75,10 +75,10 @@ class StripeWriter:
                        BIGTIFF="IF_SAFER")
         self._dataset = rasterio.open(partial_name(self.path), "w", **profile)
 
-    def write_rows(self, row0: int, data: np.ndarray) -> None:
-        """data: count x rows x width, already in the output dtype."""
+    def write_rows(self, row0: int, data: np.ndarray, col0: int = 0) -> None:
+        """data: count x rows x columns from (row0, col0), already in the output dtype."""
         assert self._dataset is not None
-        window = rasterio.windows.Window(0, row0, self.width, data.shape[-2])
+        window = rasterio.windows.Window(col0, row0, data.shape[-1], data.shape[-2])
         self._dataset.write(data, window=window)
 
     def finish(self) -> Path:

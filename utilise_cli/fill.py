@@ -162,10 +162,10 @@ def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None
         predictor, options, tags = choose_predictor(plan, predictor, options, tags, report)
     report.method = tags["UTILISE_METHOD"]
     done = resumable(out, plan, report)
-    written = [done]  # rows [0, written[0]) are in the partial files
+    written = [done]  # how far the partial files go (panel, rows)
     writers: Writers = {}
     try:
-        _open_writers(plan, options, tags, writers, resume=done > 0)
+        _open_writers(plan, options, tags, writers, resume=done != (0, 0))
         grid = plan.cube.grid
         quicklook = Quicklook(grid.height, grid.width, len(plan.scenes)) if options.preview else None
         track = functools.partial(written.__setitem__, 0)

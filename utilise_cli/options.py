@@ -105,6 +105,7 @@ class FillOptions:
     chip_size: int = 128  # pixels; a multiple of 2 ** (levels - 1)
     overlap: int = 32  # pixels shared by neighbouring chips, blended
     batch_size: int = 0  # chips per forward pass; 0 = auto (plan.resolve_batch_size: 1 on a CPU, 4 on a GPU)
+    panel_width: int = 2048  # columns (pixels) filled at a time, top to bottom: memory grows with it; 0 = all
     device: str = "auto"  # auto | cpu | cuda
     time_window: int = 0  # dates per network pass (0 = the whole series at once)
     precision: str = "auto"  # auto (bf16 where the hardware has it) | fp32 | bf16 | fp16 (autocast)
@@ -126,6 +127,9 @@ class FillOptions:
             (0 <= self.overlap <= self.chip_size // 2,
              f"--overlap {self.overlap} must be between 0 and half the chip size ({self.chip_size // 2})"),
             (self.batch_size >= 0, f"--batch-size {self.batch_size} must be 1 or more chips (0: auto)"),
+            (self.panel_width == 0 or self.panel_width >= self.chip_size,
+             f"--panel-width {self.panel_width} must be 0 (the whole width) or at least the chip size "
+             f"({self.chip_size} px)"),
             (self.time_window == 0 or self.time_window >= 2,
              f"--time-window {self.time_window} must be 0 (the whole series) or at least 2 dates"),
         ]

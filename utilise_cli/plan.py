@@ -13,7 +13,7 @@ from pathlib import Path
 import rasterio
 
 from . import __version__
-from .chips import chip_starts
+from .chips import Panel, chip_starts, column_panels
 from .cube import SceneCube, open_folder
 from .errors import CheckpointError, OptionError, OutputError, SceneError
 from .inference import BaselinePredictor, NetworkPredictor, Predictor, resolve_precision
@@ -55,6 +55,7 @@ class FillPlan:
     estimated_seconds: float
     estimated_memory_mb: float
     fingerprints: list[str]  # per date: what decides its output (see fingerprint)
+    panels: list[Panel]  # column panels, filled one after the other (chips at their edges run in both)
     batch_size: int = 1  # chips per forward pass (resolve_batch_size)
 
     @property
@@ -63,7 +64,8 @@ class FillPlan:
 
     @property
     def chips(self) -> int:
-        return len(self.rows) * len(self.cols)
+        """Chips to run (or pass through), counting those at panel edges once per panel."""
+        return len(self.rows) * sum(len(panel.cols) for panel in self.panels)
 
 
 def output_paths(out: Path, scene: Scene) -> tuple[Path, Path]:
@@ -162,16 +164,17 @@ def plan_fill(source: str | Path, out: str | Path, options: FillOptions,
     if stale:
         log.info("%d outputs in %s were made from other inputs or options (%s...): redoing them", len(stale), out,
                  stale[0])
+    panels = column_panels(grid.width, cols, options.chip_size, options.panel_width)
     t, c = len(cube.scenes), len(bands)
-    chips = len(rows) * len(cols)
+    chips = len(rows) * sum(len(panel.cols) for panel in panels)
     per_chip = _SECONDS_PER_CHIP_128_T10_CPU * (options.chip_size / 128) ** 2 * max(t, 1) / 10
     seconds = chips * per_chip if options.method in ("utilise", "auto") else chips * 0.01 * t
     width = getattr(getattr(predictor, "model", None), "config", None)
     batch = resolve_batch_size(options.batch_size, predictor)
-    memory = estimate_memory_mb(t, c, min(options.chip_size, grid.height), grid.width, batch,
+    memory = estimate_memory_mb(t, c, min(options.chip_size, grid.height), max(p.width for p in panels), batch,
                                 width.encoder_widths[0] if width is not None else 0)
     return FillPlan(source, cube, bands, options.chip_size, options.overlap, rows, cols, [p[0] for p in paths],
-                    [p[1] for p in paths], todo, seconds, memory, prints, batch)
+                    [p[1] for p in paths], todo, seconds, memory, prints, panels, batch)
 
 
 def resolve_batch_size(batch_size: int, predictor: Predictor) -> int:
@@ -199,7 +202,9 @@ def describe_plan(plan: FillPlan, options: FillOptions, available_mb: float) -> 
               f"bands     {', '.join(plan.bands)}; method {options.method}",
               f"masks     {describe_masks(plan.cube, options.read.mask_buffer)}",
               f"chips     {plan.chips} of {options.chip_size} x {options.chip_size} px, overlap {options.overlap} px "
-              "(chips without clouds are not run)",
+              "(chips without clouds are not run)" + (
+                  f", in {len(plan.panels)} column panels of up to {max(p.width for p in plan.panels)} px "
+                  "(chips at their edges run in both)" if len(plan.panels) > 1 else ""),
               f"estimate  at most {plan.estimated_seconds:.0f} s on 2 CPU cores, about "
               f"{plan.estimated_memory_mb:.0f} MB of memory ({available_mb:.0f} MB available)"]
     return lines

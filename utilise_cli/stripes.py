@@ -1,6 +1,7 @@
 """The fill engine: chip rows predicted, blended with weight windows in a rolling row buffer, and written as
-soon as no later chip row can touch them. Memory is bounded by one stripe of chips (T x C x chip x W),
-whatever the raster height.
+soon as no later chip row can touch them, one column panel (:func:`utilise_cli.chips.column_panels`) after the
+other. Memory is bounded by one stripe of chips of one panel (T x C x chip x panel width), whatever the raster's
+height and width.
 
 Masks here are ``observed`` (True = a valid, cloud-free pixel), as everywhere on the fill path.
 """
@@ -16,7 +17,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .chips import blend_window
+from .chips import Panel, blend_window
 from .cog import FLAG_FILLED, FLAG_NEVER_OBSERVED, FLAG_OBSERVED, FLAG_SCREENED, StripeWriter, to_output_dtype
 from .cube import read_stripe
 from .inference import Predictor
@@ -55,16 +56,19 @@ class Quicklook:
         self.after = np.full((t, 3, h, w), np.nan, np.float32)
         self.flags = np.full((t, h, w), FLAG_NEVER_OBSERVED, np.uint8)
 
-    def add(self, row0: int, date: int, before: np.ndarray, after: np.ndarray, flags: np.ndarray) -> None:
-        """Rows from ``row0`` of one date: before, after C x h x W (bands B2, B3, B4, ... ), flags h x W."""
+    def add(self, row0: int, col0: int, date: int, before: np.ndarray, after: np.ndarray, flags: np.ndarray
+            ) -> None:
+        """Pixels from (row0, col0) of one date: before, after C x h x w (bands B2, B3, B4, ... ), flags h x w."""
         rows = np.arange(row0, row0 + before.shape[-2])
         keep = rows % self.step == 0
-        if keep.any():
-            target = rows[keep] // self.step
+        first = -col0 % self.step  # the first column of the panel on the quicklook's grid
+        if keep.any() and first < before.shape[-1]:
+            target = np.ix_(rows[keep] // self.step, np.arange(col0 + first, col0 + before.shape[-1], self.step)
+                            // self.step)
             rgb = [2, 1, 0] if before.shape[0] >= 3 else [0] * 3
-            self.before[date, :, target] = np.moveaxis(before[rgb][:, keep, :: self.step], 1, 0)
-            self.after[date, :, target] = np.moveaxis(after[rgb][:, keep, :: self.step], 1, 0)
-            self.flags[date, target] = flags[keep, :: self.step]
+            for store, values in ((self.before, before), (self.after, after)):
+                store[date][(slice(None), *target)] = values[rgb][:, keep, first:: self.step]
+            self.flags[date][target] = flags[keep, first:: self.step]
 
 
 @dataclass
@@ -88,29 +92,30 @@ def _pad_to(array: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.pad(array, pad, mode="edge")
 
 
-def predict_row(plan: FillPlan, predictor: Predictor, options: FillOptions, days: np.ndarray,
+def predict_row(plan: FillPlan, predictor: Predictor, options: FillOptions, days: np.ndarray, panel: Panel,
                 refl: np.ndarray, obs: np.ndarray, add: Callable[[int, np.ndarray], None] | None = None,
                 ) -> RowPrediction:
-    """Run the predictor on the chips of one chip row: refl T x C x h x W (reflectance), obs T x h x W.
+    """Run the predictor on the chips of one chip row of a panel: refl T x C x h x w (reflectance) and obs
+    T x h x w of the panel's columns [lo, hi). Chips are named by their first raster column x0.
 
     With ``add``, each chip's values go to add(x0, values) as soon as they exist (the passed-through inputs
     first, then the predictions, each in column order: the order of sums of the returned RowPrediction's use),
     so that a row's predictions are never all held at once."""
-    chip, width = plan.chip_size, plan.cube.grid.width
+    chip = plan.chip_size
     pending: list[tuple[int, np.ndarray, np.ndarray]] = []
     passed = []
-    for x0 in plan.cols:
-        x1 = min(x0 + chip, width)
-        chip_obs = obs[:, :, x0:x1]
+    for x0 in panel.cols:
+        local = slice(x0 - panel.lo, min(x0 + chip, panel.hi) - panel.lo)
+        chip_obs = obs[:, :, local]
         # Only pixels observed on some dates but not all have anything to fill (never-observed
         # pixels become nodata whatever the network says).
         if not options.regenerate_all and not (chip_obs.any(axis=0) & ~chip_obs.all(axis=0)).any():
             passed.append(x0)
             continue
-        pending.append((x0, refl[:, :, :, x0:x1], chip_obs))
+        pending.append((x0, refl[:, :, :, local], chip_obs))
     if add is not None:
         for x0 in passed:
-            add(x0, refl[:, :, :, x0:x0 + chip])
+            add(x0, refl[:, :, :, x0 - panel.lo: x0 - panel.lo + chip])
     chips, seconds = [], 0.0
     for b in range(0, len(pending), plan.batch_size):
         batch = pending[b: b + plan.batch_size]
@@ -128,9 +133,15 @@ def predict_row(plan: FillPlan, predictor: Predictor, options: FillOptions, days
     return RowPrediction(chips, passed, seconds, len(pending))
 
 
-def rows_to_run(plan: FillPlan, done: int) -> list[int]:
-    """The chip rows (their first pixel rows) that still contribute to the raster rows from ``done`` on."""
-    return [y0 for y0 in plan.rows if y0 + plan.chip_size > done]
+Position = tuple[int, int]  # (panel, raster rows of it written): how far a fill has gone
+
+
+def rows_to_run(plan: FillPlan, done: Position = (0, 0)) -> list[tuple[int, int]]:
+    """(panel, first pixel row) of the chip rows still to run, in the order they run (panel by panel, top to
+    bottom): in the panel reached, those that contribute to its rows from ``done[1]`` on."""
+    panel, rows = done
+    return [(p, y0) for p in range(panel, len(plan.panels)) for y0 in plan.rows
+            if p > panel or y0 + plan.chip_size > rows]
 
 
 class _InPlace:
@@ -203,22 +214,21 @@ class RowBuffer:
 
 def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writers: Writers, report: FillReport,
                 quicklook: Quicklook | None, progress: Callable[[int, int], None] | None,
-                row_predictions: Iterator[RowPrediction] | None = None, done: int = 0,
-                written: Callable[[int], None] | None = None) -> None:
-    """Predict (here, or take ``row_predictions`` made elsewhere in row order), blend and write every row.
+                row_predictions: Iterator[RowPrediction] | None = None, done: Position = (0, 0),
+                written: Callable[[Position], None] | None = None) -> None:
+    """Predict (here, or take ``row_predictions`` made elsewhere in the order of :func:`rows_to_run`), blend
+    and write every row of every panel.
 
-    ``done``: raster rows [0, done) are already written (a resumed run): only the chip rows that reach below
-    it run, and their sums start at ``done``, in the same order as in one uninterrupted run, so the outputs
-    are identical. ``written(rows)`` is called whenever rows [0, rows) are written."""
+    ``done``: rows [0, done[1]) of panel done[0], and every panel before it, are already written (a resumed run):
+    only the chip rows that reach below them run, and their sums start there, in the same order as in one
+    uninterrupted run, so the outputs are identical. ``written(position)`` is called whenever the rows up to
+    that position are written."""
     cube, grid = plan.cube, plan.cube.grid
     days = cube.days
     chip, rows = plan.chip_size, plan.rows
     window = blend_window(chip, plan.overlap)
-    first = len(rows) - len(rows_to_run(plan, done))
-    # Rows held at most: one chip row, plus (resumed run) the written rows' end up to the first chip row run.
-    capacity = min(chip, grid.height) + max(0, (rows[first] if first < len(rows) else done) - done)
-    buffer = RowBuffer(len(plan.scenes), len(plan.bands), grid.width, done, capacity)
-    chips_done = first * len(plan.cols)
+    order = rows_to_run(plan, done)
+    chips_done = plan.chips - sum(len(plan.panels[p].cols) for p, _ in order)
     # With the network on a GPU the next chip row is read (decompressed, decoded) in a thread while this one is
     # predicted: reading would otherwise be most of the time. On a CPU the network already uses every core, and
     # reading ahead measured slower and 15-20 % more memory (2-core CPU, 1024^2): read when needed there.
@@ -228,39 +238,59 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
     # time), except for the network on a CPU, whose forward passes would then fault their pages in again (1024^2:
     # 9 % more time for 32 MB).
     release = release_freed_memory if device is None or device.type == "cuda" else (lambda: None)
+    buffer, current = None, -1
     with (ThreadPoolExecutor(max_workers=1) if ahead else _InPlace()) as reader:
-        def read(r: int) -> Future:
-            return reader.submit(read_stripe, cube, rows[r], min(rows[r] + chip, grid.height))
+        def read(k: int) -> Future:
+            p, y0 = order[k]
+            return reader.submit(read_stripe, cube, y0, min(y0 + chip, grid.height), plan.panels[p].lo,
+                                 plan.panels[p].hi)
 
-        pending = read(first) if first < len(rows) else None
-        for r in range(first, len(rows)):
+        pending = read(0) if order else None
+        for k, (p, y0) in enumerate(order):
+            panel = plan.panels[p]
+            if p != current:
+                buffer, current = _panel_buffer(plan, panel, done[1] if p == done[0] else 0), p
             refl, obs, screened = pending.result()
-            if r + 1 < len(rows):
-                pending = read(r + 1)
-            y0 = rows[r]
+            if k + 1 < len(order):
+                pending = read(k + 1)
             buffer.extend(y0, refl, obs, screened)
+
+            def add(x0: int, values: np.ndarray) -> None:
+                buffer.add(y0, x0 - panel.lo, values, window)
+
             if row_predictions is None:
-                row = predict_row(plan, predictor, options, days, refl, obs,
-                                  add=lambda x0, values: buffer.add(y0, x0, values, window))
+                row = predict_row(plan, predictor, options, days, panel, refl, obs, add=add)
             else:
                 row = next(row_predictions)
                 # The same order of sums as in one process: outputs do not depend on where rows were predicted.
                 for x0 in row.passed:
-                    buffer.add(y0, x0, refl[:, :, :, x0:x0 + chip], window)
-                for x0, p in row.chips:
-                    buffer.add(y0, x0, p, window)
+                    add(x0, refl[:, :, :, x0 - panel.lo: x0 - panel.lo + chip])
+                for x0, values in row.chips:
+                    add(x0, values)
             report.chips_skipped += len(row.passed)
             report.chips_run += row.run
             report.network_seconds += row.network_seconds
+            r = rows.index(y0)
             flush_to = rows[r + 1] if r + 1 < len(rows) else grid.height
             if flush_to > buffer.start:
-                write_rows(*buffer.take(flush_to), options, writers, report, quicklook)
+                row0, *held = buffer.take(flush_to)
+                write_rows(row0, panel.col0, *(a[..., panel.owned] for a in held), options, writers, report,
+                           quicklook)
                 if written:
-                    written(flush_to)
+                    written((p, flush_to) if flush_to < grid.height else (p + 1, 0))
             release()
-            chips_done += len(plan.cols)
+            chips_done += len(panel.cols)
             if progress:  # after the rows are written: an interruption here loses none of this chip row's work
                 progress(chips_done, plan.chips)
+
+
+def _panel_buffer(plan: FillPlan, panel: Panel, start: int) -> RowBuffer:
+    """The row buffer of a panel whose rows [0, start) are written: it holds at most one chip row, plus (resumed
+    run) the rows from ``start`` up to the first chip row that runs."""
+    height = plan.cube.grid.height
+    first = next((y0 for y0 in plan.rows if y0 + plan.chip_size > start), start)
+    capacity = min(plan.chip_size, height) + max(0, first - start)
+    return RowBuffer(len(plan.scenes), len(plan.bands), panel.width, start, capacity)
 
 
 def accumulate(acc: np.ndarray, wsum: np.ndarray, row: int, x0: int, pred: np.ndarray, window: np.ndarray) -> None:
@@ -274,11 +304,12 @@ def accumulate(acc: np.ndarray, wsum: np.ndarray, row: int, x0: int, pred: np.nd
     wsum[row:row + h, x0:x0 + w] += win
 
 
-def write_rows(row0: int, acc: np.ndarray, wsum: np.ndarray, inputs: np.ndarray, observed: np.ndarray,
+def write_rows(row0: int, col0: int, acc: np.ndarray, wsum: np.ndarray, inputs: np.ndarray, observed: np.ndarray,
                screened: np.ndarray, options: FillOptions, writers: Writers, report: FillReport,
                quicklook: Quicklook | None) -> None:
-    """Normalise the blended rows, keep observed pixels, flag filled ones (the screen's with their own
-    value) and never-observed ones, and write every date (one at a time: the temporaries are one date's)."""
+    """Normalise the blended pixels from (row0, col0), keep observed ones, flag filled ones (the screen's with
+    their own value) and never-observed ones, and write every date (one at a time: the temporaries are one
+    date's)."""
     never = ~observed.any(axis=0)
     flags = np.where(observed, FLAG_OBSERVED, FLAG_FILLED).astype(np.uint8)
     flags[screened & ~observed] = FLAG_SCREENED
@@ -295,7 +326,7 @@ def write_rows(row0: int, acc: np.ndarray, wsum: np.ndarray, inputs: np.ndarray,
         result[:, never] = np.nan
         if i in writers:
             cog, flag_writer = writers[i]
-            cog.write_rows(row0, to_output_dtype(result, options.dtype))
-            flag_writer.write_rows(row0, flags[i][None])
+            cog.write_rows(row0, to_output_dtype(result, options.dtype), col0)
+            flag_writer.write_rows(row0, flags[i][None], col0)
         if quicklook is not None:
-            quicklook.add(row0, i, inputs[i], result, flags[i])
+            quicklook.add(row0, col0, i, inputs[i], result, flags[i])
