@@ -140,8 +140,9 @@ def main() -> None:
                     r = run_case(folder, Path(tmp) / f"out_{method}_{width}", method, args.checkpoint, width)
                     overhead = (r["seconds"] - r["network"]) / r["network"] if r["network"] > 0 else float("nan")
                     first = first or r
+                    peaks.setdefault((method, width), {})[size] = r["rss_mb"]
                     if width == widths[0]:
-                        peaks.setdefault(method, {})[size], seconds[method] = r["rss_mb"], r["seconds"]
+                        seconds[method] = r["seconds"]
                     print(f"{size:6d} {method:>8s} {'-' if width is None else width:>6} {r['used']:>16s} "
                           f"{r['run']:>9d}/{r['skipped']:<8d} {r['seconds']:8.1f} {r['network']:9.1f} "
                           f"{overhead:8.0%} {size * size * 10 / 1e6 / r['seconds']:11.2f} {r['rss_mb']:11.0f} "
@@ -153,10 +154,12 @@ def main() -> None:
             for method, value in seconds.items():
                 if method != "auto":
                     print(f"{size:6d} auto / {method}: {seconds['auto'] / value:.2f}x")
-    for method, by_size in peaks.items():
+    for (method, width), by_size in peaks.items():
         if len(by_size) > 1:
             sizes = sorted(by_size)
-            print(f"{method}: peak memory {sizes[-1]}^2 vs {sizes[0]}^2: {by_size[sizes[-1]] / by_size[sizes[0]]:.2f}x")
+            panel = "" if width is None else f", panel width {width}"
+            print(f"{method}{panel}: peak memory {sizes[-1]}^2 vs {sizes[0]}^2: "
+                  f"{by_size[sizes[-1]] / by_size[sizes[0]]:.2f}x")
 
 
 if __name__ == "__main__":

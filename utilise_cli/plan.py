@@ -219,7 +219,8 @@ def describe_masks(cube: SceneCube, buffer: int) -> str:
 
 
 def estimate_memory_mb(dates: int, bands: int, stripe_rows: int, width: int, batch: int, network_width: int) -> float:
-    """Peak resident memory of a fill in MB (see the constants above); ``network_width`` 0 for a baseline."""
+    """Peak resident memory of a fill in MB (see the constants above); ``width``: the columns of the widest column
+    panel (a stripe spans a panel, not the raster); ``network_width`` 0 for a baseline."""
     stripe = 4 * dates * bands * stripe_rows * width * _STRIPE_COPIES
     network = _NETWORK_BYTES_PER_PIXEL_DATE * batch * dates * stripe_rows ** 2 * network_width / 32
     outputs = dates * min(_OUTPUT_MB_PER_COLUMN_DATE * width, _OUTPUT_MB_CEILING_PER_DATE)
