@@ -5,7 +5,8 @@ A pixel is cloud when it is brighter than its clear reference in blue (B2) and r
 CLOUD_RED reflectance, and either lies within NEAR_MASK_PX of a masked pixel or is part of a dense patch of such
 pixels (at least PATCH_SHARE of the PATCH_PX square around it), so that single bright pixels (a roof, a
 vehicle) are left alone. Within NEAR_MASK_PX of a masked pixel a blue brightening of RIM_BLUE is enough (the
-bright rim of a masked cloud; blue still at least BLUE_OVER_RED x red, which spring soil fails). A pixel is shadow when it is darker than its reference in NIR (B8) by SHADOW_NIR, not
+bright rim of a masked cloud; blue still at least BLUE_OVER_RED x red, which spring soil fails); without masks,
+within NEAR_MASK_PX of the screen's own dense patches. A pixel is shadow when it is darker than its reference in NIR (B8) by SHADOW_NIR, not
 brighter in blue, and within SHADOW_NEAR_PX of cloud. The reference is the lower quartile (blue, red) and the
 median (NIR) over the dates that the given mask calls clear (over all valid dates without masks).
 
@@ -81,10 +82,12 @@ def _screen(reflectance: np.ndarray, occluded: np.ndarray | None, bands: list[st
     # Cloud and haze brighten blue at least as much as red; bare soil after a harvest brightens red more.
     brighter = (d_blue > CLOUD_BLUE) & (d_red > CLOUD_RED) & (d_blue >= BLUE_OVER_RED * d_red) & valid
     dense = uniform_filter(brighter.astype(np.float32), size=(1, PATCH_PX, PATCH_PX), mode="constant") >= PATCH_SHARE
-    near = _grow(given, NEAR_MASK_PX) if occluded is not None else np.zeros_like(valid)
+    patches = brighter & _grow(dense, PATCH_PX // 2)
+    # Without masks the screen's own cloud patches stand for them: their rims are what remains.
+    near = _grow(given if occluded is not None else patches, NEAR_MASK_PX)
     # Next to a masked cloud, thin cloud and the cloud's bright rim are likely: a weaker brightening is enough.
     rim = near & (d_blue > RIM_BLUE) & (d_blue >= BLUE_OVER_RED * d_red) & valid
-    cloud = (brighter & (_grow(dense, PATCH_PX // 2) | near)) | rim
+    cloud = patches | (brighter & near) | rim
     nir_reference = _quantile_over_dates(nir, clear & ~cloud, 0.5)
     blue_reference = _quantile_over_dates(blue, clear & ~cloud, 0.5)
     shadow = ((nir - nir_reference < -SHADOW_NIR) & (blue - blue_reference < 0.01) & valid
