@@ -60,12 +60,13 @@ def run_case(folder: Path, out: Path, method: str, checkpoint: str | None, panel
 import json, resource, sys
 from utilise_cli.fill import fill, FillOptions
 r = fill({str(folder)!r}, {str(out)!r}, FillOptions(method={method!r}, checkpoint={checkpoint!r}{panel}))
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the fill's peak, before the estimate below
 from utilise_cli.plan import load_predictor, plan_fill
 options = FillOptions(method={method!r}, checkpoint={checkpoint!r}, overwrite=True{panel})
 estimate = plan_fill({str(folder)!r}, {str(out)!r}, options, load_predictor(options)[0]).estimated_memory_mb
 print(json.dumps(dict(seconds=r.seconds, network=r.network_seconds, run=r.chips_run, skipped=r.chips_skipped,
                       used=r.method, estimate_mb=estimate,
-                      rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+                      rss_mb=rss)))
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
