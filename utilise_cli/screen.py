@@ -6,8 +6,8 @@ CLOUD_RED reflectance, and either lies within NEAR_MASK_PX of a masked pixel or 
 pixels (at least PATCH_SHARE of the PATCH_PX square around it), so that single bright pixels (a roof, a
 vehicle) are left alone. Within NEAR_MASK_PX of a masked pixel a blue brightening of RIM_BLUE is enough (the
 bright rim of a masked cloud; blue still at least BLUE_OVER_RED x red, which spring soil fails); without masks,
-within NEAR_MASK_PX of the screen's own dense patches. A pixel is shadow when it is darker than its reference in NIR (B8) by SHADOW_NIR, not
-brighter in blue, and within SHADOW_NEAR_PX of cloud. The reference is the lower quartile (blue, red) and the
+within NEAR_MASK_PX of the screen's own dense patches. A pixel is shadow when it is darker than its reference in
+NIR (B8) by SHADOW_NIR, not brighter in blue, and within SHADOW_NEAR_PX of cloud. The reference is the lower quartile (blue, red) and the
 median (NIR) over the dates that the given mask calls clear (over all valid dates without masks).
 
 Thresholds in reflectance, chosen on the training-policy WorldCereal series against its SCL classes
