@@ -36,6 +36,9 @@ _STRIPE_COPIES = 6
 _OUTPUT_MB_PER_COLUMN_DATE = 0.02
 _OUTPUT_MB_CEILING_PER_DATE = 29
 _NETWORK_BYTES_PER_PIXEL_DATE = 610
+# With column panels the stripe no longer grows with the width, yet the peak still grows with the raster's size:
+# linear, 10 dates, 2048^2 / 4096^2 / 8192^2: 995-1015 / 1051 / 1246 MB (cause not found; fitted, not explained).
+_MB_PER_RASTER_MEGAPIXEL = 3.5
 
 
 @dataclass
@@ -172,7 +175,7 @@ def plan_fill(source: str | Path, out: str | Path, options: FillOptions,
     width = getattr(getattr(predictor, "model", None), "config", None)
     batch = resolve_batch_size(options.batch_size, predictor)
     memory = estimate_memory_mb(t, c, min(options.chip_size, grid.height), max(p.width for p in panels), batch,
-                                width.encoder_widths[0] if width is not None else 0)
+                                width.encoder_widths[0] if width is not None else 0, grid.height * grid.width)
     return FillPlan(source, cube, bands, options.chip_size, options.overlap, rows, cols, [p[0] for p in paths],
                     [p[1] for p in paths], todo, seconds, memory, prints, panels, batch)
 
@@ -218,13 +221,15 @@ def describe_masks(cube: SceneCube, buffer: int) -> str:
     return given + ("; plus the cloud screen (flag 2)" if cube.screen else "; no cloud screen")
 
 
-def estimate_memory_mb(dates: int, bands: int, stripe_rows: int, width: int, batch: int, network_width: int) -> float:
+def estimate_memory_mb(dates: int, bands: int, stripe_rows: int, width: int, batch: int, network_width: int,
+                       raster_pixels: int = 0) -> float:
     """Peak resident memory of a fill in MB (see the constants above); ``width``: the columns of the widest column
-    panel (a stripe spans a panel, not the raster); ``network_width`` 0 for a baseline."""
+    panel (a stripe spans a panel, not the raster); ``network_width`` 0 for a baseline; ``raster_pixels``: height
+    x width of the raster."""
     stripe = 4 * dates * bands * stripe_rows * width * _STRIPE_COPIES
     network = _NETWORK_BYTES_PER_PIXEL_DATE * batch * dates * stripe_rows ** 2 * network_width / 32
     outputs = dates * min(_OUTPUT_MB_PER_COLUMN_DATE * width, _OUTPUT_MB_CEILING_PER_DATE)
-    return _BASE_MB + outputs + (stripe + network) / 1e6
+    return _BASE_MB + outputs + (stripe + network) / 1e6 + _MB_PER_RASTER_MEGAPIXEL * raster_pixels / 1e6
 
 
 def available_memory_mb() -> float:
