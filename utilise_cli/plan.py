@@ -37,7 +37,8 @@ _OUTPUT_MB_PER_COLUMN_DATE = 0.02
 _OUTPUT_MB_CEILING_PER_DATE = 29
 _NETWORK_BYTES_PER_PIXEL_DATE = 610
 # With column panels the stripe no longer grows with the width, yet the peak still grows with the raster's size:
-# linear, 10 dates, 2048^2 / 4096^2 / 8192^2: 995-1015 / 1051 / 1246 MB (cause not found; fitted, not explained).
+# linear, 10 dates, 2048^2 / 4096^2 / 8192^2: 995-1015 / 1051 / 1246 MB. Mostly GDAL's block cache filling further
+# (up to its cap) on larger stacks; fitted, so it errs high beyond 8192^2.
 _MB_PER_RASTER_MEGAPIXEL = 3.5
 
 
