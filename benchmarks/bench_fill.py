@@ -59,10 +59,10 @@ def run_case(folder: Path, out: Path, method: str, checkpoint: str | None, panel
     code = f"""
 import json, resource, sys
 from utilise_cli.fill import fill, FillOptions
-r = fill({str(folder)!r}, {str(out)!r}, FillOptions(method={method!r}, checkpoint={checkpoint!r}{panel}))
+options = FillOptions(method={method!r}, checkpoint={checkpoint!r}, overwrite=True{panel})
+r = fill({str(folder)!r}, {str(out)!r}, options)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the fill's peak, before the estimate below
 from utilise_cli.plan import load_predictor, plan_fill
-options = FillOptions(method={method!r}, checkpoint={checkpoint!r}, overwrite=True{panel})
 estimate = plan_fill({str(folder)!r}, {str(out)!r}, options, load_predictor(options)[0]).estimated_memory_mb
 print(json.dumps(dict(seconds=r.seconds, network=r.network_seconds, run=r.chips_run, skipped=r.chips_skipped,
                       used=r.method, estimate_mb=estimate,

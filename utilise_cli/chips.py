@@ -79,3 +79,9 @@ def column_panels(width: int, cols: list[int], chip: int, panel_width: int) -> l
         touching = tuple(c for c in cols if c < col1 and c + chip > col0)
         panels.append(Panel(col0, col1, touching, touching[0], min(touching[-1] + chip, width)))
     return panels
+
+
+def chip_count(rows: list[int], panels: list[Panel]) -> int:
+    """Chips a fill runs (or passes through): every chip row of every panel, the chips at panel edges once per
+    panel."""
+    return len(rows) * sum(len(panel.cols) for panel in panels)

@@ -13,7 +13,7 @@ from pathlib import Path
 import rasterio
 
 from . import __version__
-from .chips import Panel, chip_starts, column_panels
+from .chips import Panel, chip_count, chip_starts, column_panels
 from .cube import SceneCube, open_folder
 from .errors import CheckpointError, OptionError, OutputError, SceneError
 from .inference import BaselinePredictor, NetworkPredictor, Predictor, resolve_precision
@@ -69,7 +69,7 @@ class FillPlan:
     @property
     def chips(self) -> int:
         """Chips to run (or pass through), counting those at panel edges once per panel."""
-        return len(self.rows) * sum(len(panel.cols) for panel in self.panels)
+        return chip_count(self.rows, self.panels)
 
 
 def output_paths(out: Path, scene: Scene) -> tuple[Path, Path]:
@@ -170,7 +170,7 @@ def plan_fill(source: str | Path, out: str | Path, options: FillOptions,
                  stale[0])
     panels = column_panels(grid.width, cols, options.chip_size, options.panel_width)
     t, c = len(cube.scenes), len(bands)
-    chips = len(rows) * sum(len(panel.cols) for panel in panels)
+    chips = chip_count(rows, panels)
     per_chip = _SECONDS_PER_CHIP_128_T10_CPU * (options.chip_size / 128) ** 2 * max(t, 1) / 10
     seconds = chips * per_chip if options.method in ("utilise", "auto") else chips * 0.01 * t
     width = getattr(getattr(predictor, "model", None), "config", None)

@@ -228,6 +228,8 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
     chip, rows = plan.chip_size, plan.rows
     window = blend_window(chip, plan.overlap)
     order = rows_to_run(plan, done)
+    # Rows no later chip row of the panel touches once a chip row is in: up to the next chip row's first row.
+    flush_after = dict(zip(rows, [*rows[1:], grid.height]))
     chips_done = plan.chips - sum(len(plan.panels[p].cols) for p, _ in order)
     # With the network on a GPU the next chip row is read (decompressed, decoded) in a thread while this one is
     # predicted: reading would otherwise be most of the time. On a CPU the network already uses every core, and
@@ -270,8 +272,7 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
             report.chips_skipped += len(row.passed)
             report.chips_run += row.run
             report.network_seconds += row.network_seconds
-            r = rows.index(y0)
-            flush_to = rows[r + 1] if r + 1 < len(rows) else grid.height
+            flush_to = flush_after[y0]
             if flush_to > buffer.start:
                 row0, *held = buffer.take(flush_to)
                 write_rows(row0, panel.col0, *(a[..., panel.owned] for a in held), options, writers, report,
