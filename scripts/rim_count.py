@@ -4,10 +4,11 @@ A rim pixel: within 3 px of a date's input cloud mask (the mask as given, before
 in the output than that pixel's median over all output dates by more than 0.03 reflectance.
 
     python scripts/rim_count.py OUT_FOLDER SCENE_FOLDER      # a fill's outputs against its input masks
-    python scripts/rim_count.py --study WORLDCEREAL_FOLDER    # mask buffers 0..4 on a training-policy series
+    python scripts/rim_count.py --study                       # buffers and the screen on training-policy data
 
-The study fills the WorldCereal series (SCL masks, training policy) with the adjusted interpolation after
-growing its masks by 0..4 px and prints the rim count and the share of pixel-dates filled for each buffer.
+The study fills the training-policy series of scripts/screen_agreement.py (WorldCereal, the Portugal and HU/RO
+minicubes; SCL as the given mask) with the adjusted interpolation, with the masks as given, grown by 1 and 2 px,
+and with fill's defaults, and prints the rim count and the share of pixel-dates filled for each.
 """
 
 from __future__ import annotations
@@ -45,29 +46,40 @@ def from_folders(out: Path, scenes: Path) -> None:
           f"of them found by the screen {(flags == 2).sum()}")
 
 
-def study(folder: Path) -> None:
-    from utilise_cli.baselines import interpolate
-    from utilise_cli.datasets.series import CLEAR, OCCLUDED
-    from utilise_cli.datasets.sources import read_worldcereal
+def study() -> None:
+    """Rims and filled share on the training-policy sources of screen_agreement.py, SCL (3, 8, 9, 10) as the
+    given mask: as given, grown by 1 and 2 px, and the defaults (1 px and the screen)."""
+    from screen_agreement import OCCLUDED, TRAINING, sources
 
-    series = read_worldcereal(folder)[0]
-    occluded = series.cloud_mask == OCCLUDED
-    valid = series.cloud_mask != 2
-    print(f"{series.name}: {len(series.dates)} dates, {occluded.mean():.1%} of pixel-dates occluded by SCL")
-    for px in range(5):
-        observed = valid & ~grow(occluded, px) & (series.cloud_mask == CLEAR)
-        filled = interpolate("adjusted", np.nan_to_num(series.frames), observed, series.days)
-        blue = np.where(valid, filled[:, 0], np.nan)
-        print(f"buffer {px} px: rim pixels {rims(blue, occluded):6d}, pixel-dates filled {(~observed & valid).mean():.1%}")
+    from utilise_cli.baselines import interpolate
+    from utilise_cli.screen import screen
+
+    data = sources()
+    print("| source | masks | rim pixels | pixel-dates filled |")
+    print("|---|---|---|---|")
+    for name in TRAINING:
+        refl, scl, days = data[name]
+        valid = np.isfinite(refl).all(axis=1) & np.isfinite(scl) & ~np.isin(scl, (0, 1))
+        refl = np.where(valid[:, None], refl, np.nan)
+        given = np.isin(scl, OCCLUDED) & valid
+        for label, px, screened in (("as given", 0, False), ("grown by 1 px", 1, False),
+                                    ("grown by 2 px", 2, False), ("the screen", 0, True), ("1 px and the screen (defaults)", 1, True)):
+            occluded = grow(given, px)
+            if screened:
+                occluded = occluded | screen(refl, occluded, ["B2", "B3", "B4", "B8"])
+            observed = valid & ~occluded
+            filled = interpolate("adjusted", np.nan_to_num(refl), observed, days)
+            blue = np.where(valid, filled[:, 0], np.nan)
+            print(f"| {name} | {label} | {rims(blue, given)} | {(occluded & valid).sum() / valid.sum():.1%} |")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="*", type=Path)
-    parser.add_argument("--study", type=Path, help="a WorldCereal location folder")
+    parser.add_argument("--study", action="store_true", help="buffers and the screen on the training sources")
     args = parser.parse_args()
     if args.study:
-        study(args.study)
+        study()
     elif len(args.paths) == 2:
         from_folders(*args.paths)
     else:

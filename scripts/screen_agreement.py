@@ -27,7 +27,12 @@ CLOUD, OCCLUDED, UNCLASSIFIED = (8, 9, 10), (3, 8, 9, 10), 7
 TRAINING = ("worldcereal Belgium", "minicube Portugal", "minicube HU/RO")
 
 
-def worldcereal(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+def _days(times: np.ndarray) -> np.ndarray:
+    return ((times - times[0]) / np.timedelta64(1, "D")).astype(np.float32)
+
+
+def worldcereal(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reflectance T x 4 x H x W (B2, B3, B4, B8), SCL T x H x W (upsampled to 10 m), days since the first date."""
     ten = next(folder.glob("S2_L2A_10m_*.nc"))
     ds = xr.open_dataset(ten)
     raw = xr.open_dataset(ten.with_name(ten.name.replace("_10m_", "_20m_")), decode_cf=False)
@@ -35,17 +40,18 @@ def worldcereal(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     scl = raw["SCL"].values.astype(np.float32)
     fy, fx = refl.shape[-2] // scl.shape[1], refl.shape[-1] // scl.shape[2]
     scl = np.repeat(np.repeat(scl, fy, axis=1), fx, axis=2)[:, :refl.shape[-2], :refl.shape[-1]]
-    return refl, scl
+    return refl, scl, _days(ds["timestamp"].values)
 
 
-def minicube(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def minicube(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """As `worldcereal`, with B8A for B8; dates without SCL are left out."""
     ds = xr.open_dataset(path)
     keep = np.isfinite(ds["s2_SCL"].values).any(axis=(1, 2))
     refl = np.stack([ds[b].values[keep] for b in ("s2_B02", "s2_B03", "s2_B04", "s2_B8A")], axis=1)
-    return refl.astype(np.float32), ds["s2_SCL"].values[keep]
+    return refl.astype(np.float32), ds["s2_SCL"].values[keep], _days(ds["time"].values[keep])
 
 
-def sources() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def sources() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     cubes = DATA / "greenearthnet" / "minicubes"
     return {"worldcereal Belgium": worldcereal(DATA / "worldcereal" / "00002806639B424A"),
             "minicube Portugal": minicube(next(cubes.glob("JAS2021_*29SND*.nc"))),
@@ -82,14 +88,14 @@ def main() -> int:
         for blue in (0.03, 0.04, 0.06):
             for ratio in (0.0, 0.8, 1.0):
                 screen.CLOUD_BLUE, screen.CLOUD_RED, screen.BLUE_OVER_RED = blue, blue * 0.75, ratio
-                rows = [agreement(*data[name]) for name in TRAINING]
+                rows = [agreement(*data[name][:2]) for name in TRAINING]
                 print(f"blue {blue:.2f} red {blue * 0.75:.3f} blue/red {ratio:.1f}: " + "  ".join(
                     f"R {r['recall']:.2f} P {r['precision']:.2f} clear {r['clear_flagged']:.1%}" for r in rows))
         return 0
     print("| source | frames (5-90 % cloud / clear) | recall of SCL cloud | precision | precision without SCL 7 "
           "| flagged on clear frames |")
     print("|---|---|---|---|---|---|")
-    for name, (refl, scl) in data.items():
+    for name, (refl, scl, _) in data.items():
         r = agreement(refl, scl)
         print(f"| {name} | {r['frames']} ({r['partly']} / {r['clear']}) | {r['recall']:.2f} | {r['precision']:.2f} | "
               f"{r['precision_no7']:.2f} | "
