@@ -57,9 +57,9 @@ def _quantile_over_dates(values: np.ndarray, usable: np.ndarray, q: float,
 
 
 def _clear_neighbours(values: np.ndarray, clear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each date, the value (T x H x W) at the pixel's nearest clear date before it and after it; NaN where
+    """For each date, the value (T x ...) at the pixel's nearest clear date before it and after it; NaN where
     there is none."""
-    dates = np.arange(len(values))[:, None, None]
+    dates = np.arange(len(values)).reshape(-1, *[1] * (values.ndim - 1))
     at_or_before = np.maximum.accumulate(np.where(clear, dates, -1), axis=0)
     at_or_after = np.minimum.accumulate(np.where(clear, dates, len(values))[::-1], axis=0)[::-1]
     before = np.concatenate([np.full_like(at_or_before[:1], -1), at_or_before[:-1]])
@@ -103,9 +103,11 @@ def _screen(reflectance: np.ndarray, occluded: np.ndarray | None, bands: list[st
     near = _grow(given if occluded is not None else patches, NEAR_MASK_PX)
     # Next to a masked cloud, thin cloud and the cloud's bright rim are likely: a weaker brightening is enough.
     # Soil that brightens more in red than in blue stays bright from one clear date to the next; a rim does not.
-    before, after = _clear_neighbours(blue, clear)
-    transient = blue - np.fmax(before, after) > RIM_BLUE
-    rim = near & (d_blue > RIM_BLUE) & ((d_blue >= BLUE_OVER_RED * d_red) | transient) & valid
+    rim = near & (d_blue > RIM_BLUE) & valid
+    reddish = rim & (d_blue < BLUE_OVER_RED * d_red)
+    pixels = reddish.any(axis=0)  # few: the neighbours are looked up for these only
+    before, after = _clear_neighbours(blue[:, pixels], clear[:, pixels])
+    rim[:, pixels] &= ~reddish[:, pixels] | (blue[:, pixels] - np.fmax(before, after) > RIM_BLUE)
     cloud = patches | (brighter & near) | rim
     nir_reference = _quantile_over_dates(nir, clear & ~cloud, 0.5)
     blue_reference = _quantile_over_dates(blue, clear & ~cloud, 0.5)
