@@ -102,6 +102,40 @@ def test_scale_and_nodata_options_decode_as_documented(tmp_path):
     assert read_rows(plain, 0, plain.grid.height)[1].sum() > observed.sum()  # 6.5535 "reflectance" counted as data
 
 
+def _split_into_band_files(folder: Path) -> None:
+    """The sample as one single-band GeoTIFF per band and date (``..._B04_...``), with its mask files."""
+    for scene in SAMPLE.glob("*_T34VCL.tif"):
+        with rasterio.open(scene) as src:
+            profile = {**src.profile, "count": 1}
+            for i, name in enumerate(("B02", "B03", "B04", "B08"), start=1):
+                with rasterio.open(folder / f"{scene.stem}_{name}.tif", "w", **profile) as dst:
+                    dst.write(src.read(i), 1)
+        shutil.copy(scene.with_name(scene.stem + "_mask.tif"), folder)
+
+
+@pytest.mark.parametrize("layout", ["multi-band files", "a file per band"])
+def test_windows_read_from_the_files_equal_the_windows_read_through_dask(tmp_path, layout):
+    """The direct window reader (bands that share a file in one read, dates on threads) gives the raw values
+    and the decoded classes of the dask cube, for windows inside the raster and at its edges."""
+    import dataclasses
+
+    from utilise_cli.cube import read_classes
+
+    folder = SAMPLE
+    if layout == "a file per band":
+        folder = tmp_path
+        _split_into_band_files(folder)
+    cube = open_folder(folder, ["B2", "B3", "B4", "B8"], ReadOptions())
+    assert cube.windows is not None
+    through_dask = dataclasses.replace(cube, windows=None)
+    for y0, y1, x0, x1 in ((0, cube.grid.height, 0, cube.grid.width), (30, 90, 40, 100), (120, 165, 0, 30)):
+        raw = cube.windows.read((y0, y1), (x0, x1), (y0, y1), (x0, x1))
+        assert np.array_equal(raw[0], cube.reflectance[:, :, y0:y1, x0:x1].values)
+        assert np.array_equal(raw[1], cube.mask[:, y0:y1, x0:x1].values)
+        for a, b in zip(read_classes(cube, y0, y1, x0, x1), read_classes(through_dask, y0, y1, x0, x1)):
+            assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+
+
 def test_a_window_decodes_like_the_same_pixels_of_the_whole_raster():
     """Mask buffer and cloud screen look at neighbours: a window read with its margin gives the pixels of the full
     read, bit for bit (self-validation and explain read single chips this way)."""

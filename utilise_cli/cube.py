@@ -2,7 +2,9 @@
 
 ``reflectance`` is (time, band, y, x) in raw file values (DN); ``mask`` is (time, y, x) in raw mask values.
 Pixels are decoded to reflectance 0..1 and an ``observed`` flag only for the window being processed
-(:func:`read_rows`), so memory stays bounded by the window, never the scene.
+(:func:`read_rows`), so memory stays bounded by the window, never the scene. Scenes already on the grid are
+read window by window straight from their files (:mod:`utilise_cli.windows`); reprojected scenes (``--align``)
+and STAC assets through dask.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .options import ReadOptions
 from .scenes import BandRef, Scene, discover_scenes
 from .screen import SCREEN_MARGIN_PX, screen
 from .sentinel2 import DN_SCALE, SCL_NODATA, SCL_OCCLUDED
+from .windows import WindowReader
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,7 @@ class SceneCube:
     nodata: float | None
     origin: str = ""  # a STAC input's items and the assets chosen, for --dry-run and the log
     screen: bool = False  # add the clouds and shadows the masks miss (utilise_cli.screen) while decoding
+    windows: WindowReader | None = None  # reads windows from the files (scenes on the grid); else through dask
 
     @property
     def bands(self) -> list[str]:
@@ -138,6 +142,7 @@ def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, sca
 
     reference: Grid | None = None
     frames, masks = [], []
+    reprojected = False
     for scene in scenes:
         stack = xr.concat([band(ref) for ref in scene.bands.values()], dim="band")
         stack = stack.assign_coords(band=list(scene.bands))
@@ -160,6 +165,7 @@ def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, sca
                 raise SceneError(f"{path}: does not overlap the grid of {scenes[0].path.name}, even after --align; "
                                  "remove it or fill it with the scenes of its own place")
             log.info("reprojecting %s onto the grid of %s", path.name, scenes[0].path.name)
+            reprojected = True
             resampling = Resampling.bilinear if what == "scene" else Resampling.nearest
             array = array.rio.reproject_match(ref_stack, resampling=resampling, nodata=nodata if what == "scene" else 0)
             array = array.assign_coords(x=ref_stack.x, y=ref_stack.y)
@@ -174,7 +180,8 @@ def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, sca
     reflectance = xr.concat(frames, dim=time, join="override").transpose("time", "band", "y", "x")
     mask_cube = xr.concat(masks, dim=time, join="override").transpose("time", "y", "x")
     reflectance = reflectance.rio.write_crs(reference.crs).rio.write_transform(reference.transform)
-    return SceneCube(reflectance, mask_cube, list(scenes), reference, list(rules), scale, offset, nodata)
+    return SceneCube(reflectance, mask_cube, list(scenes), reference, list(rules), scale, offset, nodata,
+                     windows=None if reprojected else WindowReader(scenes))
 
 
 def guess_mask_kind(values: np.ndarray) -> str:
@@ -288,8 +295,11 @@ def read_classes(cube: SceneCube, row0: int, row1: int, col0: int = 0, col1: int
     m0, m1 = max(0, row0 - margin), min(height, row1 + margin)
     c0, c1 = max(0, col0 - margin), min(width, col1 + margin)
     (s0, s1), (b0, b1) = ((m0, m1), (c0, c1)) if cube.screen else ((row0, row1), (col0, col1))
-    raw, raw_mask = (np.asarray(a) for a in dask.compute(cube.reflectance[:, :, s0:s1, b0:b1].data,
-                                                          cube.mask[:, m0:m1, c0:c1].data, scheduler="threads"))
+    if cube.windows is not None:
+        raw, raw_mask = cube.windows.read((s0, s1), (b0, b1), (m0, m1), (c0, c1))
+    else:
+        raw, raw_mask = (np.asarray(a) for a in dask.compute(cube.reflectance[:, :, s0:s1, b0:b1].data,
+                                                              cube.mask[:, m0:m1, c0:c1].data, scheduler="threads"))
     reflectance = raw.astype(np.float32) * np.float32(cube.scale) + np.float32(cube.offset)
     nodata = ~np.isfinite(reflectance).all(axis=1)
     if cube.nodata is not None:
