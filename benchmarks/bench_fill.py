@@ -53,15 +53,29 @@ def build_stack(size: int, folder: Path, dates: int = 10) -> None:
             dst.write(big_mask)
 
 
+# The child's own peak resident memory. Not ru_maxrss: Linux carries a process's peak across fork and exec, so a
+# child's ru_maxrss starts at its parent's peak, and the parent has just built the stacks (8192^2: 1246 MB, which
+# every 8192^2 fill then "measured").
+PEAK_MB = """
+def peak_mb():
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+"""
+
+
 def run_case(folder: Path, out: Path, method: str, checkpoint: str | None, panel_width: int | None = None) -> dict:
     """fill in a child process; returns its report figures and peak RSS. ``panel_width`` None: the default."""
     panel = "" if panel_width is None else f", panel_width={panel_width}"
-    code = f"""
-import json, resource, sys
+    code = PEAK_MB + f"""
+import json, sys
 from utilise_cli.fill import fill, FillOptions
 options = FillOptions(method={method!r}, checkpoint={checkpoint!r}, overwrite=True{panel})
 r = fill({str(folder)!r}, {str(out)!r}, options)
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the fill's peak, before the estimate below
+rss = peak_mb()  # the fill's peak, before the estimate below
 from utilise_cli.plan import load_predictor, plan_fill
 estimate = plan_fill({str(folder)!r}, {str(out)!r}, options, load_predictor(options)[0]).estimated_memory_mb
 print(json.dumps(dict(seconds=r.seconds, network=r.network_seconds, run=r.chips_run, skipped=r.chips_skipped,

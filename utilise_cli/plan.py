@@ -36,10 +36,10 @@ _STRIPE_COPIES = 6
 _OUTPUT_MB_PER_COLUMN_DATE = 0.02
 _OUTPUT_MB_CEILING_PER_DATE = 29
 _NETWORK_BYTES_PER_PIXEL_DATE = 610
-# With column panels the stripe no longer grows with the width, yet the peak still grows with the raster's size:
-# linear, 10 dates, 2048^2 / 4096^2 / 8192^2: 995-1015 / 1051 / 1246 MB. Mostly GDAL's block cache filling further
-# (up to its cap) on larger stacks; fitted, so it errs high beyond 8192^2.
-_MB_PER_RASTER_MEGAPIXEL = 3.5
+# With column panels the stripe no longer grows with the width; what still grows with the raster's size (the
+# outputs' tile indexes, GDAL's cache filling to its cap) is small: linear, 10 dates, windows read from the files,
+# 2048^2 / 8192^2: 966 / 1016 MB (each fill's own VmHWM; benchmarks/bench_fill.py).
+_MB_PER_RASTER_MEGAPIXEL = 0.8
 
 
 @dataclass
