@@ -84,6 +84,12 @@ MUTATIONS = [
              "np.random.default_rng([seed, int(index)])", "rng", ("tests/test_validation.py",)),
     Mutation("a scene with nothing observed is filled anyway", "fill.py", "_check_observed",
              "if not seen.any():", "if False:", ("tests/test_safety.py",)),
+    Mutation("a reddish brightening next to a mask is a rim even where it lasts (soil)", "screen.py", "_screen",
+             "rim[:, pixels] &= ~reddish[:, pixels] | (blue[:, pixels] - np.fmax(before, after) > RIM_BLUE)", "pass",
+             ("tests/test_screen.py",)),
+    Mutation("the window reader reads rows for columns", "windows.py", "WindowReader._read_date",
+             "window = Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])",
+             "window = Window(rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0])", ("tests/test_cube.py",)),
 ]
 
 

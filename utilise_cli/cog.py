@@ -7,7 +7,6 @@ to its final name, so a file with the final name is always complete.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -19,12 +18,6 @@ from affine import Affine
 
 from .atomic import staged
 from rasterio.crs import CRS
-
-# GDAL's block cache defaults to 5 % of RAM (1.2 GB on a 24 GB machine) and fills up with the blocks of
-# every output being streamed. It must still hold a row of input blocks of every date, or each stripe
-# decompresses them again (2048^2 x 10 dates, linear: 64 MB saved 110 MB of peak but cost 15 % more time).
-# A user's own GDAL_CACHEMAX wins.
-os.environ.setdefault("GDAL_CACHEMAX", "128")
 
 UINT16_SCALE = 1e-4
 # Flags sidecar values: observed (kept), filled where the given mask occludes (or its buffer), filled where

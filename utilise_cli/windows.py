@@ -9,6 +9,7 @@ files open between windows: 0.04 s instead of 0.22 s for that stripe (``benchmar
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
@@ -19,6 +20,12 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from .scenes import Scene
+
+# GDAL's block cache defaults to 5 % of RAM (1.2 GB on a 24 GB machine) and fills up with the blocks of the
+# windows read and of every output being streamed. It must still hold a row of input blocks of every date, or
+# each stripe decompresses them again (2048^2 x 10 dates, linear: 64 MB saved 110 MB of peak but cost 15 % more
+# time). Set here, where reading starts, before GDAL sizes its cache; a user's own GDAL_CACHEMAX wins.
+os.environ.setdefault("GDAL_CACHEMAX", "128")
 
 Span = tuple[int, int]  # [start, stop) in pixels
 
