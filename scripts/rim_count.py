@@ -8,7 +8,7 @@ in the output than that pixel's median over all output dates by more than 0.03 r
 
 The study fills the training-policy series of scripts/screen_agreement.py (WorldCereal, the Portugal and HU/RO
 minicubes; SCL as the given mask) with the adjusted interpolation, with the masks as given, grown by 1 and 2 px,
-and with fill's defaults, and prints the rim count and the share of pixel-dates filled for each.
+with the screen alone and with fill's defaults, and prints the rim count and the share of pixel-dates filled.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def from_folders(out: Path, scenes: Path) -> None:
 
 def study() -> None:
     """Rims and filled share on the training-policy sources of screen_agreement.py, SCL (3, 8, 9, 10) as the
-    given mask: as given, grown by 1 and 2 px, and the defaults (1 px and the screen)."""
+    given mask: as given, grown by 1 and 2 px, the screen alone, and the defaults (1 px and the screen)."""
     from screen_agreement import OCCLUDED, TRAINING, sources
 
     from utilise_cli.baselines import interpolate
@@ -62,8 +62,8 @@ def study() -> None:
         valid = np.isfinite(refl).all(axis=1) & np.isfinite(scl) & ~np.isin(scl, (0, 1))
         refl = np.where(valid[:, None], refl, np.nan)
         given = np.isin(scl, OCCLUDED) & valid
-        for label, px, screened in (("as given", 0, False), ("grown by 1 px", 1, False),
-                                    ("grown by 2 px", 2, False), ("the screen", 0, True), ("1 px and the screen (defaults)", 1, True)):
+        for label, px, screened in (("as given", 0, False), ("grown by 1 px", 1, False), ("grown by 2 px", 2, False),
+                                    ("the screen", 0, True), ("1 px and the screen (defaults)", 1, True)):
             occluded = grow(given, px)
             if screened:
                 occluded = occluded | screen(refl, occluded, ["B2", "B3", "B4", "B8"])
