@@ -208,6 +208,19 @@ def _corrupt(folder: Path) -> str:
     return bad.name
 
 
+def _cut_off(folder: Path) -> str:
+    """A scene whose header is whole but whose tiles end early (an interrupted download), laid out as a COG:
+    header first, so it opens and fails only when its pixels are read."""
+    import rasterio.shutil
+
+    scene = sorted(folder.glob("*_T34VCL.tif"))[4]
+    whole = folder.parent / "whole.tif"
+    rasterio.shutil.copy(scene, whole, driver="COG", blocksize=64)
+    scene.write_bytes(whole.read_bytes()[: whole.stat().st_size * 2 // 3])
+    whole.unlink()
+    return scene.name
+
+
 def _same_date(folder: Path) -> str:
     scene = sorted(folder.glob("*_T34VCL.tif"))[0]
     shutil.copy(scene, folder / f"{scene.stem}_copy.tif")
@@ -236,7 +249,7 @@ def _empty(folder: Path) -> str:
 @pytest.mark.parametrize("breaker,expected", [
     (_empty, "no GeoTIFF scenes"), (_no_date, "no acquisition date"), (_same_date, "two scenes on the same date"),
     (_no_mask, "no cloud mask"), (_other_grid, "on another grid"), (_missing_band, "has no band B8"),
-    (_corrupt, "not a readable raster"),
+    (_corrupt, "not a readable raster"), (_cut_off, "cannot read its pixels"),
 ])
 def test_bad_scene_folders_fail_cleanly(tmp_path, breaker, expected):
     folder = copy_sample(tmp_path)

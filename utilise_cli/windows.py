@@ -19,8 +19,10 @@ from typing import Sequence
 import numpy as np
 import rasterio
 from rasterio.io import DatasetReader
+from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
+from .errors import SceneError
 from .scenes import Scene
 
 # GDAL's block cache defaults to 5 % of RAM (1.2 GB on a 24 GB machine) and fills up with the blocks of the
@@ -63,10 +65,17 @@ class WindowReader:
         by_file: dict = {}
         for ref in scene.bands.values():
             by_file.setdefault(ref.path, []).append(ref.index)
-        read = {path: dict(zip(indexes, self._dataset(path).read(indexes, window=window)))
-                for path, indexes in by_file.items()}
+        read = {path: dict(zip(indexes, self._read(path, indexes, window))) for path, indexes in by_file.items()}
         bands = np.stack([read[ref.path][ref.index] for ref in scene.bands.values()])
         if scene.mask_kind == "none":
             return bands, np.zeros((mask_rows[1] - mask_rows[0], mask_cols[1] - mask_cols[0]), np.uint8)
         mask_window = Window(mask_cols[0], mask_rows[0], mask_cols[1] - mask_cols[0], mask_rows[1] - mask_rows[0])
-        return bands, self._dataset(scene.mask.path).read(scene.mask.index, window=mask_window)
+        return bands, self._read(scene.mask.path, scene.mask.index, mask_window)
+
+    def _read(self, path, indexes, window: Window) -> np.ndarray:
+        try:
+            return self._dataset(path).read(indexes, window=window)
+        except RasterioIOError as err:  # a header that opens, tiles that do not (cut off, damaged)
+            cause = str(err.__cause__ or err).splitlines()[0][:120]
+            raise SceneError(f"{path}: cannot read its pixels ({cause}); the file is damaged or incomplete: "
+                             "export or download it again, or remove it") from None
