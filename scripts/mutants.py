@@ -90,6 +90,8 @@ MUTATIONS = [
     Mutation("the window reader reads rows for columns", "windows.py", "WindowReader._read_date",
              "window = Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])",
              "window = Window(rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0])", ("tests/test_cube.py",)),
+    Mutation("a damaged scene's read error goes out as a traceback", "windows.py", "WindowReader._read",
+             "cause = str(err.__cause__ or err).splitlines()[0][:120]", "raise", ("tests/test_fill.py",)),
 ]
 
 
