@@ -87,9 +87,9 @@ MUTATIONS = [
     Mutation("a reddish brightening next to a mask is a rim even where it lasts (soil)", "screen.py", "_screen",
              "rim[:, pixels] &= ~reddish[:, pixels] | (blue[:, pixels] - np.fmax(before, after) > RIM_BLUE)", "pass",
              ("tests/test_screen.py",)),
-    Mutation("the window reader reads rows for columns", "windows.py", "WindowReader._read_date",
-             "window = Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])",
-             "window = Window(rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0])", ("tests/test_cube.py",)),
+    Mutation("the window reader reads rows for columns", "windows.py", "_window",
+             "return Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])",
+             "return Window(rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0])", ("tests/test_cube.py",)),
     Mutation("a damaged scene's read error goes out as a traceback", "windows.py", "WindowReader._read",
              "cause = str(err.__cause__ or err).splitlines()[0][:120]", "raise", ("tests/test_fill.py",)),
 ]

@@ -49,7 +49,7 @@ def from_folders(out: Path, scenes: Path) -> None:
 def study() -> None:
     """Rims and filled share on the training-policy sources of screen_agreement.py, SCL (3, 8, 9, 10) as the
     given mask: as given, grown by 1 and 2 px, the screen alone, and the defaults (1 px and the screen)."""
-    from screen_agreement import OCCLUDED, TRAINING, sources
+    from screen_agreement import OCCLUDED, TRAINING, sources, usable
 
     from utilise_cli.baselines import interpolate
     from utilise_cli.screen import screen
@@ -59,8 +59,7 @@ def study() -> None:
     print("|---|---|---|---|")
     for name in TRAINING:
         refl, scl, days = data[name]
-        valid = np.isfinite(refl).all(axis=1) & np.isfinite(scl) & ~np.isin(scl, (0, 1))
-        refl = np.where(valid[:, None], refl, np.nan)
+        refl, valid = usable(refl, scl)
         given = np.isin(scl, OCCLUDED) & valid
         for label, px, screened in (("as given", 0, False), ("grown by 1 px", 1, False), ("grown by 2 px", 2, False),
                                     ("the screen", 0, True), ("1 px and the screen (defaults)", 1, True)):

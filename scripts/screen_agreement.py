@@ -59,11 +59,17 @@ def sources() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
             "minicube Sweden (evaluation only)": minicube(next(cubes.glob("MJJ2021_*34VCL*.nc")))}
 
 
+def usable(refl: np.ndarray, scl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(reflectance with NaN where there is no data, valid T x H x W): valid where every band is finite and SCL
+    says something other than no data or saturated (0, 1)."""
+    valid = np.isfinite(refl).all(axis=1) & np.isfinite(scl) & ~np.isin(scl, (0, 1))
+    return np.where(valid[:, None], refl, np.nan), valid
+
+
 def agreement(refl: np.ndarray, scl: np.ndarray) -> dict[str, float]:
     from utilise_cli.screen import screen
 
-    valid = np.isfinite(refl).all(axis=1) & np.isfinite(scl) & ~np.isin(scl, (0, 1))
-    refl = np.where(valid[:, None], refl, np.nan)
+    refl, valid = usable(refl, scl)
     flagged = screen(refl, None, ["B2", "B3", "B4", "B8"]) & valid
     cloud, occluded = np.isin(scl, CLOUD) & valid, np.isin(scl, OCCLUDED) & valid
     share = cloud.sum(axis=(1, 2)) / np.maximum(valid.sum(axis=(1, 2)), 1)

@@ -91,16 +91,16 @@ def test_a_brightening_next_to_a_mask_is_a_rim_when_it_comes_and_goes_and_soil_w
     refl[:, :3], refl[:, 3] = 0.04, 0.30  # B2, B3, B4 dark; B8 a green field
     given = np.zeros((dates, size, size), bool)
     given[3, 8:14, 8:14] = True  # a cloud on date 3
-    red_and_blue = (slice(8, 14), slice(14, 16))  # 2 columns right of the cloud
-    refl[3, 0][red_and_blue] += 0.05  # a rim: date 3 only
-    refl[3, 2][red_and_blue] += 0.08
+    rim = (slice(8, 14), slice(14, 16))  # 2 columns right of the cloud
+    refl[3, 0][rim] += 0.05  # a rim: date 3 only
+    refl[3, 2][rim] += 0.08
     soil = (slice(8, 14), slice(6, 8))  # 2 columns left of the cloud, bright on dates 2, 3 and 4
     refl[2:5, 0][:, soil[0], soil[1]] += 0.05
     refl[2:5, 2][:, soil[0], soil[1]] += 0.08
     flagged = screen(refl, given, ["B2", "B3", "B4", "B8"])
-    assert flagged[3][red_and_blue].all()
+    assert flagged[3][rim].all()
     assert not flagged[:, soil[0], soil[1]].any()
-    assert flagged.sum() == flagged[3][red_and_blue].size
+    assert flagged.sum() == flagged[3][rim].size
 
 
 def test_the_screen_leaves_clear_frames_alone_and_finds_scl_clouds():

@@ -285,8 +285,6 @@ def read_classes(cube: SceneCube, row0: int, row1: int, col0: int = 0, col1: int
     occluded T x h x w (bool, the cloud mask or the screen says cloud or shadow; mask buffer included),
     nodata T x h x w (bool) and screened T x h x w (bool, the part of ``occluded`` that only the screen found).
     """
-    # Read with local threads whatever dask's default is: in a process holding a dask.distributed Client,
-    # the default would ship every stripe through the cluster and back.
     # The mask buffer and the screen look at pixels around the window, so that every pixel decodes alike in any
     # window: the masks are read with that margin, the bands only where the screen needs them.
     height, width = cube.grid.height, cube.grid.width
@@ -297,7 +295,8 @@ def read_classes(cube: SceneCube, row0: int, row1: int, col0: int = 0, col1: int
     (s0, s1), (b0, b1) = ((m0, m1), (c0, c1)) if cube.screen else ((row0, row1), (col0, col1))
     if cube.windows is not None:
         raw, raw_mask = cube.windows.read((s0, s1), (b0, b1), (m0, m1), (c0, c1))
-    else:
+    else:  # with local threads whatever dask's default is: under a dask.distributed Client, the default would
+        # ship every stripe through the cluster and back
         raw, raw_mask = (np.asarray(a) for a in dask.compute(cube.reflectance[:, :, s0:s1, b0:b1].data,
                                                               cube.mask[:, m0:m1, c0:c1].data, scheduler="threads"))
     reflectance = raw.astype(np.float32) * np.float32(cube.scale) + np.float32(cube.offset)

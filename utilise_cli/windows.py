@@ -34,12 +34,23 @@ os.environ.setdefault("GDAL_CACHEMAX", "128")
 Span = tuple[int, int]  # [start, stop) in pixels
 
 
+def _window(rows: Span, cols: Span) -> Window:
+    return Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
+
+
 class WindowReader:
     """Raw file values of windows of dated scenes (DN, mask values), read on ``threads`` threads."""
 
     def __init__(self, scenes: Sequence[Scene], threads: int = 2) -> None:
         self.scenes = list(scenes)
         self.threads = threads
+        # per scene: file -> the band indexes read from it, in the scene's band order
+        self._files: list[dict] = []
+        for scene in self.scenes:
+            files: dict = {}
+            for ref in scene.bands.values():
+                files.setdefault(ref.path, []).append(ref.index)
+            self._files.append(files)
         self._pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
 
@@ -48,8 +59,8 @@ class WindowReader:
         files' data types (a mask of kind none: zeros, uint8)."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="utilise-read")
-        dates = list(self._pool.map(lambda scene: self._read_date(scene, rows, cols, mask_rows, mask_cols),
-                                    self.scenes))
+        window = _window(rows, cols)
+        dates = list(self._pool.map(lambda t: self._read_date(t, window, mask_rows, mask_cols), range(len(self.scenes))))
         return np.stack([d[0] for d in dates]), np.stack([d[1] for d in dates])
 
     def _dataset(self, path) -> DatasetReader:
@@ -59,18 +70,13 @@ class WindowReader:
             handles[path] = rasterio.open(path)
         return handles[path]
 
-    def _read_date(self, scene: Scene, rows: Span, cols: Span, mask_rows: Span, mask_cols: Span,
-                   ) -> tuple[np.ndarray, np.ndarray]:
-        window = Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
-        by_file: dict = {}
-        for ref in scene.bands.values():
-            by_file.setdefault(ref.path, []).append(ref.index)
-        read = {path: dict(zip(indexes, self._read(path, indexes, window))) for path, indexes in by_file.items()}
+    def _read_date(self, t: int, window: Window, mask_rows: Span, mask_cols: Span) -> tuple[np.ndarray, np.ndarray]:
+        scene = self.scenes[t]
+        read = {path: dict(zip(indexes, self._read(path, indexes, window))) for path, indexes in self._files[t].items()}
         bands = np.stack([read[ref.path][ref.index] for ref in scene.bands.values()])
         if scene.mask_kind == "none":
             return bands, np.zeros((mask_rows[1] - mask_rows[0], mask_cols[1] - mask_cols[0]), np.uint8)
-        mask_window = Window(mask_cols[0], mask_rows[0], mask_cols[1] - mask_cols[0], mask_rows[1] - mask_rows[0])
-        return bands, self._read(scene.mask.path, scene.mask.index, mask_window)
+        return bands, self._read(scene.mask.path, scene.mask.index, _window(mask_rows, mask_cols))
 
     def _read(self, path, indexes, window: Window) -> np.ndarray:
         try:
