@@ -72,3 +72,12 @@ def test_precision_auto_follows_the_hardware_and_costs_little(tmp_path):
     seen = ~np.isnan(a)
     mse = float(np.mean((a[seen] - b[seen]) ** 2))
     assert 0 < mse and -10 * np.log10(mse) >= 50  # bf16 changes the fill, by little
+
+
+def test_the_network_input_is_mirrored_up_to_its_size_like_numpy_symmetric_padding():
+    from utilise_cli.inference import _mirror_index
+
+    axis = np.arange(5)
+    for padded in (5, 8, 16, 23):  # none, less than the axis, more than twice the axis
+        expected = np.pad(axis, (0, padded - 5), mode="symmetric")
+        assert np.array_equal(_mirror_index(5, padded, torch.device("cpu")).numpy(), expected), padded
