@@ -96,7 +96,7 @@ def test_a_network_fill_keeps_every_observed_value_bit_for_bit(tmp_path):
     assert np.isfinite(out[filled]).all()  # and the gaps were filled
 
 
-def test_batch_size_zero_means_one_chip_on_a_cpu_and_four_on_a_gpu():
+def test_batch_size_zero_means_one_chip_on_a_cpu_and_sixteen_on_a_gpu():
     from types import SimpleNamespace
 
     from utilise_cli.inference import BaselinePredictor
@@ -104,8 +104,19 @@ def test_batch_size_zero_means_one_chip_on_a_cpu_and_four_on_a_gpu():
 
     assert resolve_batch_size(0, BaselinePredictor("linear")) == 1
     assert resolve_batch_size(0, SimpleNamespace(device=SimpleNamespace(type="cpu"))) == 1
-    assert resolve_batch_size(0, SimpleNamespace(device=SimpleNamespace(type="cuda"))) == 4
+    assert resolve_batch_size(0, SimpleNamespace(device=SimpleNamespace(type="cuda"))) == 16
     assert resolve_batch_size(3, SimpleNamespace(device=SimpleNamespace(type="cuda"))) == 3
+
+
+def test_the_memory_estimate_counts_the_network_where_it_runs():
+    from utilise_cli.plan import estimate_memory_mb
+
+    def estimate(batch: int, gpu: bool, network: int = 32) -> float:
+        return estimate_memory_mb(10, 4, 128, 2048, batch, network, 2048 * 2048, gpu=gpu)
+
+    assert estimate(4, False) > estimate(1, False) > estimate(1, False, network=0)  # activations in this memory
+    assert estimate(16, True) == estimate(1, True) > estimate(4, False)  # on the GPU: CUDA's libraries instead
+    assert estimate(1, True, network=0) == estimate(1, False, network=0)  # a baseline uses no GPU
 
 
 def test_column_panels_cover_every_column_once_with_every_chip_that_reaches_it():

@@ -240,7 +240,7 @@ def fill(
     overlap: int = typer.Option(_FILL.overlap, help="Pixels shared by neighbouring chips, blended with a cosine "
                                 "ramp."),
     batch_size: int = typer.Option(_FILL.batch_size, help="Chips per forward pass; 0: 1 on a CPU (as fast as more, "
-                                   "and less memory), 4 on a GPU."),
+                                   "and less memory), 16 on a GPU."),
     panel_width: int = typer.Option(_FILL.panel_width, help="Columns (pixels) filled at a time, top to bottom; "
                                     "memory grows with it, not with the raster's width. 0: the whole width. "
                                     "Outputs do not depend on it."),

@@ -104,7 +104,7 @@ class FillOptions:
     checkpoint: str | Path | None = None  # default: the weights shipped with the package
     chip_size: int = 128  # pixels; a multiple of 2 ** (levels - 1)
     overlap: int = 32  # pixels shared by neighbouring chips, blended
-    batch_size: int = 0  # chips per forward pass; 0 = auto (plan.resolve_batch_size: 1 on a CPU, 4 on a GPU)
+    batch_size: int = 0  # chips per forward pass; 0 = auto (plan.resolve_batch_size: 1 on a CPU, 16 on a GPU)
     panel_width: int = 2048  # columns (pixels) filled at a time, top to bottom: memory grows with it; 0 = all
     device: str = "auto"  # auto | cpu | cuda
     time_window: int = 0  # dates per network pass (0 = the whole series at once)

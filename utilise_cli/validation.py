@@ -155,7 +155,7 @@ def select_method(plan: FillPlan, candidates: dict[str, Predictor], batch_size: 
     """Score ``candidates`` on up to ``max_chips`` chips of the plan drawn at random (seeded) among the chips
     that have clouds to learn shapes from, and choose one (see :func:`choose`). Each chip draws its hidden
     pixels from a generator of its own (seed, chip index), so that the choice does not depend on ``batch_size``
-    (1 on a CPU, 4 on a GPU)."""
+    (1 on a CPU, 16 on a GPU)."""
     from .cube import read_rows
 
     rng = np.random.default_rng(seed)
