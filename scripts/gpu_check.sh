@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check (issue #17): on a CUDA machine, fill a 2048^2 x 10-date mosaic of the sample with the shipped
-# network on the GPU in fp32 and with --precision auto, and on the CPU in fp32; print chips/s and how far the
-# GPU outputs are from the CPU's (max |difference| in DN, PSNR). Under 8 minutes on one H100. Run from the
-# repository root: bash scripts/gpu_check.sh [SIZE]. UTILISE_SHARED may point at a copy of ../shared/reference's
-# parent where ../shared is not beside the clone.
+# network on the GPU in fp32 and with --precision auto, and on the CPU in fp32; print chips/s, the network's own
+# time and the rest (overhead), and how far the GPU outputs are from the CPU's (max |difference| in DN, PSNR).
+# Under 8 minutes on one H100. Run from the repository root: bash scripts/gpu_check.sh [SIZE]. UTILISE_SHARED
+# may point at a copy of ../shared/reference's parent where ../shared is not beside the clone.
 set -euo pipefail
 SIZE=${1:-2048}
 WORK=$(mktemp -d)
@@ -20,19 +20,20 @@ folder = Path(sys.argv[2]) / "scenes"
 folder.mkdir()
 build_stack(int(sys.argv[1]), folder)
 PY
-for run in "cuda fp32" "cuda auto" "cpu fp32"; do
-  set -- $run
-  start=$(date +%s.%N)
-  python3 -m utilise_cli fill "$WORK/scenes" --out "$WORK/$1_$2" --method utilise --device "$1" --precision "$2" -q
-  end=$(date +%s.%N)
-  python3 - "$WORK/$1_$2" "$start" "$end" "$1 $2" <<'PY'
-import json, sys
+python3 - "$WORK" <<'PY'
+import sys
+import time
 from pathlib import Path
-report = json.loads((Path(sys.argv[1]) / "fill_report.json").read_text())
-seconds = float(sys.argv[3]) - float(sys.argv[2])
-print(f"{sys.argv[4]:10s} {seconds:7.1f} s  {report['chips_run'] / seconds:7.2f} chips/s (process start included)")
+from utilise_cli.fill import FillOptions, fill
+work = Path(sys.argv[1])
+for device, precision in (("cuda", "fp32"), ("cuda", "auto"), ("cpu", "fp32")):
+    start = time.perf_counter()
+    r = fill(work / "scenes", work / f"{device}_{precision}", FillOptions(method="utilise", device=device,
+                                                                        precision=precision))
+    seconds = time.perf_counter() - start
+    print(f"{device} {precision:5s} {seconds:7.1f} s  {r.chips_run / seconds:7.2f} chips/s  network {r.network_seconds:6.1f} s"
+          f"  overhead {(r.seconds - r.network_seconds) / r.network_seconds:5.0%}", flush=True)
 PY
-done
 python3 - "$WORK" <<'PY'
 import sys
 from pathlib import Path
