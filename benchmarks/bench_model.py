@@ -5,6 +5,11 @@ side by side with a baseline that computes the same work the original implementa
 full-size forward doubles the convolutions, emulated here as two passes), as a ratio. "default heap" is the
 same network before the allocator tuning that ``load_model`` applies on CPU.
 
+Then the work a fill does per chip beside the forward pass, on a real chip: 128 x 128 pixels of the sample
+scenes inside their nodata border (12 dates, their masks and the cloud screen) and the shipped network, whose input is the series filled
+by the ``adjusted`` interpolation; and the blending of a chip's prediction into the row buffer. Each as a share
+of the forward pass at the same precision.
+
     python benchmarks/bench_model.py [--runs 7] [--threads N]
 """
 
@@ -14,11 +19,19 @@ import argparse
 import statistics
 import time
 
+from pathlib import Path
+
+import numpy as np
 import torch
 
-from utilise_cli.network import UTILISE, NetworkConfig
-from utilise_cli.inference import cpu_has_bf16, resolve_precision
-from utilise_cli.network import reuse_freed_memory
+from utilise_cli.chips import blend_window
+from utilise_cli.cube import open_folder, read_stripe
+from utilise_cli.inference import cpu_has_bf16, network_input_tensor, resolve_precision, run_network
+from utilise_cli.network import UTILISE, NetworkConfig, load_model, reuse_freed_memory
+from utilise_cli.stripes import accumulate
+from utilise_cli.weights import resolve_checkpoint
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 
 GFLOP_PER_CHIP = 92.7
 
@@ -73,6 +86,37 @@ def main() -> None:
     print(f"{'variant':28s} {'s/chip':>8s} {'GFLOP/s':>8s} {'vs original':>12s}")
     for name, sec in rows:
         print(f"{name:28s} {sec:8.3f} {GFLOP_PER_CHIP / sec:8.1f} {base / sec:11.2f}x")
+    around_the_network(args.runs, auto)
+
+
+def around_the_network(runs: int, auto: str) -> None:
+    """Print the per-chip costs beside the shipped network's forward pass (see the module's docstring)."""
+    model = load_model(resolve_checkpoint("shipped"))
+    cube = open_folder(SAMPLE, ["B2", "B3", "B4", "B8"])
+    reflectance, observed, _ = read_stripe(cube, 16, 144, 8, 136)  # the chip that benchmarks/bench_fill.py tiles
+    days = cube.days.astype(np.float32)
+    tensors = torch.from_numpy(reflectance[None]), torch.from_numpy(~observed[None]), torch.from_numpy(days)
+
+    def prefill() -> torch.Tensor:
+        with torch.inference_mode():
+            return network_input_tensor(*tensors, model.config.residual)
+
+    x = prefill()
+    acc = np.zeros((len(days), 4, 128, 512), np.float32)
+    wsum = np.zeros((128, 512), np.float32)
+    prediction, window = np.nan_to_num(reflectance), blend_window(128, 32)
+    costs = {"adjusted input (prefill)": median_seconds(prefill, runs),
+             "blending into the row buffer": median_seconds(lambda: accumulate(acc, wsum, 0, 96, prediction,
+                                                                               window), runs)}
+    print(f"\nshipped network, one chip of the sample ({len(days)} dates, {(~observed).mean():.0%} of pixel-dates "
+          f"and {(~observed).any(axis=(1, 2)).sum()} dates with something to fill):")
+    for precision in dict.fromkeys(("fp32", auto)):
+        network = median_seconds(lambda: run_network(model, x, days, precision), runs)
+        print(f"  forward pass, {precision:4s}              {network:8.4f} s")
+        for name, sec in costs.items():
+            print(f"  {name:32s} {sec:8.4f} s  {sec / network:6.1%} of the {precision} forward pass")
+        total = sum(costs.values())
+        print(f"  {'both':32s} {total:8.4f} s  {total / network:6.1%} of the {precision} forward pass")
 
 
 if __name__ == "__main__":

@@ -72,3 +72,21 @@ def test_linear_interpolation_weighs_by_days_not_by_frame_index():
     filled = interpolate("linear", reflectance, observed, days)
     assert filled[1, 0, 0, 0] == pytest.approx(0.1)  # 10 of 40 days along; by frame index it would be 0.2
     assert interpolate("closest", reflectance, observed, days)[1, 0, 0, 0] == 0.0
+
+
+@pytest.mark.parametrize("method", ["linear", "closest", "last", "next", "adjusted"])
+def test_a_batch_of_series_is_filled_as_each_series_alone(method, reference_dir):
+    # Real EarthNet2021 series with real-shaped gaps; a batch mixes a series whose dates are all clear, one with
+    # gaps at its first and last dates and a date never observed (in the middle, so that a series' ends must not
+    # borrow from its neighbours in the batch), and one with the real gaps, as chips of a fill do.
+    io = np.load(reference_dir / "earthnet2021_seed0_io.npz")
+    series, days = io["y"][0, :, :, :48, :48], io["position_days"][0]
+    hidden = io["masks"][0, :, 0, :48, :48] > 0.5
+    clear = np.ones_like(hidden)
+    gappy = ~hidden
+    gappy[0, :10], gappy[-1, -10:], gappy[3] = False, False, False
+    batch = np.stack([clear, gappy, ~hidden])
+    filled = interpolate(method, np.stack([series] * 3), batch, days)
+    for i, observed in enumerate(batch):
+        assert np.array_equal(filled[i], interpolate(method, series, observed, days), equal_nan=True), i
+    assert np.array_equal(filled[0], series)  # nothing to fill: passed through

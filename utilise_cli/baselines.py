@@ -18,7 +18,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 METHODS = ("linear", "closest", "last", "next", "adjusted")
 
@@ -33,61 +32,41 @@ ANOMALY_CLIP = (0.1, 0.9)
 QUANTILE_SAMPLES = 2048  # pixels per date the clip quantiles are estimated from
 
 
-def _neighbours(observed: torch.Tensor, include_self: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index of the previous and next observed frame for every (t, pixel) of observed ... x T x H x W;
-    -1 / T where there is none. Without ``include_self`` a frame is never its own neighbour."""
-    t = observed.shape[-3]
-    frames = observed.unbind(-3)
-    # A loop over the few dates: cummax along a strided axis of the whole block costs several times more.
-    prev, nxt = [], []
-    last = torch.full(frames[0].shape, -1, dtype=torch.int64, device=observed.device)
-    for i in range(t):
-        if not include_self:
-            prev.append(last)
-        last = torch.where(frames[i], i, last)
-        if include_self:
-            prev.append(last)
-    last = torch.full(frames[0].shape, t, dtype=torch.int64, device=observed.device)
-    for i in reversed(range(t)):
-        if not include_self:
-            nxt.append(last)
-        last = torch.where(frames[i], i, last)
-        if include_self:
-            nxt.append(last)
-    return torch.stack(prev, -3), torch.stack(nxt[::-1], -3)
+def _carried(values: torch.Tensor, observed: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    """For every frame of values N x T x K x H x W, the values of the nearest frame at or before it (at or after
+    it with ``reverse``) where observed N x T x H x W is True; NaN where there is none."""
+    out = torch.empty_like(values)
+    last = torch.full_like(values[:, 0], math.nan)
+    seen = observed.unsqueeze(-3)
+    # A loop over the few dates, each step on one frame: indices and a gather over the whole block cost more.
+    for i in reversed(range(values.shape[1])) if reverse else range(values.shape[1]):
+        last = torch.where(seen[:, i], values[:, i], last, out=out[:, i])
+    return out
 
 
-def _blend(method: str, reflectance: torch.Tensor, days: torch.Tensor, prev: torch.Tensor,
-           nxt: torch.Tensor) -> torch.Tensor:
-    """Every frame filled from its neighbours ``prev`` / ``nxt`` (... x T x H x W indices, -1 / T = none);
-    NaN where a pixel has neither."""
-    t = prev.shape[-3]
-    days = days.view(t, 1, 1).expand(prev.shape)
-    has_prev, has_next = prev >= 0, nxt < t
-    prev_c, next_c = prev.clamp(0, t - 1), nxt.clamp(0, t - 1)
-
-    source = reflectance.nan_to_num()  # values at frames that are no neighbour are weighted 0, and may be NaN
-
-    def take(idx: torch.Tensor) -> torch.Tensor:
-        return torch.gather(source, -4, idx.unsqueeze(-3).expand(reflectance.shape))
-
-    before, after = take(prev_c), take(next_c)
+def _blend(method: str, before: torch.Tensor, after: torch.Tensor, days: torch.Tensor) -> torch.Tensor:
+    """Frames S x C x H x W filled from the values of their neighbours in time, ``before`` and ``after`` S x (C + 1)
+    x H x W whose last channel is the neighbour's day (NaN = no neighbour), at the frames' ``days`` S; NaN where a
+    pixel has neither."""
+    c = before.shape[-3] - 1
+    day_before, day_after = before[:, c:], after[:, c:]
+    has_prev, has_next = ~day_before.isnan(), ~day_after.isnan()
     if method == "last":
         weight_after = (~has_prev).float()
     elif method == "next":
         weight_after = has_next.float()
     else:
-        gap_before = days - torch.gather(days, -3, prev_c)
-        gap_after = torch.gather(days, -3, next_c) - days
+        days = days.view(-1, 1, 1, 1)
+        gap_before, gap_after = days - day_before, day_after - days
         if method == "closest":
             weight_after = (gap_after < gap_before).float()  # ties go to the past
         else:
             span = gap_before + gap_after
             weight_after = torch.where(span > 0, gap_before / span.clamp(min=1e-12), 0.0)
         weight_after = torch.where(has_prev, torch.where(has_next, weight_after, 0.0), 1.0)
-    weight_after = weight_after.unsqueeze(-3)
-    filled = torch.lerp(before, after, weight_after)
-    return filled.masked_fill((~has_prev & ~has_next).unsqueeze(-3), math.nan)
+    # A side with no neighbour is NaN but weighted 0: lerp would carry its NaN, so it is zeroed first.
+    filled = torch.lerp(before[:, :c].nan_to_num(), after[:, :c].nan_to_num(), weight_after)
+    return filled.masked_fill_(~has_prev & ~has_next, math.nan)
 
 
 @functools.lru_cache(maxsize=16)
@@ -114,14 +93,22 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def _near(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Pixels within ``radius`` (a square) of a True pixel of mask ... x H x W; edges repeat outwards."""
-    flat = mask.reshape(-1, 1, *mask.shape[-2:]).float()
-    flat = F.max_pool2d(F.pad(flat, (radius,) * 4, mode="replicate"), 2 * radius + 1, stride=1)
-    return flat.reshape(mask.shape) > 0
+    """Pixels within ``radius`` (a square) of a True pixel of mask ... x H x W, or on it."""
+    near = mask.clone()
+    for axis in (-2, -1):  # a square is a band of rows, then one of columns
+        grown = near.clone()
+        size = near.shape[axis]
+        for d in range(1, min(radius, size - 1) + 1):
+            grown.narrow(axis, d, size - d).logical_or_(near.narrow(axis, 0, size - d))
+            grown.narrow(axis, 0, size - d).logical_or_(near.narrow(axis, d, size - d))
+        near = grown
+    return near
 
 
-def date_anomaly(reflectance: torch.Tensor, observed: torch.Tensor, days: torch.Tensor) -> torch.Tensor:
-    """How each date departs from linear interpolation, spread into its unobserved pixels. ... x T x C x H x W.
+def date_anomaly(reflectance: torch.Tensor, observed: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """How each frame departs from linear interpolation, spread into its unobserved pixels: frames S x C x H x W
+    (finite), observed S x H x W, and ``others`` S x C x H x W, each frame interpolated linearly from the other
+    dates (NaN where they cannot). Returns S x C x H x W.
 
     On a date's observed pixels the anomaly is the observation minus the linear interpolation from the
     other dates (haze, illumination, a rain event, a harvest). Its Gaussian-weighted local mean
@@ -131,16 +118,15 @@ def date_anomaly(reflectance: torch.Tensor, observed: torch.Tensor, days: torch.
     Real cloud masks miss the thin, bright edges of clouds and shadows. So that those edges do not leak
     into the gap they surround, pixels within ANOMALY_BUFFER_PX of an unobserved pixel are left out, and
     each date's anomalies are clipped to their ANOMALY_CLIP quantiles before they are spread."""
-    others = _blend("linear", reflectance, days, *_neighbours(observed, include_self=False))
     support = observed & ~_near(~observed, ANOMALY_BUFFER_PX) & ~others.isnan().any(dim=-3)
-    residual = torch.where(support.unsqueeze(-3), reflectance - others.nan_to_num(), 0.0)
-    # Per date and band: the quantiles of the anomaly over the date's supported pixels (NaN elsewhere), from
-    # every k-th pixel (at most QUANTILE_SAMPLES): sorting them all would cost a third of the network's time.
-    values = torch.where(support.unsqueeze(-3), residual, math.nan).flatten(-2)
-    values = values[..., ::max(1, values.shape[-1] // QUANTILE_SAMPLES)]
+    anomaly = reflectance - others
+    # Per date and band: the quantiles of the anomaly over the date's supported pixels, from every k-th pixel
+    # (at most QUANTILE_SAMPLES): sorting them all would cost a third of the network's time.
+    step = max(1, support[0].numel() // QUANTILE_SAMPLES)
+    values = torch.where(support.flatten(-2)[..., None, ::step], anomaly.flatten(-2)[..., ::step], math.nan)
     q = torch.tensor([ANOMALY_CLIP[0], 0.5, ANOMALY_CLIP[1]], device=values.device, dtype=values.dtype)
     low, median, high = torch.nanquantile(values, q, dim=-1).nan_to_num().unsqueeze(-1).unsqueeze(-1)
-    residual = torch.where(support.unsqueeze(-3), torch.minimum(torch.maximum(residual, low), high), 0.0)
+    residual = torch.where(support.unsqueeze(-3), anomaly.clamp(low, high), 0.0)
     local = gaussian_blur(residual, ANOMALY_SIGMA_PX)
     weight = gaussian_blur(support.float(), ANOMALY_SIGMA_PX).unsqueeze(-3)
     trust = (weight / ANOMALY_MIN_SUPPORT).clamp(0, 1)
@@ -151,14 +137,41 @@ def date_anomaly(reflectance: torch.Tensor, observed: torch.Tensor, days: torch.
 def interpolate_tensor(method: str, reflectance: torch.Tensor, observed: torch.Tensor,
                        days: torch.Tensor) -> torch.Tensor:
     """Fill the unobserved pixels with ``method``: reflectance ... x T x C x H x W (float32), observed
-    ... x T x H x W (bool), days T, all on one device."""
+    ... x T x H x W (bool), days T, all on one device.
+
+    Only frames with something to fill are worked on (on real chips about half of them)."""
     if method not in METHODS:
         raise ValueError(f"unknown baseline {method!r}; choose one of {', '.join(METHODS)}")
+    t, c, h, w = reflectance.shape[-4:]
+    series, seen = reflectance.reshape(-1, t, c, h, w), observed.reshape(-1, t, h, w)
     days = days.to(device=reflectance.device, dtype=torch.float32)
-    filled = _blend("linear" if method == "adjusted" else method, reflectance, days, *_neighbours(observed))
+    # Each frame's values with its day as one more channel, so that one pass carries both to the frames around.
+    values = torch.cat([series.nan_to_num(), days.view(1, t, 1, 1, 1).expand(len(series), t, 1, h, w)], dim=-3)
+    before, after = _carried(values, seen), _carried(values, seen, reverse=True)
+    gaps = (~seen).flatten(-2).any(-1).flatten().nonzero().squeeze(-1)  # frames (n * T + t) with a gap
+    if len(gaps) == 0:
+        return reflectance.clone()
+    frame_days = days.repeat(len(series))[gaps]
+    before_t, after_t = before.flatten(0, 1)[gaps], after.flatten(0, 1)[gaps]
+    filled = _blend("linear" if method == "adjusted" else method, before_t, after_t, frame_days)
     if method == "adjusted":
-        filled = filled + date_anomaly(reflectance, observed, days)
-    return torch.where(observed.unsqueeze(-3), reflectance, filled)
+        others = _blend("linear", *_other_dates(before, after, gaps, t), frame_days)
+        frames = values.flatten(0, 1)[gaps, :c]
+        filled = filled + date_anomaly(frames, seen.flatten(0, 1)[gaps], others)
+    out = series.clone()
+    out.flatten(0, 1)[gaps] = torch.where(seen.flatten(0, 1)[gaps].unsqueeze(-3), series.flatten(0, 1)[gaps], filled)
+    return out.reshape(reflectance.shape)
+
+
+def _other_dates(before: torch.Tensor, after: torch.Tensor, gaps: torch.Tensor, t: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The neighbours of frames ``gaps`` (indices n * T + t) among the other dates only: of ``before`` (N x T x K x
+    H x W, see _carried) at the frame before, of ``after`` at the frame after; NaN at a series' ends."""
+    before, after = before.flatten(0, 1), after.flatten(0, 1)
+    earlier, later = before[(gaps - 1).clamp(min=0)], after[(gaps + 1).clamp(max=len(after) - 1)]
+    earlier[gaps % t == 0] = math.nan
+    later[gaps % t == t - 1] = math.nan
+    return earlier, later
 
 
 def interpolate(method: str, reflectance: np.ndarray, observed: np.ndarray, days: np.ndarray) -> np.ndarray:
