@@ -6,10 +6,11 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from utilise_cli.cli import app
-from utilise_cli.cube import open_folder, read_classes
+from utilise_cli.cube import open_folder, read_classes, read_stripe
 from utilise_cli.options import ReadOptions
 from utilise_cli.screen import rim_count, screen
 from utilise_cli.sentinel2 import band_key
@@ -149,3 +150,29 @@ def test_the_screen_in_column_blocks_equals_the_screen_in_one_piece():
     assert whole.sum() > 1000
     assert np.array_equal(screen(reflectance, occluded, cube.bands, block=40), whole)
     assert np.array_equal(screen(reflectance, None, cube.bands, block=40), screen(reflectance, None, cube.bands))
+
+
+@pytest.mark.filterwarnings("ignore:All-NaN slice")  # numpy's own quantile where no date is usable
+def test_the_screen_s_sort_and_grow_equal_numpy_s_and_scipy_s_on_the_sample():
+    import itertools
+
+    from scipy.ndimage import maximum_filter
+
+    from utilise_cli.screen import _comparators, _grow, _quantile_over_dates
+
+    for n in range(1, 12):  # a network that sorts every 0/1 sequence sorts every sequence (Knuth's 0-1 principle)
+        for bits in itertools.product((0, 1), repeat=n):
+            ordered = list(bits)
+            for a, b in _comparators(n):
+                ordered[a], ordered[b] = min(ordered[a], ordered[b]), max(ordered[a], ordered[b])
+            assert ordered == sorted(bits), (n, bits)
+    cube = open_folder(SAMPLE, ["B2", "B3", "B4", "B8"])
+    reflectance, usable, _ = read_stripe(cube, 0, cube.grid.height)  # usable: observed (clear, with data)
+    blue = reflectance[:, 0]
+    for q in (0.25, 0.5):
+        expected = np.nanquantile(np.where(usable, blue, np.nan), q, axis=0)
+        expected[usable.sum(axis=0) < 3] = np.nan
+        assert np.allclose(_quantile_over_dates(blue, usable, q), expected, equal_nan=True, atol=1e-7)
+    for px in (1, 3, 12):
+        assert np.array_equal(_grow(~usable, px), maximum_filter(~usable, size=(1, 2 * px + 1, 2 * px + 1),
+                                                                 mode="constant"))

@@ -19,8 +19,10 @@ SCREEN_MARGIN_PX rows), so a row screens alike in any stripe.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-from scipy.ndimage import maximum_filter, uniform_filter
+from scipy.ndimage import uniform_filter
 
 CLOUD_BLUE = 0.04
 CLOUD_RED = 0.03
@@ -37,22 +39,79 @@ SCREEN_BLOCK_PX = 512  # columns screened at a time
 
 
 def _grow(mask: np.ndarray, px: int) -> np.ndarray:
-    return maximum_filter(mask, size=(1, 2 * px + 1, 2 * px + 1), mode="constant")
+    """Boolean mask T x H x W grown by ``px`` pixels (a square) on each date; nothing comes from beyond the edges."""
+    return _grow_along(_grow_along(mask, px, 1), px, 2)
+
+
+def _grow_along(mask: np.ndarray, px: int, axis: int) -> np.ndarray:
+    """Each element True where a True lies within ``px`` along ``axis``. Windows of 2^k are built by doubling and
+    two of them cover the 2 px + 1 window: a few passes whatever px is (scipy's maximum_filter took 10 ms per
+    pass over a 1024-px stripe, for any size)."""
+    n, length = mask.shape[axis], 2 * px + 1
+    width = 1 << (length.bit_length() - 1)  # the largest power of 2 <= length
+    pad = [(0, 0)] * mask.ndim
+    pad[axis] = (px, px)
+    run = np.pad(mask, pad)  # run[i]: OR over `step` elements from i
+
+    def part(a: np.ndarray, start: int, stop: int) -> np.ndarray:
+        index = [slice(None)] * a.ndim
+        index[axis] = slice(start, stop)
+        return a[tuple(index)]
+
+    step = 1
+    while step < width:
+        run = part(run, 0, run.shape[axis] - step) | part(run, step, run.shape[axis])
+        step *= 2
+    return part(run, 0, n) | part(run, length - width, length - width + n)
+
+
+@functools.lru_cache(maxsize=None)
+def _comparators(n: int) -> tuple[tuple[int, int], ...]:
+    """Batcher's odd-even merge sorting network for n elements: the pairs (a, b), a < b, to order in turn."""
+    pairs = []
+    p = 1
+    while p < n:
+        k = p
+        while k >= 1:
+            for j in range(k % p, n - k, 2 * k):
+                for i in range(min(k, n - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return tuple(pairs)
+
+
+def _sorted_over_dates(values: np.ndarray) -> np.ndarray:
+    """values T x H x W (no NaN: minimum and maximum would spread it) sorted along the dates. A sorting network of
+    whole-frame minimum / maximum passes: np.sort along the short first axis costs about 5x more (10 dates, a
+    1024-px stripe: 6.8 vs 1.4 ms)."""
+    if len(values) > 64:
+        return np.sort(values, axis=0)
+    frames = [frame.copy() for frame in values]
+    spare = np.empty_like(frames[0])
+    for a, b in _comparators(len(frames)):
+        np.minimum(frames[a], frames[b], out=spare)
+        np.maximum(frames[a], frames[b], out=frames[b])
+        frames[a], spare = spare, frames[a]
+    return np.stack(frames)
 
 
 def _quantile_over_dates(values: np.ndarray, usable: np.ndarray, q: float,
                          min_dates: int = MIN_CLEAR_DATES) -> np.ndarray:
     """Per-pixel quantile over dates of values T x H x W where ``usable``; NaN where fewer than ``min_dates``
     are."""
-    # np.nanquantile loops over pixels in Python; sorting once (NaN last) and interpolating is vectorised.
-    ordered = np.sort(np.where(usable, values, np.nan), axis=0)
+    # np.nanquantile loops over pixels in Python; sorting once (unusable dates last) and interpolating is
+    # vectorised.
+    ordered = _sorted_over_dates(np.where(usable, values, np.inf))
     count = usable.sum(axis=0)
     position = q * np.maximum(count - 1, 0)
     low = np.floor(position).astype(np.int64)
     high = np.minimum(low + 1, np.maximum(count - 1, 0))
     below = np.take_along_axis(ordered, low[None], axis=0)[0]
     above = np.take_along_axis(ordered, high[None], axis=0)[0]
-    reference = below + (position - low) * (above - below)
+    with np.errstate(invalid="ignore"):  # inf - inf where no date is usable: NaN, as it should be
+        reference = below + (position - low) * (above - below)
     return np.where(count >= min_dates, reference, np.nan)
 
 
