@@ -7,6 +7,10 @@ frames without any SCL cloud or shadow, the share of pixels the screen flags. Al
 screen pixels that SCL leaves unclassified (7: often thin cloud or a cloud's edge, neither right nor wrong).
 
     python scripts/screen_agreement.py [--grid]     # --grid: also the threshold grid (training-policy sources)
+    python scripts/screen_agreement.py --figure docs/screen_vs_scl.png
+
+--figure draws, for each training-policy source, the partly cloudy date where the screen flags most pixels that
+SCL calls neither cloud nor shadow, beside the nearest clear date: a look at what "imprecise" means there.
 
 Training-policy sources (the thresholds are chosen on these): WorldCereal 00002806639B424A, the Portugal and
 HU/RO minicubes. The Sweden minicube is scored, never used for the choice.
@@ -83,11 +87,63 @@ def agreement(refl: np.ndarray, scl: np.ndarray) -> dict[str, float]:
             "clear_flagged": flagged[clear].sum() / max(valid[clear].sum(), 1)}
 
 
+def disagreement_figure(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]):
+    """One row per case: a date in true colour, the nearest clear date, the reference mask, and where the screen
+    and the reference agree (white), the screen alone flags (red) or the reference alone does (blue).
+
+    rows: (title, rgb 3 x H x W of the date, rgb of the clear date, reference H x W bool, screen H x W bool)."""
+    import matplotlib.pyplot as plt
+
+    from utilise_cli.pictures import true_colour
+
+    fig, axes = plt.subplots(len(rows), 4, figsize=(11, 3 * len(rows)), squeeze=False)
+    for (title, date, clear, reference, flagged), ax in zip(rows, axes):
+        agreement = np.zeros(reference.shape + (3,))
+        agreement[flagged & reference] = (1, 1, 1)
+        agreement[flagged & ~reference] = (1, 0, 0)
+        agreement[~flagged & reference] = (0, 0.4, 1)
+        panels = (true_colour(date), true_colour(clear), reference, agreement)
+        names = (title, "nearest clear date", "reference mask",
+                 f"white both, red screen only: {(flagged & ~reference).sum()}/{flagged.sum()}")
+        for a, image, name in zip(ax, panels, names):
+            a.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
+            a.set_title(name, fontsize=8)
+            a.set_xticks([])
+            a.set_yticks([])
+    fig.tight_layout(pad=0.4)
+    return fig
+
+
+def disagreement_case(refl: np.ndarray, scl: np.ndarray, days: np.ndarray, name: str
+                      ) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The partly cloudy date with the most screen-only pixels, as a row of disagreement_figure (the reference:
+    SCL cloud or shadow, 3, 8, 9, 10)."""
+    from utilise_cli.screen import screen
+
+    refl, valid = usable(refl, scl)
+    flagged = screen(refl, None, ["B2", "B3", "B4", "B8"]) & valid
+    cloud, occluded = np.isin(scl, CLOUD) & valid, np.isin(scl, OCCLUDED) & valid
+    share = cloud.sum(axis=(1, 2)) / np.maximum(valid.sum(axis=(1, 2)), 1)
+    partly = (share >= 0.05) & (share <= 0.9)
+    alone = np.where(partly, (flagged & ~occluded).sum(axis=(1, 2)), -1)
+    i = int(np.argmax(alone))
+    clear = np.flatnonzero((occluded.sum(axis=(1, 2)) == 0) & (valid.mean(axis=(1, 2)) > 0.95))
+    j = int(clear[np.argmin(np.abs(days[clear] - days[i]))])
+    return f"{name}, day {days[i]:.0f}", refl[i][[2, 1, 0]], refl[j][[2, 1, 0]], occluded[i], flagged[i]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grid", action="store_true", help="score a grid of thresholds on the training sources")
+    parser.add_argument("--figure", type=Path, help="draw where the screen and SCL disagree most (PNG)")
     args = parser.parse_args()
     data = sources()
+    if args.figure:
+        from utilise_cli.pictures import save_figure
+
+        rows = [disagreement_case(*data[name], name) for name in TRAINING]
+        print(save_figure(disagreement_figure(rows), args.figure, dpi=80))
+        return 0
     if args.grid:
         import utilise_cli.screen as screen
 
