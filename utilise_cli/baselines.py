@@ -151,15 +151,14 @@ def interpolate_tensor(method: str, reflectance: torch.Tensor, observed: torch.T
     gaps = (~seen).flatten(-2).any(-1).flatten().nonzero().squeeze(-1)  # frames (n * T + t) with a gap
     if len(gaps) == 0:
         return reflectance.clone()
-    frame_days = days.repeat(len(series))[gaps]
-    before_t, after_t = before.flatten(0, 1)[gaps], after.flatten(0, 1)[gaps]
-    filled = _blend("linear" if method == "adjusted" else method, before_t, after_t, frame_days)
+    frame_days, frame_seen = days[gaps % t], seen.flatten(0, 1)[gaps]
+    filled = _blend("linear" if method == "adjusted" else method, before.flatten(0, 1)[gaps],
+                    after.flatten(0, 1)[gaps], frame_days)
     if method == "adjusted":
         others = _blend("linear", *_other_dates(before, after, gaps, t), frame_days)
-        frames = values.flatten(0, 1)[gaps, :c]
-        filled = filled + date_anomaly(frames, seen.flatten(0, 1)[gaps], others)
+        filled = filled + date_anomaly(values.flatten(0, 1)[gaps, :c], frame_seen, others)
     out = series.clone()
-    out.flatten(0, 1)[gaps] = torch.where(seen.flatten(0, 1)[gaps].unsqueeze(-3), series.flatten(0, 1)[gaps], filled)
+    out.flatten(0, 1)[gaps] = torch.where(frame_seen.unsqueeze(-3), series.flatten(0, 1)[gaps], filled)
     return out.reshape(reflectance.shape)
 
 

@@ -163,7 +163,7 @@ class NetworkPredictor:
         b, t, c, h, w = reflectance.shape
         device = self.device
         # The input is made where the network runs: on a GPU the residual's interpolation costs little there,
-        # and on the CPU's threads it was most of a GPU fill's network time (1024^2: 6 of 7.4 s).
+        # and on the CPU's threads it was most of a GPU fill's network time (H100, 1024^2: 6 of 7.4 s).
         with torch.inference_mode():
             x = network_input_tensor(to_device(reflectance, device), to_device(~observed, device, bool),
                                      to_device(days, device), self.model.config.residual)

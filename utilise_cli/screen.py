@@ -45,8 +45,9 @@ def _grow(mask: np.ndarray, px: int) -> np.ndarray:
 
 def _grow_along(mask: np.ndarray, px: int, axis: int) -> np.ndarray:
     """Each element True where a True lies within ``px`` along ``axis``. Windows of 2^k are built by doubling and
-    two of them cover the 2 px + 1 window: a few passes whatever px is (scipy's maximum_filter took 10 ms per
-    pass over a 1024-px stripe, for any size)."""
+    two of them cover the 2 px + 1 window: a few passes whatever px is (scipy's maximum_filter took 10 ms a call
+    on a 1024-px stripe of 10 dates, for any size). baselines._near does the same in torch, which this module
+    must not import (`utilise --help` and `--dry-run` load no torch)."""
     n, length = mask.shape[axis], 2 * px + 1
     width = 1 << (length.bit_length() - 1)  # the largest power of 2 <= length
     pad = [(0, 0)] * mask.ndim
