@@ -52,6 +52,8 @@ MUTATIONS = [
              "days = torch.arange(t, device=reflectance.device, dtype=torch.float32)", ("tests/test_baselines.py",)),
     Mutation("the adjusted baseline's anomaly sees the date itself", "baselines.py", "_other_dates",
              "before[(gaps - 1).clamp(min=0)]", "before[gaps]", ("tests/test_baselines.py",)),
+    Mutation("a COG copy that failed in a worker process goes unnoticed", "cog.py", "finish_all",
+             "if child.returncode:", "if False and child.returncode:", ("tests/test_safety.py",)),
     Mutation("self-validation shows candidates the hidden pixels", "validation.py", "score_candidates",
              "predictor(inputs, kept, days)", "predictor(reflectance, kept, days)",
              ("tests/test_validation.py",)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -58,6 +59,27 @@ def test_one_valid_cog_per_date_on_the_input_grid(linear_run):
         assert cog_validate(str(output.with_name(output.stem + "_flags.tif")))[0]
     assert not list(out.glob(".*")), "no temporary files are left behind"
     assert (out / "preview.png").stat().st_size > 10_000
+
+
+def test_cogs_copied_in_worker_processes_equal_the_cogs_copied_here(linear_run, tmp_path, monkeypatch, caplog):
+    import logging
+
+    import utilise_cli.cog
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 cores to copy in more than one process")
+    out, report = linear_run  # the sample is small: its COGs were copied in this process
+    monkeypatch.setattr(utilise_cli.cog, "PARALLEL_COPY_PIXELS", 0)
+    with caplog.at_level(logging.INFO, logger="utilise_cli"):
+        parallel = fill(SAMPLE, tmp_path, FillOptions(method="linear", read=ReadOptions(screen=False, mask_buffer=0)))
+    assert "copying 24 outputs to COGs in 2 processes" in caplog.text
+    assert [p.name for p in parallel.outputs] == [p.name for p in report.outputs]
+    for output in parallel.outputs:
+        for name in (output.name, output.stem + "_flags.tif"):
+            assert cog_validate(str(tmp_path / name))[0], name
+            with rasterio.open(out / name) as a, rasterio.open(tmp_path / name) as b:
+                assert np.array_equal(a.read(), b.read()) and a.profile == b.profile and a.tags() == b.tags()
+    assert not list(tmp_path.glob(".*")), "no temporary files are left behind"
 
 
 def test_observed_pixels_unchanged_and_gaps_filled_plausibly(linear_run):

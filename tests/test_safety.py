@@ -254,12 +254,19 @@ def test_a_scene_of_another_place_is_refused_even_with_align(tmp_path):
     _nothing_final(tmp_path / "out")
 
 
-def test_a_full_disk_is_one_line_and_leaves_no_half_written_output(tmp_path):
+# 1400k: the partial files fit, their COG copies do not, so the copying processes are the ones to hit the full disk
+# (a fill that missed their failure would end "successfully" without them).
+@pytest.mark.parametrize("copies, size", [("here", "600k"), ("in worker processes", "1400k")])
+def test_a_full_disk_is_one_line_and_leaves_no_half_written_output(tmp_path, monkeypatch, copies, size):
     import subprocess
 
+    import utilise_cli.cog
+
+    if copies != "here":  # the sample is small: copy its COGs in processes as a large raster's are
+        monkeypatch.setattr(utilise_cli.cog, "PARALLEL_COPY_PIXELS", 0)
     disk = tmp_path / "small"
     disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)], capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True).returncode:
         pytest.skip("cannot mount a small file system here (needs root)")
     try:
         result = _fill(SAMPLE, disk / "out")

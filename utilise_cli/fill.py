@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from . import __version__
-from .cog import FLAG_MEANING, StripeWriter
+from .cog import FLAG_MEANING, StripeWriter, copy_processes, finish_all
 from .atomic import write_text
 from .catalog import DatedOutput, write_catalog
 from .cube import guess_mask_kind
@@ -178,10 +178,13 @@ def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None
                 rows = predict_rows_on_cluster(client, plan, folder, out, options, threads, rows_to_run(plan, done))
                 run_stripes(plan, predictor, options, writers, report, quicklook, progress, rows, done, track)
         _check_observed(plan, report)
-        for cog, flags in writers.values():
-            report.outputs.append(cog.finish())
-            flags.finish()
-            log.info("wrote %s", cog.path)
+        pairs = list(writers.values())
+        processes = copy_processes(plan.cube.grid.width * plan.cube.grid.height, 2 * len(pairs))
+        log.info("copying %d outputs to COGs%s", 2 * len(pairs), f" in {processes} processes" if processes > 1 else "")
+        finished = finish_all([writer for pair in pairs for writer in pair], processes)
+        report.outputs += finished[::2]
+        for path in finished:
+            log.info("wrote %s", path)
         report.catalog = _write_catalog(out, plan, tags)
         log.info("wrote %s", report.catalog)
         if quicklook is not None:
