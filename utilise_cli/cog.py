@@ -80,12 +80,9 @@ class StripeWriter:
         window = rasterio.windows.Window(col0, row0, data.shape[-1], data.shape[-2])
         self._dataset.write(data, window=window)
 
-    def finish(self) -> Path:
-        """Close, convert to COG and rename into place."""
-        return copy_to_cog(*self.close())
-
     def close(self) -> tuple[Path, Path, int, str]:
-        """Write the metadata and close the partial file; returns copy_to_cog's arguments."""
+        """Write the metadata and close the partial file; returns copy_to_cog's arguments (finish_all makes the
+        COG)."""
         assert self._dataset is not None
         ds = self._dataset
         for i, name in enumerate(self.descriptions, start=1):
