@@ -6,9 +6,9 @@ full-size forward doubles the convolutions, emulated here as two passes), as a r
 same network before the allocator tuning that ``load_model`` applies on CPU.
 
 Then the work a fill does per chip beside the forward pass, on a real chip: 128 x 128 pixels of the sample
-scenes inside their nodata border (12 dates, their masks and the cloud screen) and the shipped network, whose input is the series filled
-by the ``adjusted`` interpolation; and the blending of a chip's prediction into the row buffer. Each as a share
-of the forward pass at the same precision.
+scenes inside their nodata border (12 dates, their masks and the cloud screen) and the shipped network, whose
+input is the series filled by the ``adjusted`` interpolation; and the blending of a chip's prediction into the
+row buffer. Each as a share of the forward pass at the same precision.
 
     python benchmarks/bench_model.py [--runs 7] [--threads N]
 """
