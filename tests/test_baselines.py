@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from utilise_cli.baselines import interpolate
+from utilise_cli.baselines import interpolate, nanquantile
 
 
 def test_linear_and_closest_baselines_on_a_real_pixel_series():
@@ -90,3 +91,21 @@ def test_a_batch_of_series_is_filled_as_each_series_alone(method, reference_dir)
     for i, observed in enumerate(batch):
         assert np.array_equal(filled[i], interpolate(method, series, observed, days), equal_nan=True), i
     assert np.array_equal(filled[0], series)  # nothing to fill: passed through
+
+
+def test_the_anomaly_clip_quantiles_equal_torch_nanquantile(reference_dir):
+    # The adjusted baseline's clip quantiles sort with numpy on the CPU; they must pick torch's ranks. Real
+    # reflectance with real cloud masks as NaN, a row with one number, rows with none, and a short row whose
+    # ranks fall between two numbers.
+    io = np.load(reference_dir / "earthnet2021_seed0_io.npz")
+    values = torch.from_numpy(io["y"][0].reshape(io["y"].shape[1], 4, -1)[:, :, ::3].copy())
+    cloudy = torch.from_numpy(io["masks"][0, :, 0].reshape(len(values), 1, -1)[:, :, ::3] > 0.5)
+    values[cloudy.expand_as(values)] = np.nan
+    values[1], values[2, :, 1:] = np.nan, np.nan
+    short = torch.tensor([[0.3, np.nan, 0.1, 0.7, 0.2]])
+    for rows in (values, short):
+        for q in ([0.1, 0.5, 0.9], [0.0, 0.25, 1.0]):
+            q = torch.tensor(q)
+            expected = torch.nanquantile(rows, q, dim=-1)
+            assert torch.equal(nanquantile(rows, q).nan_to_num(-1.0), expected.nan_to_num(-1.0))
+    assert nanquantile(values, torch.tensor([0.5]))[0, 1].isnan().all()

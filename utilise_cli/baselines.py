@@ -105,6 +105,23 @@ def _near(mask: torch.Tensor, radius: int) -> torch.Tensor:
     return near
 
 
+def nanquantile(values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """torch.nanquantile(values, q, dim=-1) (linear interpolation; NaN where a row has no number), Q x ...
+
+    On the CPU the rows are sorted by numpy, whose vectorised sort is about 17x faster than torch's there (28
+    rows of 2048: 65 us against 1.1 ms); the ranks are then picked as torch picks them, so the result is the same."""
+    if values.device.type == "cpu" and not values.requires_grad:
+        ordered = torch.from_numpy(np.sort(values.numpy(), axis=-1))  # NaN last, as torch.sort puts them
+    else:
+        ordered = values.sort(dim=-1).values
+    count = (~ordered.isnan()).sum(dim=-1, keepdim=True)
+    ranks = (q.view(-1, *[1] * values.dim()) * (count - 1)).clamp(min=0)  # a row of NaN: any place is NaN
+    below = ranks.long()
+    ordered = ordered.expand(len(q), *ordered.shape)
+    low, high = ordered.gather(-1, below), ordered.gather(-1, ranks.ceil().long())
+    return low.lerp(high, ranks - below).squeeze(-1)
+
+
 def date_anomaly(reflectance: torch.Tensor, observed: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
     """How each frame departs from linear interpolation, spread into its unobserved pixels: frames S x C x H x W
     (finite), observed S x H x W, and ``others`` S x C x H x W, each frame interpolated linearly from the other
@@ -125,7 +142,7 @@ def date_anomaly(reflectance: torch.Tensor, observed: torch.Tensor, others: torc
     step = max(1, support[0].numel() // QUANTILE_SAMPLES)
     values = torch.where(support.flatten(-2)[..., None, ::step], anomaly.flatten(-2)[..., ::step], math.nan)
     q = torch.tensor([ANOMALY_CLIP[0], 0.5, ANOMALY_CLIP[1]], device=values.device, dtype=values.dtype)
-    low, median, high = torch.nanquantile(values, q, dim=-1).nan_to_num().unsqueeze(-1).unsqueeze(-1)
+    low, median, high = nanquantile(values, q).nan_to_num().unsqueeze(-1).unsqueeze(-1)
     residual = torch.where(support.unsqueeze(-3), anomaly.clamp(low, high), 0.0)
     local = gaussian_blur(residual, ANOMALY_SIGMA_PX)
     weight = gaussian_blur(support.float(), ANOMALY_SIGMA_PX).unsqueeze(-3)
