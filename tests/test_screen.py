@@ -13,6 +13,7 @@ from utilise_cli.cli import app
 from utilise_cli.cube import open_folder, read_classes, read_stripe
 from utilise_cli.options import ReadOptions
 from utilise_cli.screen import rim_count, screen
+from utilise_cli.screen import set_threads as set_screen_threads
 from utilise_cli.sentinel2 import band_key
 
 from .conftest import ROOT, read_outputs, shared_path
@@ -140,16 +141,22 @@ def test_the_preview_is_readable_and_shows_what_the_screen_added(tmp_path):
         assert pixels > 10_000, colour
 
 
-def test_the_screen_in_column_blocks_equals_the_screen_in_one_piece():
-    """The screen is local: in blocks of 40 columns (with their margins) it flags exactly what it flags on the
-    whole sample, which is what lets it run in bounded memory on wide rasters."""
+@pytest.mark.parametrize("threads", [1, 3])
+def test_the_screen_in_column_blocks_equals_the_screen_in_one_piece(threads):
+    """The screen is local: in blocks of 40 columns (with their margins), screened one after another or on
+    threads, it flags exactly what it flags on the whole sample, which is what lets it run in bounded memory on
+    wide rasters and on every core."""
     cube = open_folder(SAMPLE, ["B2", "B3", "B4", "B8"], ReadOptions(screen=False, mask_buffer=0))
     reflectance, occluded, nodata, _ = read_classes(cube, 0, cube.grid.height)
     reflectance[np.broadcast_to(nodata[:, None], reflectance.shape)] = np.nan
     whole = screen(reflectance, occluded, cube.bands, block=10_000)
     assert whole.sum() > 1000
-    assert np.array_equal(screen(reflectance, occluded, cube.bands, block=40), whole)
-    assert np.array_equal(screen(reflectance, None, cube.bands, block=40), screen(reflectance, None, cube.bands))
+    set_screen_threads(threads)
+    try:
+        assert np.array_equal(screen(reflectance, occluded, cube.bands, block=40), whole)
+        assert np.array_equal(screen(reflectance, None, cube.bands, block=40), screen(reflectance, None, cube.bands))
+    finally:
+        set_screen_threads(0)
 
 
 @pytest.mark.filterwarnings("ignore:All-NaN slice")  # numpy's own quantile where no date is usable
@@ -160,12 +167,15 @@ def test_the_screen_s_sort_and_grow_equal_numpy_s_and_scipy_s_on_the_sample():
 
     from utilise_cli.screen import _comparators, _grow, _quantile_over_dates
 
-    for n in range(1, 12):  # a network that sorts every 0/1 sequence sorts every sequence (Knuth's 0-1 principle)
-        for bits in itertools.product((0, 1), repeat=n):
-            ordered = list(bits)
-            for a, b in _comparators(n):
-                ordered[a], ordered[b] = min(ordered[a], ordered[b]), max(ordered[a], ordered[b])
-            assert ordered == sorted(bits), (n, bits)
+    # A network that sorts every 0/1 sequence sorts every sequence (Knuth's 0-1 principle); likewise one that puts
+    # the `keep` smallest first, in order.
+    for n in range(1, 12):
+        for keep in (None, 1, n // 4 + 2):
+            for bits in itertools.product((0, 1), repeat=n):
+                ordered = list(bits)
+                for a, b in _comparators(n, keep):
+                    ordered[a], ordered[b] = min(ordered[a], ordered[b]), max(ordered[a], ordered[b])
+                assert ordered[:keep] == sorted(bits)[:keep], (n, keep, bits)
     cube = open_folder(SAMPLE, ["B2", "B3", "B4", "B8"])
     reflectance, usable, _ = read_stripe(cube, 0, cube.grid.height)  # usable: observed (clear, with data)
     blue = reflectance[:, 0]

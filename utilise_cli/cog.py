@@ -23,6 +23,7 @@ import rasterio.shutil
 from affine import Affine
 
 from .atomic import staged
+from .cores import usable_cores
 from rasterio.crs import CRS
 
 UINT16_SCALE = 1e-4
@@ -138,8 +139,7 @@ def copy_processes(pixels: int, files: int) -> int:
     PARALLEL_COPY_PIXELS or on one core, else one per core."""
     if pixels < PARALLEL_COPY_PIXELS or not sys.executable:
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, files))
+    return max(1, min(usable_cores(), files))
 
 
 def finish_all(writers: Sequence[StripeWriter], processes: int = 1) -> list[Path]:
