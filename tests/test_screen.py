@@ -165,7 +165,7 @@ def test_the_screen_s_sort_and_grow_equal_numpy_s_and_scipy_s_on_the_sample():
 
     from scipy.ndimage import maximum_filter
 
-    from utilise_cli.screen import _comparators, _grow, _quantile_over_dates
+    from utilise_cli.screen import _comparators, _quantile_over_dates, grow
 
     # A network that sorts every 0/1 sequence sorts every sequence (Knuth's 0-1 principle); likewise one that puts
     # the `keep` smallest first, in order.
@@ -184,5 +184,5 @@ def test_the_screen_s_sort_and_grow_equal_numpy_s_and_scipy_s_on_the_sample():
         expected[usable.sum(axis=0) < 3] = np.nan
         assert np.allclose(_quantile_over_dates(blue, usable, q), expected, equal_nan=True, atol=1e-7)
     for px in (1, 3, 12):
-        assert np.array_equal(_grow(~usable, px), maximum_filter(~usable, size=(1, 2 * px + 1, 2 * px + 1),
+        assert np.array_equal(grow(~usable, px), maximum_filter(~usable, size=(1, 2 * px + 1, 2 * px + 1),
                                                                  mode="constant"))

@@ -41,9 +41,11 @@ def to_output_dtype(reflectance: np.ndarray, dtype: str) -> np.ndarray:
     """Reflectance (0..1, NaN = nodata) -> uint16 DN (x 10000, 0 = nodata, valid values >= 1) or float32 (NaN)."""
     if dtype == "float32":
         return reflectance.astype(np.float32)
-    dn = np.clip(np.rint(np.nan_to_num(reflectance, nan=0.0) / UINT16_SCALE), 1, 65535).astype(np.uint16)
-    dn[np.isnan(reflectance)] = 0
-    return dn
+    dn = np.divide(reflectance, UINT16_SCALE)  # NaN stays NaN through rint and clip
+    np.rint(dn, out=dn)
+    np.clip(dn, 1, 65535, out=dn)
+    np.copyto(dn, 0, where=np.isnan(dn))
+    return dn.astype(np.uint16)
 
 
 @dataclass

@@ -24,13 +24,12 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.transform import array_bounds
 from rasterio.warp import transform_bounds
-from scipy.ndimage import maximum_filter
 
 from .dates import day_positions
 from .errors import OptionError, SceneError
 from .options import ReadOptions
 from .scenes import BandRef, Scene, discover_scenes
-from .screen import SCREEN_MARGIN_PX, screen
+from .screen import SCREEN_MARGIN_PX, grow, screen
 from .sentinel2 import DN_SCALE, SCL_NODATA, SCL_OCCLUDED
 from .windows import WindowReader
 
@@ -299,19 +298,22 @@ def read_classes(cube: SceneCube, row0: int, row1: int, col0: int = 0, col1: int
         # ship every stripe through the cluster and back
         raw, raw_mask = (np.asarray(a) for a in dask.compute(cube.reflectance[:, :, s0:s1, b0:b1].data,
                                                               cube.mask[:, m0:m1, c0:c1].data, scheduler="threads"))
-    reflectance = raw.astype(np.float32) * np.float32(cube.scale) + np.float32(cube.offset)
-    nodata = ~np.isfinite(reflectance).all(axis=1)
-    if cube.nodata is not None:
-        nodata |= (raw == cube.nodata).any(axis=1)
+    # One pass to float32 instead of a cast, a product and a sum over the whole window (the same values).
+    reflectance = np.multiply(raw, np.float32(cube.scale), dtype=np.float32)
+    if cube.offset:
+        reflectance += np.float32(cube.offset)
+    nodata = (raw == cube.nodata).any(axis=1) if cube.nodata is not None else np.zeros(raw[:, 0].shape, bool)
+    if not np.issubdtype(raw.dtype, np.integer):  # integers scale to finite numbers
+        nodata |= ~np.isfinite(reflectance).all(axis=1)
     occluded = np.empty((len(cube.rules), m1 - m0, c1 - c0), dtype=bool)
     mask_nodata = np.empty_like(occluded)
     for t, rule in enumerate(cube.rules):
         occluded[t], mask_nodata[t] = decode_mask(raw_mask[t], rule)
     nodata |= mask_nodata[:, s0 - m0: s1 - m0, b0 - c0: b1 - c0]
-    reflectance[np.broadcast_to(nodata[:, None], reflectance.shape)] = np.nan
-    for t, rule in enumerate(cube.rules):  # the buffer grows the given mask; the screen then looks around it
-        if rule.buffer:
-            occluded[t] = maximum_filter(occluded[t], size=2 * rule.buffer + 1, mode="constant")
+    np.copyto(reflectance, np.nan, where=nodata[:, None])
+    for buffer in {rule.buffer for rule in cube.rules} - {0}:  # the buffer grows the given mask; the screen
+        dates = [t for t, rule in enumerate(cube.rules) if rule.buffer == buffer]  # then looks around it
+        occluded[dates] = grow(occluded[dates], buffer)
     screened = np.zeros_like(occluded)
     if cube.screen:  # here the bands cover the masks' window
         masked = occluded if cube.has_masks else None
@@ -332,7 +334,7 @@ def read_stripe(cube: SceneCube, row0: int, row1: int, col0: int = 0, col1: int 
     """
     reflectance, occluded, nodata, screened = read_classes(cube, row0, row1, col0, col1)
     observed = ~occluded & ~nodata
-    reflectance[~np.broadcast_to(observed[:, None], reflectance.shape)] = np.nan
+    np.copyto(reflectance, np.nan, where=~observed[:, None])
     return reflectance, observed, screened & ~nodata
 
 

@@ -42,7 +42,7 @@ SCREEN_BLOCK_PX = 512  # columns screened at a time
 SCREEN_THREADS = 4  # at most; beyond 4 the pieces get narrow and their margins cost more than the threads win
 
 
-def _grow(mask: np.ndarray, px: int) -> np.ndarray:
+def grow(mask: np.ndarray, px: int) -> np.ndarray:
     """Boolean mask T x H x W grown by ``px`` pixels (a square) on each date; nothing comes from beyond the edges."""
     return _grow_along(_grow_along(mask, px, 1), px, 2)
 
@@ -199,9 +199,9 @@ def _screen(reflectance: np.ndarray, occluded: np.ndarray | None, bands: list[st
     # Cloud and haze brighten blue at least as much as red; bare soil after a harvest brightens red more.
     brighter = (d_blue > CLOUD_BLUE) & (d_red > CLOUD_RED) & (d_blue >= BLUE_OVER_RED * d_red) & valid
     dense = uniform_filter(brighter.astype(np.float32), size=(1, PATCH_PX, PATCH_PX), mode="constant") >= PATCH_SHARE
-    patches = brighter & _grow(dense, PATCH_PX // 2)
+    patches = brighter & grow(dense, PATCH_PX // 2)
     # Without masks the screen's own cloud patches stand for them: their rims are what remains.
-    near = _grow(given if occluded is not None else patches, NEAR_MASK_PX)
+    near = grow(given if occluded is not None else patches, NEAR_MASK_PX)
     # Next to a masked cloud, thin cloud and the cloud's bright rim are likely: a weaker brightening is enough.
     # Soil that brightens more in red than in blue stays bright from one clear date to the next; a rim does not.
     rim = near & (d_blue > RIM_BLUE) & valid
@@ -213,7 +213,7 @@ def _screen(reflectance: np.ndarray, occluded: np.ndarray | None, bands: list[st
     nir_reference = _quantile_over_dates(nir, clear & ~cloud, 0.5)
     blue_reference = _quantile_over_dates(blue, clear & ~cloud, 0.5)
     shadow = ((nir - nir_reference < -SHADOW_NIR) & (blue - blue_reference < 0.01) & valid
-              & _grow(cloud | given, SHADOW_NEAR_PX))
+              & grow(cloud | given, SHADOW_NEAR_PX))
     return (cloud | shadow) & ~given
 
 
@@ -225,4 +225,4 @@ def rim_count(blue: np.ndarray, occluded: np.ndarray) -> int:
     a date's input mask whose blue (B2 reflectance, T x H x W, NaN = no data) exceeds the pixel's median over
     all dates by more than RIM_BRIGHTER. occluded: the input masks T x H x W."""
     median = _quantile_over_dates(blue, np.isfinite(blue), 0.5, min_dates=1)
-    return int((_grow(occluded, RIM_NEAR_PX) & (blue - median > RIM_BRIGHTER)).sum())
+    return int((grow(occluded, RIM_NEAR_PX) & (blue - median > RIM_BRIGHTER)).sum())
