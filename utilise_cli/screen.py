@@ -23,8 +23,6 @@ import functools
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from scipy.ndimage import uniform_filter
-
 from .cores import usable_cores
 
 CLOUD_BLUE = 0.04
@@ -57,17 +55,18 @@ def _grow_along(mask: np.ndarray, px: int, axis: int) -> np.ndarray:
     pad = [(0, 0)] * mask.ndim
     pad[axis] = (px, px)
     run = np.pad(mask, pad)  # run[i]: OR over `step` elements from i
-
-    def part(a: np.ndarray, start: int, stop: int) -> np.ndarray:
-        index = [slice(None)] * a.ndim
-        index[axis] = slice(start, stop)
-        return a[tuple(index)]
-
     step = 1
     while step < width:
-        run = part(run, 0, run.shape[axis] - step) | part(run, step, run.shape[axis])
+        run = _part(run, axis, 0, run.shape[axis] - step) | _part(run, axis, step, run.shape[axis])
         step *= 2
-    return part(run, 0, n) | part(run, length - width, length - width + n)
+    return _part(run, axis, 0, n) | _part(run, axis, length - width, length - width + n)
+
+
+def _part(a: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
+    """The view of elements [start, stop) of ``a`` along ``axis``."""
+    index = [slice(None)] * a.ndim
+    index[axis] = slice(start, stop)
+    return a[tuple(index)]
 
 
 @functools.lru_cache(maxsize=None)
@@ -120,18 +119,27 @@ def _quantile_over_dates(values: np.ndarray, usable: np.ndarray, q: float,
                          min_dates: int = MIN_CLEAR_DATES) -> np.ndarray:
     """Per-pixel quantile over dates of values T x H x W where ``usable``; NaN where fewer than ``min_dates``
     are."""
+    return _quantiles_over_dates([values], usable, q, min_dates)[0]
+
+
+def _quantiles_over_dates(values: list[np.ndarray], usable: np.ndarray, q: float,
+                          min_dates: int = MIN_CLEAR_DATES) -> list[np.ndarray]:
+    """:func:`_quantile_over_dates` of several bands T x H x W over the same usable dates (counted once)."""
     # np.nanquantile loops over pixels in Python; sorting once (unusable dates last) and interpolating is
     # vectorised. Only the places up to q of the way, and the one after, can be picked: the rest need no order.
-    top = min(len(values), int(q * (len(values) - 1)) + 2)
-    ordered = _smallest_over_dates(np.where(usable, values, np.inf), top)
     count = usable.sum(axis=0)
     position = q * np.maximum(count - 1, 0)
     low = np.floor(position).astype(np.int64)
     high = np.minimum(low + 1, np.maximum(count - 1, 0))
-    below, above = _pick(ordered, low), _pick(ordered, high)
-    with np.errstate(invalid="ignore"):  # inf - inf where no date is usable: NaN, as it should be
-        reference = below + (position - low) * (above - below)
-    return np.where(count >= min_dates, reference, np.nan)
+    fraction, enough = position - low, count >= min_dates
+    out = []
+    for band in values:
+        ordered = _smallest_over_dates(np.where(usable, band, np.inf), min(len(band), int(q * (len(band) - 1)) + 2))
+        below, above = _pick(ordered, low), _pick(ordered, high)
+        with np.errstate(invalid="ignore"):  # inf - inf where no date is usable: NaN, as it should be
+            reference = below + fraction * (above - below)
+        out.append(np.where(enough, reference, np.nan))
+    return out
 
 
 def _clear_neighbours(values: np.ndarray, clear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -189,16 +197,30 @@ def screen(reflectance: np.ndarray, occluded: np.ndarray | None, bands: list[str
     return out
 
 
+def _box_count(mask: np.ndarray, px: int) -> np.ndarray:
+    """How many True pixels of mask T x H x W lie in the square of side 2 px + 1 around each (none beyond the
+    edges), as int16: sums of shifted slices, cheaper than a float filter."""
+    count = mask.astype(np.int16)
+    for axis in (1, 2):
+        pad = [(0, 0)] * 3
+        pad[axis] = (px, px)
+        padded, n = np.pad(count, pad), count.shape[axis]
+        count = _part(padded, axis, 0, n).copy()
+        for d in range(1, 2 * px + 1):
+            count += _part(padded, axis, d, d + n)
+    return count
+
+
 def _screen(reflectance: np.ndarray, occluded: np.ndarray | None, bands: list[str]) -> np.ndarray:
     blue, red, nir = (reflectance[:, bands.index(b)] for b in ("B2", "B4", "B8"))
     valid = np.isfinite(reflectance).all(axis=1)
     given = np.zeros(valid.shape, bool) if occluded is None else occluded
     clear = valid & ~given
-    d_blue = blue - _quantile_over_dates(blue, clear, 0.25)
-    d_red = red - _quantile_over_dates(red, clear, 0.25)
+    blue_low, red_low = _quantiles_over_dates([blue, red], clear, 0.25)
+    d_blue, d_red = blue - blue_low, red - red_low
     # Cloud and haze brighten blue at least as much as red; bare soil after a harvest brightens red more.
     brighter = (d_blue > CLOUD_BLUE) & (d_red > CLOUD_RED) & (d_blue >= BLUE_OVER_RED * d_red) & valid
-    dense = uniform_filter(brighter.astype(np.float32), size=(1, PATCH_PX, PATCH_PX), mode="constant") >= PATCH_SHARE
+    dense = _box_count(brighter, PATCH_PX // 2) >= PATCH_SHARE * PATCH_PX ** 2
     patches = brighter & grow(dense, PATCH_PX // 2)
     # Without masks the screen's own cloud patches stand for them: their rims are what remains.
     near = grow(given if occluded is not None else patches, NEAR_MASK_PX)
@@ -210,8 +232,7 @@ def _screen(reflectance: np.ndarray, occluded: np.ndarray | None, bands: list[st
     before, after = _clear_neighbours(blue[:, pixels], clear[:, pixels])
     rim[:, pixels] &= ~reddish[:, pixels] | (blue[:, pixels] - np.fmax(before, after) > RIM_BLUE)
     cloud = patches | (brighter & near) | rim
-    nir_reference = _quantile_over_dates(nir, clear & ~cloud, 0.5)
-    blue_reference = _quantile_over_dates(blue, clear & ~cloud, 0.5)
+    nir_reference, blue_reference = _quantiles_over_dates([nir, blue], clear & ~cloud, 0.5)
     shadow = ((nir - nir_reference < -SHADOW_NIR) & (blue - blue_reference < 0.01) & valid
               & grow(cloud | given, SHADOW_NEAR_PX))
     return (cloud | shadow) & ~given
