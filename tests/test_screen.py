@@ -163,9 +163,9 @@ def test_the_screen_in_column_blocks_equals_the_screen_in_one_piece(threads):
 def test_the_screen_s_sort_and_grow_equal_numpy_s_and_scipy_s_on_the_sample():
     import itertools
 
-    from scipy.ndimage import maximum_filter
+    from scipy.ndimage import maximum_filter, uniform_filter
 
-    from utilise_cli.screen import _comparators, _quantile_over_dates, grow
+    from utilise_cli.screen import _box_count, _comparators, _quantile_over_dates, grow
 
     # A network that sorts every 0/1 sequence sorts every sequence (Knuth's 0-1 principle); likewise one that puts
     # the `keep` smallest first, in order.
@@ -183,6 +183,10 @@ def test_the_screen_s_sort_and_grow_equal_numpy_s_and_scipy_s_on_the_sample():
         expected = np.nanquantile(np.where(usable, blue, np.nan), q, axis=0)
         expected[usable.sum(axis=0) < 3] = np.nan
         assert np.allclose(_quantile_over_dates(blue, usable, q), expected, equal_nan=True, atol=1e-7)
+    for px in (1, 3):
+        window = np.rint(uniform_filter((~usable).astype(float), size=(1, 2 * px + 1, 2 * px + 1), mode="constant")
+                         * (2 * px + 1) ** 2)
+        assert np.array_equal(_box_count(~usable, px), window)
     for px in (1, 3, 12):
         assert np.array_equal(grow(~usable, px), maximum_filter(~usable, size=(1, 2 * px + 1, 2 * px + 1),
                                                                  mode="constant"))
