@@ -21,7 +21,7 @@ from .chips import Panel, blend_window
 from .cog import FLAG_FILLED, FLAG_NEVER_OBSERVED, FLAG_OBSERVED, FLAG_SCREENED, StripeWriter, to_output_dtype
 from .cube import read_stripe
 from .inference import Predictor
-from .network import release_freed_memory, reuse_freed_memory
+from .network import one_heap, release_freed_memory
 from .plan import FillOptions, FillPlan
 
 Writers = dict[int, tuple[StripeWriter, StripeWriter]]  # date index -> (COG, flags sidecar)
@@ -240,7 +240,7 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
     # time), except for the network on a CPU, whose forward passes would then fault their pages in again (1024^2:
     # 9 % more time for 32 MB).
     release = release_freed_memory if device is None or device.type == "cuda" else (lambda: None)
-    reuse_freed_memory()  # one heap for every thread: the screen's threads would each keep a heap at its own peak
+    one_heap()  # the screen's threads would each keep a heap at its own peak
     buffer, current = None, -1
     with (ThreadPoolExecutor(max_workers=1) if ahead else _InPlace()) as reader:
         def read(k: int) -> Future:
