@@ -95,6 +95,16 @@ MUTATIONS = [
              "return Window(rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0])", ("tests/test_cube.py",)),
     Mutation("a damaged scene's read error goes out as a traceback", "windows.py", "WindowReader._read",
              "cause = str(err.__cause__ or err).splitlines()[0][:120]", "raise", ("tests/test_fill.py",)),
+    Mutation("the clip quantiles' ranks count one date too many", "baselines.py", "nanquantile",
+             "* (count - 1)", "* count", ("tests/test_baselines.py",)),
+    Mutation("a partial sorting network drops the comparators that feed its first places", "screen.py",
+             "_comparators", "needed |= {a, b}", "needed |= {a}", ("tests/test_screen.py",)),
+    Mutation("a screened piece is put back without its margin taken off", "screen.py", "screen",
+             "out[..., x0:x1] = part[..., x0 - m0: x1 - m0]", "out[..., x0:x1] = part[..., :x1 - x0]",
+             ("tests/test_screen.py",)),
+    Mutation("the mask buffer grows only the first date", "cube.py", "read_classes",
+             "occluded[dates] = grow(occluded[dates], buffer)",
+             "occluded[dates[:1]] = grow(occluded[dates[:1]], buffer)", ("tests/test_fill.py",)),
 ]
 
 
