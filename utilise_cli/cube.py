@@ -311,8 +311,9 @@ def read_classes(cube: SceneCube, row0: int, row1: int, col0: int = 0, col1: int
         occluded[t], mask_nodata[t] = decode_mask(raw_mask[t], rule)
     nodata |= mask_nodata[:, s0 - m0: s1 - m0, b0 - c0: b1 - c0]
     np.copyto(reflectance, np.nan, where=nodata[:, None])
-    for buffer in {rule.buffer for rule in cube.rules} - {0}:  # the buffer grows the given mask; the screen
-        dates = [t for t, rule in enumerate(cube.rules) if rule.buffer == buffer]  # then looks around it
+    # The buffer grows the given mask (the screen then looks around it), the dates with one buffer together.
+    for buffer in {rule.buffer for rule in cube.rules} - {0}:
+        dates = [t for t, rule in enumerate(cube.rules) if rule.buffer == buffer]
         occluded[dates] = grow(occluded[dates], buffer)
     screened = np.zeros_like(occluded)
     if cube.screen:  # here the bands cover the masks' window

@@ -23,6 +23,7 @@ import functools
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
 from .cores import usable_cores
 
 CLOUD_BLUE = 0.04
@@ -134,7 +135,8 @@ def _quantiles_over_dates(values: list[np.ndarray], usable: np.ndarray, q: float
     fraction, enough = position - low, count >= min_dates
     out = []
     for band in values:
-        ordered = _smallest_over_dates(np.where(usable, band, np.inf), min(len(band), int(q * (len(band) - 1)) + 2))
+        top = min(len(band), int(q * (len(band) - 1)) + 2)
+        ordered = _smallest_over_dates(np.where(usable, band, np.inf), top)
         below, above = _pick(ordered, low), _pick(ordered, high)
         with np.errstate(invalid="ignore"):  # inf - inf where no date is usable: NaN, as it should be
             reference = below + fraction * (above - below)
@@ -175,7 +177,8 @@ def screen(reflectance: np.ndarray, occluded: np.ndarray | None, bands: list[str
     Worked out ``block`` columns at a time (each piece with SCREEN_MARGIN_PX columns of context either side, so
     the result is the same as in one piece): its temporaries then do not grow with the raster's width. On
     several cores the pieces are screened on up to SCREEN_THREADS threads, each ``block`` / threads columns wide
-    so that the memory in use stays the same (numpy releases the GIL; a 1024-px stripe on 2 cores: 57 -> 31 ms)."""
+    so that the memory in use stays the same (numpy releases the GIL; a 1024-px stripe of 10 dates on 2 cores:
+    52 ms on one thread, 34 ms on two)."""
     width = reflectance.shape[-1]
     out = np.zeros(reflectance[:, 0].shape, bool)
     threads = min(_threads or usable_cores(), SCREEN_THREADS)

@@ -62,7 +62,7 @@ def one_heap() -> bool:
     """One heap arena for every thread (glibc; Linux only), leaving the other settings alone; returns whether it
     took effect. A fill's threads (the cloud screen's, the stripe reader's) would otherwise each keep a heap at
     its own peak: 50-110 MB more at 1024^2-2048^2 with the screen on 2 threads. The large blocks stay in their
-    own mappings, returned when freed: taking them from the heap too (reuse_freed_memory) grew a long 8192^2
-    fill's peak by 7 %."""
+    own mappings, returned when freed: taking them from the heap too (reuse_freed_memory) let a long 8192^2
+    linear fill's peak reach 1089 MB, against 1024 MB with this alone."""
     libc = _libc()
     return libc is not None and bool(libc.mallopt(_M_ARENA_MAX, 1))
