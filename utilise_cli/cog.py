@@ -8,17 +8,21 @@ to its final name, so a file with the final name is always complete.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import signal
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import rasterio
+import rasterio.errors
+import rasterio.io
 import rasterio.shutil
 from affine import Affine
 
@@ -35,6 +39,21 @@ FLAG_MEANING = "0 observed, 1 filled (masked), 2 filled (cloud screen), 255 neve
 
 def partial_name(path: Path) -> Path:
     return path.with_name(f".{path.stem}.partial.tif")
+
+
+@functools.lru_cache(maxsize=1)
+def partial_compression() -> dict[str, str | int]:
+    """Compression of the partial files: ZSTD at level 1 where this GDAL has the codec, else DEFLATE. They are
+    read once, by the COG copy, which compresses again: a fast codec saves time on both sides (2048^2 x 10
+    dates, linear, 2-core CPU: 10.2 -> 8.5 s) and on the sample its files were smaller than DEFLATE's."""
+    try:
+        with warnings.catch_warnings(), rasterio.io.MemoryFile() as memory:
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with memory.open(driver="GTiff", width=16, height=16, count=1, dtype="uint8", compress="zstd"):
+                pass
+    except rasterio.errors.RasterioError:
+        return {"compress": "deflate"}
+    return {"compress": "zstd", "zstd_level": 1}
 
 
 def to_output_dtype(reflectance: np.ndarray, dtype: str) -> np.ndarray:
@@ -73,8 +92,8 @@ class StripeWriter:
         nodata = {"uint16": 0, "float32": float("nan"), "uint8": FLAG_NEVER_OBSERVED}[self.dtype]
         profile = dict(driver="GTiff", width=self.width, height=self.height, count=self.count, dtype=self.dtype,
                        crs=self.crs, transform=self.transform, nodata=nodata, tiled=True, blockxsize=256,
-                       blockysize=256, compress="deflate", predictor=3 if self.dtype == "float32" else 2,
-                       BIGTIFF="IF_SAFER")
+                       blockysize=256, predictor=3 if self.dtype == "float32" else 2, BIGTIFF="IF_SAFER",
+                       **partial_compression())
         self._dataset = rasterio.open(partial_name(self.path), "w", **profile)
 
     def write_rows(self, row0: int, data: np.ndarray, col0: int = 0) -> None:
