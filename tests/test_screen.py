@@ -12,8 +12,7 @@ from typer.testing import CliRunner
 from utilise_cli.cli import app
 from utilise_cli.cube import open_folder, read_classes, read_stripe
 from utilise_cli.options import ReadOptions
-from utilise_cli.screen import rim_count, screen
-from utilise_cli.screen import set_threads as set_screen_threads
+from utilise_cli.screen import rim_count, screen, set_threads as set_screen_threads
 from utilise_cli.sentinel2 import band_key
 
 from .conftest import ROOT, read_outputs, shared_path
