@@ -119,6 +119,34 @@ def test_validation_never_shows_a_candidate_the_pixels_it_is_scored_on():
     assert scores["oracle"].psnr < scores["linear"].psnr  # it saw NaN (0) where it is scored, not the truth
 
 
+def test_a_candidate_stops_at_the_first_draw_it_loses_to_the_simpler_choice_and_the_choice_stays():
+    refl, observed, days = _sample_masks()
+    adjusted = BaselinePredictor("adjusted")
+
+    def brighter(reflectance, seen, days):  # adjusted, 0.01 too bright: beats linear, loses to adjusted
+        return adjusted(reflectance, seen, days) + 0.01
+
+    def oracle(reflectance, seen, days):  # the true values everywhere: wins every draw
+        return np.broadcast_to(refl, reflectance.shape)
+
+    candidates = {"linear": BaselinePredictor("linear"), "adjusted": adjusted, "brighter": brighter,
+                  "oracle": oracle}
+    full, pruned = (score_candidates(candidates, refl[None], observed[None], days, np.random.default_rng(0),
+                                     prune=prune) for prune in (False, True))
+    mse = {name: score.draw_mse() for name, score in full.items()}
+    draws = sorted(mse["linear"])
+    # what makes the case: adjusted is the simpler methods' choice, and "brighter" beats linear on every draw
+    assert choose({n: full[n] for n in ("linear", "adjusted")})[0] == "adjusted" and len(draws) == 4
+    assert all(mse["brighter"][d] < mse["linear"][d] for d in draws)
+    assert mse["brighter"][draws[0]] >= mse["adjusted"][draws[0]]
+    assert pruned["brighter"].stopped == draws[0] and list(pruned["brighter"].per_draw) == draws[:1]
+    for name in ("linear", "adjusted", "oracle"):
+        assert pruned[name].stopped is None and pruned[name].per_draw == full[name].per_draw
+    assert choose(pruned) == choose(full) and choose(pruned)[0] == "oracle"
+    without_oracle = ("linear", "adjusted", "brighter")
+    assert choose({n: pruned[n] for n in without_oracle}) == choose({n: full[n] for n in without_oracle})
+
+
 def test_the_choice_of_auto_does_not_depend_on_the_batch_size(tmp_path):
     """A CPU validates one chip at a time, a GPU four: the hidden pixels, and so the scores, must be the same."""
     reports = {}

@@ -38,6 +38,7 @@ class Score:
     squared: float = 0.0
     absolute: float = 0.0
     per_draw: dict[int, list[float]] = field(default_factory=dict)  # draw -> [values, squared error]
+    stopped: int | None = None  # the draw it stopped after, having lost it (score_candidates' pruning)
 
     def add(self, pred: np.ndarray, truth: np.ndarray, draw: int = 0) -> None:
         diff = pred.astype(np.float64) - truth
@@ -77,11 +78,14 @@ class Selection:
 
     def as_dict(self) -> dict[str, object]:
         return {"chosen": self.chosen, "reason": self.reason, "chips": self.chips,
-                "scores": {name: {"psnr_db": round(s.psnr, 3), "mae": round(s.mae, 5), "values": s.pixels}
+                "scores": {name: {"psnr_db": round(s.psnr, 3), "mae": round(s.mae, 5), "values": s.pixels,
+                                  "draws": len(s.per_draw), "stopped": s.stopped is not None}
                            for name, s in self.scores.items()}}
 
     def line(self) -> str:
-        table = ", ".join(f"{n} {s.psnr:.2f} dB" for n, s in self.scores.items())
+        table = ", ".join(f"{n} {s.psnr:.2f} dB" + ("" if s.stopped is None else
+                                                    f" (stopped: lost draw {s.stopped + 1} to a simpler method)")
+                          for n, s in self.scores.items())
         return f"self-validation on {self.chips} chips: {table}; chose {self.chosen} ({self.reason})"
 
 
@@ -112,35 +116,57 @@ def validation_masks(observed: np.ndarray, rng: np.random.Generator, ratio: floa
 
 def score_candidates(candidates: dict[str, Predictor], reflectance: np.ndarray, observed: np.ndarray,
                      days: np.ndarray, rng: np.random.Generator | Sequence[np.random.Generator],
-                     scores: dict[str, Score] | None = None, draws: int = DRAWS) -> dict[str, Score]:
-    """Add every candidate's errors on ``draws`` validation splits of a batch of chips to ``scores``.
+                     draws: int = DRAWS, batch_size: int | None = None, prune: bool = True) -> dict[str, Score]:
+    """Every candidate's errors on ``draws`` validation splits of chips.
 
     reflectance B x T x C x H x W (0..1, anything where not observed), observed B x T x H x W, days T; ``rng``
-    draws the hidden pixels, one generator per chip or one for all."""
-    scores = scores if scores is not None else {name: Score() for name in candidates}
+    draws the hidden pixels, one generator per chip or one for all; the predictors get ``batch_size`` chips at
+    a time (default: all).
+
+    Candidates are scored one after the other, simplest first, draw by draw. With ``prune`` one stops at the
+    first draw it loses to the choice among the simpler ones: :func:`choose` wants a win on every draw, so it
+    could no longer be chosen, and the choice is the one every draw would give. Its score then holds the draws
+    it ran (``stopped``)."""
+    scores: dict[str, Score] = {}
     rngs = [rng] * len(observed) if isinstance(rng, np.random.Generator) else list(rng)
-    for draw in range(draws):
-        hidden = np.stack([validation_masks(o, r) for o, r in zip(observed, rngs)])
-        if not hidden.any():
-            continue
-        kept = observed & ~hidden
-        where = np.broadcast_to(hidden[:, :, None], reflectance.shape)
-        truth = reflectance[where]
-        inputs = np.where(kept[:, :, None], reflectance, np.nan).astype(np.float32)  # the hidden values never go in
-        for name, predictor in candidates.items():
-            scores[name].add(predictor(inputs, kept, days)[where], truth, draw)
+    hidden = [np.stack([validation_masks(o, r) for o, r in zip(observed, rngs)]) for _ in range(draws)]
+    step = batch_size or len(observed)
+    names = list(candidates)
+    for k, name in enumerate(names):
+        score = scores[name] = Score()
+        rival = choose({n: scores[n] for n in names[:k]})[0] if prune and k else None
+        for draw, hide in enumerate(hidden):
+            for b in range(0, len(observed), step):
+                chips = slice(b, b + step)
+                if not hide[chips].any():
+                    continue
+                kept = observed[chips] & ~hide[chips]
+                where = np.broadcast_to(hide[chips, :, None], reflectance[chips].shape)
+                # the hidden values never go in
+                inputs = np.where(kept[:, :, None], reflectance[chips], np.nan).astype(np.float32)
+                score.add(candidates[name](inputs, kept, days)[where], reflectance[chips][where], draw)
+            if rival is not None and _lost(score, scores[rival], draw):
+                score.stopped = draw
+                break
     return scores
+
+
+def _lost(score: Score, rival: Score, draw: int) -> bool:
+    """Whether ``score`` is no better than ``rival`` on ``draw`` (both scored on its pixels)."""
+    mine, theirs = score.draw_mse(), rival.draw_mse()
+    return draw in mine and draw in theirs and mine[draw] >= theirs[draw]
 
 
 def choose(scores: dict[str, Score], margin_db: float = MARGIN_DB) -> tuple[str, str]:
     """(method, reason). Candidates are taken in their order, simplest first (linear, adjusted, the network):
     one replaces the current choice only when it beats it by ``margin_db`` pooled AND on every validation
-    draw, so a lucky split cannot pick a method that is worse on the scene."""
+    draw, so a lucky split cannot pick a method that is worse on the scene. A candidate stopped early (it lost
+    a draw to the current choice) is passed over."""
     if FALLBACK not in scores or math.isnan(scores[FALLBACK].psnr):
         return FALLBACK, "nothing to validate on"
     chosen, reason = FALLBACK, f"nothing beats linear by {margin_db} dB on every draw"
     for name, score in scores.items():
-        if name == chosen or math.isnan(score.psnr):
+        if name == chosen or math.isnan(score.psnr) or score.stopped is not None:
             continue
         current = scores[chosen]
         mine, theirs = score.draw_mse(), current.draw_mse()
@@ -155,34 +181,27 @@ def select_method(plan: FillPlan, candidates: dict[str, Predictor], batch_size: 
     """Score ``candidates`` on up to ``max_chips`` chips of the plan drawn at random (seeded) among the chips
     that have clouds to learn shapes from, and choose one (see :func:`choose`). Each chip draws its hidden
     pixels from a generator of its own (seed, chip index), so that the choice does not depend on ``batch_size``
-    (1 on a CPU, 16 on a GPU)."""
+    (1 on a CPU, 16 on a GPU).
+
+    The chips are held until every candidate is scored: at most ``max_chips`` x T x C x chip^2 reflectance
+    values (8 chips of 10 dates, 4 bands and 128 px: 21 MB)."""
     from .cube import read_rows
 
     rng = np.random.default_rng(seed)
     cube, chip = plan.cube, plan.chip_size
     origins = [(y0, x0) for y0 in plan.rows for x0 in plan.cols]
-    scores = {name: Score() for name in candidates}
-    batch: list[tuple[np.ndarray, np.ndarray, np.random.Generator]] = []
-    used = 0
-
-    def score(batch: list[tuple[np.ndarray, np.ndarray, np.random.Generator]]) -> None:
-        score_candidates(candidates, np.stack([b[0] for b in batch]), np.stack([b[1] for b in batch]), cube.days,
-                         [b[2] for b in batch], scores)
-
+    chips: list[tuple[np.ndarray, np.ndarray, np.random.Generator]] = []
     for index in rng.permutation(len(origins)):
-        if used >= max_chips:
+        if len(chips) >= max_chips:
             break
         y0, x0 = origins[index]
         refl, observed = read_rows(cube, y0, min(y0 + chip, cube.grid.height), x0, x0 + chip)
         cover = 1.0 - observed.reshape(len(observed), -1).mean(axis=1)
         if not (cover >= MIN_MASK_COVER).any() or (cover < 1).sum() < 2:
             continue
-        batch.append((refl, observed, np.random.default_rng([seed, int(index)])))
-        used += 1
-        if len(batch) == batch_size or used == max_chips:
-            score(batch)
-            batch = []
-    if batch:
-        score(batch)
+        chips.append((refl, observed, np.random.default_rng([seed, int(index)])))
+    scores = (score_candidates(candidates, np.stack([c[0] for c in chips]), np.stack([c[1] for c in chips]),
+                               cube.days, [c[2] for c in chips], batch_size=batch_size) if chips
+              else {name: Score() for name in candidates})
     chosen, reason = choose(scores)
-    return Selection(scores, chosen, reason, used)
+    return Selection(scores, chosen, reason, len(chips))
