@@ -135,6 +135,27 @@ def test_column_panels_cover_every_column_once_with_every_chip_that_reaches_it()
     assert len(column_panels(4096, chip_starts(4096, 128, 32), 128, 2048)) == 2
 
 
+def test_each_row_is_read_once_per_panel_and_a_chip_row_finds_the_rows_it_shares_held():
+    from utilise_cli.chips import chip_starts
+    from utilise_cli.stripes import rows_to_read
+
+    for height, chip, overlap, panels, done in [(165, 64, 16, 2, 0), (1024, 128, 32, 1, 0), (1000, 128, 32, 3, 0),
+                                                (100, 128, 32, 2, 0), (1000, 128, 32, 2, 448)]:
+        rows = chip_starts(height, chip, overlap)
+        # panel by panel, top to bottom; a resumed run starts at the first chip row reaching below ``done``
+        order = [(p, y0) for p in range(panels) for y0 in rows if p or y0 + chip > done]
+        spans = [rows_to_read(order, k, chip, height) for k in range(len(order))]
+        for p in range(panels):
+            mine = [(first, stop) for (q, _), (first, stop) in zip(order, spans) if q == p]
+            start = [y0 for q, y0 in order if q == p][0]
+            assert [a for a, _ in mine] == [start] + [b for _, b in mine[:-1]]  # contiguous, never twice
+            assert mine[-1][1] == height
+        for k, ((p, y0), (first, stop)) in enumerate(zip(order, spans)):
+            assert stop == min(y0 + chip, height) and y0 <= first < stop
+            if first > y0:  # the rest was read for the chip row before, in the same panel
+                assert order[k - 1][0] == p and order[k - 1][1] <= y0 and spans[k - 1][1] == first
+
+
 def test_column_panels_give_the_outputs_and_preview_of_one_panel(tmp_path):
     # 32 px chips on the 149 px wide sample: panels of 48 columns are 3 (the sliver joined to the last), each
     # running the chips that reach into its neighbours; the cloud screen (19 px of context) and the mask buffer

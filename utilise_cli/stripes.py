@@ -136,6 +136,16 @@ def predict_row(plan: FillPlan, predictor: Predictor, options: FillOptions, days
 Position = tuple[int, int]  # (panel, raster rows of it written): how far a fill has gone
 
 
+def rows_to_read(order: list[tuple[int, int]], k: int, chip: int, height: int) -> tuple[int, int]:
+    """Raster rows [first, stop) to read for chip row ``order[k]`` (panel, first pixel row; see rows_to_run) of
+    ``chip`` px in a raster ``height`` px high: all of its rows, or, after a chip row of the same panel, only
+    those below that one (the row buffer still holds the rows they share)."""
+    p, y0 = order[k]
+    if k and order[k - 1][0] == p:
+        return min(order[k - 1][1] + chip, height), min(y0 + chip, height)
+    return y0, min(y0 + chip, height)
+
+
 def rows_to_run(plan: FillPlan, done: Position = (0, 0)) -> list[tuple[int, int]]:
     """(panel, first pixel row) of the chip rows still to run, in the order they run (panel by panel, top to
     bottom): in the panel reached, those that contribute to its rows from ``done[1]`` on."""
@@ -186,9 +196,11 @@ class RowBuffer:
         self.held, self.taken = rest, 0
 
     def extend(self, y0: int, refl: np.ndarray, obs: np.ndarray, screened: np.ndarray) -> None:
-        """Hold the rows of a chip row starting at raster row ``y0`` that are not held yet."""
+        """Hold the rows from raster row ``y0`` on that are not held yet (rows up to ``y0`` must be)."""
         self._drop_taken()
         held_end = self.start + self.held
+        if y0 > held_end:
+            raise ValueError(f"rows {held_end}-{y0} would be missing from the row buffer")
         y1 = y0 + refl.shape[2]
         if y1 <= held_end:
             return
@@ -198,6 +210,14 @@ class RowBuffer:
         self.inputs[:, :, at] = refl[:, :, new]
         self.observed[:, at], self.screened[:, at] = obs[:, new], screened[:, new]
         self.held = at.stop
+
+    def rows(self, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Held raster rows [row0, row1): inputs T x C x h x w, observed and screened T x h x w (views, valid until
+        the next :meth:`extend`)."""
+        if not self.start <= row0 <= row1 <= self.start + self.held:
+            raise ValueError(f"rows {row0}-{row1} are not all held ({self.start}-{self.start + self.held})")
+        at = slice(row0 - self.start, row1 - self.start)
+        return self.inputs[:, :, at], self.observed[:, at], self.screened[:, at]
 
     def add(self, y0: int, x0: int, pred: np.ndarray, window: np.ndarray) -> None:
         accumulate(self.acc[:, :, :self.held], self.wsum[:self.held], y0 - self.start, x0, pred, window)
@@ -244,8 +264,8 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
     buffer, current = None, -1
     with (ThreadPoolExecutor(max_workers=1) if ahead else _InPlace()) as reader:
         def read(k: int) -> Future:
-            p, y0 = order[k]
-            return reader.submit(read_stripe, cube, y0, min(y0 + chip, grid.height), plan.panels[p].lo,
+            p = order[k][0]
+            return reader.submit(read_stripe, cube, *rows_to_read(order, k, chip, grid.height), plan.panels[p].lo,
                                  plan.panels[p].hi)
 
         pending = read(0) if order else None
@@ -253,10 +273,13 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
             panel = plan.panels[p]
             if p != current:
                 buffer, current = _panel_buffer(plan, panel, done[1] if p == done[0] else 0), p
-            refl, obs, screened = pending.result()
+            first, stop = rows_to_read(order, k, chip, grid.height)
+            below = pending.result()
             if k + 1 < len(order):
                 pending = read(k + 1)
-            buffer.extend(y0, refl, obs, screened)
+            buffer.extend(first, *below)
+            # The chip row: the rows it shares with the one before, still held, and the rows just read.
+            refl, obs, _ = below if first == y0 else buffer.rows(y0, stop)
 
             def add(x0: int, values: np.ndarray) -> None:
                 buffer.add(y0, x0 - panel.lo, values, window)
