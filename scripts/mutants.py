@@ -91,8 +91,6 @@ MUTATIONS = [
              ("tests/test_cube.py",)),
     Mutation("pixels only the screen found are flagged like masked ones", "stripes.py", "write_rows",
              "flags[screened & ~observed] = FLAG_SCREENED", "pass", ("tests/test_screen.py",)),
-    Mutation("self-validation draws depend on how chips are batched", "validation.py", "select_method",
-             "np.random.default_rng([seed, int(index)])", "rng", ("tests/test_validation.py",)),
     Mutation("a scene with nothing observed is filled anyway", "fill.py", "_check_observed",
              "if not seen.any():", "if False:", ("tests/test_safety.py",)),
     Mutation("a reddish brightening next to a mask is a rim even where it lasts (soil)", "screen.py", "_screen",

@@ -180,8 +180,9 @@ def select_method(plan: FillPlan, candidates: dict[str, Predictor], batch_size: 
                   seed: int = 0) -> Selection:
     """Score ``candidates`` on up to ``max_chips`` chips of the plan drawn at random (seeded) among the chips
     that have clouds to learn shapes from, and choose one (see :func:`choose`). Each chip draws its hidden
-    pixels from a generator of its own (seed, chip index), so that the choice does not depend on ``batch_size``
-    (1 on a CPU, 16 on a GPU).
+    pixels from a generator of its own (seed, chip index), so that they do not depend on the other chips drawn;
+    all are drawn before any candidate runs, so that the choice does not depend on ``batch_size`` (1 on a CPU,
+    16 on a GPU) either.
 
     The chips are held until every candidate is scored: at most ``max_chips`` x T x C x chip^2 reflectance
     values (8 chips of 10 dates, 4 bands and 128 px: 21 MB)."""
