@@ -83,9 +83,13 @@ class Selection:
                            for name, s in self.scores.items()}}
 
     def line(self) -> str:
-        table = ", ".join(f"{n} {s.psnr:.2f} dB" + ("" if s.stopped is None else
-                                                    f" (stopped: lost draw {s.stopped + 1} to a simpler method)")
-                          for n, s in self.scores.items())
+        def shown(name: str, s: Score) -> str:
+            if s.stopped is None:
+                return f"{name} {s.psnr:.2f} dB"
+            ran = "draw 1" if s.stopped == 0 else f"draws 1-{s.stopped + 1}"
+            return f"{name} {s.psnr:.2f} dB on {ran} only, having lost draw {s.stopped + 1} to a simpler method"
+
+        table = ", ".join(shown(n, s) for n, s in self.scores.items())
         return f"self-validation on {self.chips} chips: {table}; chose {self.chosen} ({self.reason})"
 
 
