@@ -4,7 +4,7 @@ Builds SIZE x SIZE x 10-date stacks tiled from the sample scenes (with their mas
 pixel-interleaved, as `benchmarks/bench_fill.py` does), and in a fresh process per case reads STRIPES chip rows
 of 128 px of one 2048-px column panel the way `fill` does (`cube.read_stripe`: the screen's and the buffer's
 margins, decoding, the mask buffer and the cloud screen), after one warm-up read. Printed: seconds per stripe
-and the process's peak resident memory, and the direct reader's figures as ratios to dask's. With --no-screen
+(wall, and CPU time over every thread) and the process's peak resident memory, and the direct reader's figures as ratios to dask's. With --no-screen
 the stripes are read without the cloud screen (reading and decoding alone).
 
     python benchmarks/bench_read.py [--sizes 2048 8192] [--stripes 12] [--no-screen]
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_fill import PEAK_MB, build_stack  # noqa: E402
 
 CHILD = PEAK_MB + """
-import dataclasses, json, sys, time
+import dataclasses, json, os, sys, time
 from utilise_cli.cube import open_folder, read_stripe
 from utilise_cli.options import ReadOptions
 
@@ -33,11 +33,12 @@ if not direct:
     cube = dataclasses.replace(cube, windows=None)
 col0, col1 = (2048, 4096) if cube.grid.width > 2048 else (0, cube.grid.width)
 read_stripe(cube, 128, 256, col0, col1)  # warm-up: opens the files
-start = time.perf_counter()
+start, times = time.perf_counter(), os.times()
 for y0 in range(256, 256 + 128 * stripes, 128):
     read_stripe(cube, y0, min(y0 + 128, cube.grid.height), col0, col1)
 seconds = (time.perf_counter() - start) / stripes
-print(json.dumps(dict(seconds=seconds, rss_mb=peak_mb())))
+cpu = (os.times().user - times.user + os.times().system - times.system) / stripes
+print(json.dumps(dict(seconds=seconds, cpu=cpu, rss_mb=peak_mb())))
 """
 
 
@@ -54,7 +55,7 @@ def main() -> None:
     parser.add_argument("--no-screen", action="store_true", help="read without the cloud screen")
     args = parser.parse_args()
     stripes = min(args.stripes, (min(args.sizes) - 256) // 128)
-    print(f"{'size':>6s} {'reader':>7s} {'s / stripe':>10s} {'peak RSS MB':>11s}   ({stripes} stripes of 128 x 2048 px, "
+    print(f"{'size':>6s} {'reader':>7s} {'s / stripe':>10s} {'CPU s':>6s} {'peak RSS MB':>11s}   ({stripes} stripes of 128 x 2048 px, "
           f"10 dates, screen {'off' if args.no_screen else 'on'})")
     for size in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
@@ -63,7 +64,8 @@ def main() -> None:
             cases = {}
             for direct in (False, True):
                 r = cases[direct] = run_case(folder, direct, stripes, not args.no_screen)
-                print(f"{size:6d} {'direct' if direct else 'dask':>7s} {r['seconds']:10.3f} {r['rss_mb']:11.0f}")
+                print(f"{size:6d} {'direct' if direct else 'dask':>7s} {r['seconds']:10.3f} {r['cpu']:6.3f} "
+                      f"{r['rss_mb']:11.0f}")
             print(f"{size:6d} direct / dask: time {cases[True]['seconds'] / cases[False]['seconds']:.2f}x, "
                   f"peak {cases[True]['rss_mb'] / cases[False]['rss_mb']:.2f}x")
 
