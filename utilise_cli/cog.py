@@ -37,6 +37,9 @@ FLAG_OBSERVED, FLAG_FILLED, FLAG_SCREENED, FLAG_NEVER_OBSERVED = 0, 1, 2, 255
 FLAG_MEANING = "0 observed, 1 filled (masked), 2 filled (cloud screen), 255 never observed"
 
 
+PARTIAL_TILE_ROWS = 32  # tile height of the partial files (see StripeWriter)
+
+
 def partial_name(path: Path) -> Path:
     return path.with_name(f".{path.stem}.partial.tif")
 
@@ -90,10 +93,14 @@ class StripeWriter:
             self._dataset = rasterio.open(partial_name(self.path), "r+")
             return
         nodata = {"uint16": 0, "float32": float("nan"), "uint8": FLAG_NEVER_OBSERVED}[self.dtype]
+        # Tiles 32 rows high: rows come 96 at a time (chip 128, overlap 32), so most tiles are complete when
+        # written. A 256-row tile stays unfinished for three chip rows, in GDAL's block cache (which the windows
+        # being read share) or, evicted, written and read back. 4096^2 linear: 29.5 / 29.0 s with 256-row
+        # tiles, 28.2 / 27.8 s with 32-row ones; 2048^2 peak 870 / 876 MB against 835 / 847 MB (2-core AMD EPYC).
         profile = dict(driver="GTiff", width=self.width, height=self.height, count=self.count, dtype=self.dtype,
                        crs=self.crs, transform=self.transform, nodata=nodata, tiled=True, blockxsize=256,
-                       blockysize=256, predictor=3 if self.dtype == "float32" else 2, BIGTIFF="IF_SAFER",
-                       **partial_compression())
+                       blockysize=PARTIAL_TILE_ROWS, predictor=3 if self.dtype == "float32" else 2,
+                       BIGTIFF="IF_SAFER", **partial_compression())
         self._dataset = rasterio.open(partial_name(self.path), "w", **profile)
 
     def write_rows(self, row0: int, data: np.ndarray, col0: int = 0) -> None:
