@@ -61,21 +61,37 @@ class WindowReader:
         self._handles: list[dict] = [{} for _ in self._shares]  # share -> path -> open dataset
         self._locks = [threading.Lock() for _ in self._shares]  # a handle is never used by two threads at once
         self._pool: ThreadPoolExecutor | None = None
+        self._dtypes: tuple[np.dtype, np.dtype] = (np.dtype(np.uint16), np.dtype(np.uint8))  # set at the first read
 
     def read(self, rows: Span, cols: Span, mask_rows: Span, mask_cols: Span) -> tuple[np.ndarray, np.ndarray]:
         """Bands T x C x h x w of window (rows, cols) and masks T x h' x w' of window (mask_rows, mask_cols), in the
-        files' data types (a mask of kind none: zeros, uint8)."""
+        files' data types (those of all dates in one, as numpy would stack them; a mask of kind none: zeros)."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(len(self._shares), thread_name_prefix="utilise-read")
-        window = _window(rows, cols)
+            self._dtypes = self._common_dtypes()
+        window, mask_window = _window(rows, cols), _window(mask_rows, mask_cols)
+        # Each date is read straight into its place: no array per date, no stacking copy.
+        bands = np.empty((len(self.scenes), len(self.scenes[0].bands), window.height, window.width), self._dtypes[0])
+        masks = np.empty((len(self.scenes), mask_window.height, mask_window.width), self._dtypes[1])
 
-        def read_share(g: int) -> list[tuple[int, tuple[np.ndarray, np.ndarray]]]:
+        def read_share(g: int) -> None:
             with self._locks[g]:
-                return [(t, self._read_date(g, t, window, mask_rows, mask_cols)) for t in self._shares[g]]
+                for t in self._shares[g]:
+                    self._read_date(g, t, window, mask_window, bands[t], masks[t])
 
-        dates = dict(pair for share in self._pool.map(read_share, range(len(self._shares))) for pair in share)
-        return np.stack([dates[t][0] for t in range(len(self.scenes))]), \
-            np.stack([dates[t][1] for t in range(len(self.scenes))])
+        list(self._pool.map(read_share, range(len(self._shares))))
+        return bands, masks
+
+    def _common_dtypes(self) -> tuple[np.dtype, np.dtype]:
+        """The data type that holds every date's bands, and the one for the masks."""
+        bands, masks = [], []
+        for t, scene in enumerate(self.scenes):
+            share = t % len(self._shares)
+            for path, indexes in self._files[t].items():
+                bands += [self._dataset(share, path).dtypes[i - 1] for i in indexes]
+            masks.append(np.uint8 if scene.mask_kind == "none" else
+                         self._dataset(share, scene.mask.path).dtypes[scene.mask.index - 1])
+        return np.result_type(*bands), np.result_type(*masks)
 
     def _dataset(self, share: int, path) -> DatasetReader:
         """The handle of ``path`` in ``share`` (opened once, kept open between windows)."""
@@ -84,19 +100,27 @@ class WindowReader:
             handles[path] = rasterio.open(path)
         return handles[path]
 
-    def _read_date(self, share: int, t: int, window: Window, mask_rows: Span, mask_cols: Span
-                   ) -> tuple[np.ndarray, np.ndarray]:
+    def _read_date(self, share: int, t: int, window: Window, mask_window: Window, bands: np.ndarray,
+                   mask: np.ndarray) -> None:
+        """Date t's bands into ``bands`` C x h x w (a file's bands in one read where they lie side by side in
+        the scene's order) and its mask into ``mask``."""
         scene = self.scenes[t]
-        read = {path: dict(zip(indexes, self._read(share, path, indexes, window)))
-                for path, indexes in self._files[t].items()}
-        bands = np.stack([read[ref.path][ref.index] for ref in scene.bands.values()])
+        order = [(ref.path, ref.index) for ref in scene.bands.values()]
+        for path, indexes in self._files[t].items():
+            places = [order.index((path, i)) for i in indexes]
+            if places == list(range(places[0], places[0] + len(places))):
+                self._read(share, path, indexes, window, bands[places[0]: places[-1] + 1])
+            else:
+                for place, index in zip(places, indexes):
+                    self._read(share, path, [index], window, bands[place: place + 1])
         if scene.mask_kind == "none":
-            return bands, np.zeros((mask_rows[1] - mask_rows[0], mask_cols[1] - mask_cols[0]), np.uint8)
-        return bands, self._read(share, scene.mask.path, scene.mask.index, _window(mask_rows, mask_cols))
+            mask[:] = 0
+        else:
+            self._read(share, scene.mask.path, scene.mask.index, mask_window, mask)
 
-    def _read(self, share: int, path, indexes, window: Window) -> np.ndarray:
+    def _read(self, share: int, path, indexes, window: Window, out: np.ndarray) -> None:
         try:
-            return self._dataset(share, path).read(indexes, window=window)
+            self._dataset(share, path).read(indexes, window=window, out=out)
         except RasterioIOError as err:  # a header that opens, tiles that do not (cut off, damaged)
             cause = str(err.__cause__ or err).splitlines()[0][:120]
             raise SceneError(f"{path}: cannot read its pixels ({cause}); the file is damaged or incomplete: "
