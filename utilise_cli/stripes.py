@@ -8,6 +8,7 @@ Masks here are ``observed`` (True = a valid, cloud-free pixel), as everywhere on
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -155,16 +156,10 @@ def rows_to_run(plan: FillPlan, done: Position = (0, 0)) -> list[tuple[int, int]
 
 
 class _Deferred:
-    """A task run when its result is first asked for."""
+    """A task run when its result is asked for (once: run_stripes asks each pending read once)."""
 
     def __init__(self, func: Callable, args: tuple) -> None:
-        self._func, self._args, self._done, self._value = func, args, False, None
-
-    def result(self) -> object:
-        if not self._done:
-            self._value, self._done = self._func(*self._args), True
-            self._func = self._args = None
-        return self._value
+        self.result = functools.partial(func, *args)
 
 
 class _InPlace:
@@ -276,10 +271,11 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
     one_heap()  # the screen's threads would each keep a heap at its own peak
     buffer, current = None, -1
     with (ThreadPoolExecutor(max_workers=1) if ahead else _InPlace()) as reader:
+        spans = [rows_to_read(order, k, chip, grid.height) for k in range(len(order))]
+
         def read(k: int) -> Future | _Deferred:
-            p = order[k][0]
-            return reader.submit(read_stripe, cube, *rows_to_read(order, k, chip, grid.height), plan.panels[p].lo,
-                                 plan.panels[p].hi)
+            panel = plan.panels[order[k][0]]
+            return reader.submit(read_stripe, cube, *spans[k], panel.lo, panel.hi)
 
         pending = read(0) if order else None
         for k, (p, y0) in enumerate(order):
@@ -289,7 +285,7 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
             if p != current:
                 buffer = None
                 buffer, current = _panel_buffer(plan, panel, done[1] if p == done[0] else 0), p
-            first, stop = rows_to_read(order, k, chip, grid.height)
+            first, stop = spans[k]
             below = pending.result()
             if k + 1 < len(order):
                 pending = read(k + 1)
