@@ -4,8 +4,9 @@ Builds SIZE x SIZE x 10-date stacks tiled from the sample scenes (with their mas
 pixel-interleaved, as `benchmarks/bench_fill.py` does), and in a fresh process per case reads STRIPES chip rows
 of 128 px of one 2048-px column panel the way `fill` does (`cube.read_stripe`: the screen's and the buffer's
 margins, decoding, the mask buffer and the cloud screen), after one warm-up read. Printed: seconds per stripe
-(wall, and CPU time over every thread) and the process's peak resident memory, and the direct reader's figures as ratios to dask's. With --no-screen
-the stripes are read without the cloud screen (reading and decoding alone).
+(wall, and CPU time over every thread) and the process's peak resident memory, and the direct reader's
+figures as ratios to dask's. With --no-screen the stripes are read without the cloud screen (reading and
+decoding alone).
 
     python benchmarks/bench_read.py [--sizes 2048 8192] [--stripes 12] [--no-screen]
 """
@@ -55,8 +56,8 @@ def main() -> None:
     parser.add_argument("--no-screen", action="store_true", help="read without the cloud screen")
     args = parser.parse_args()
     stripes = min(args.stripes, (min(args.sizes) - 256) // 128)
-    print(f"{'size':>6s} {'reader':>7s} {'s / stripe':>10s} {'CPU s':>6s} {'peak RSS MB':>11s}   ({stripes} stripes of 128 x 2048 px, "
-          f"10 dates, screen {'off' if args.no_screen else 'on'})")
+    print(f"{'size':>6s} {'reader':>7s} {'s / stripe':>10s} {'CPU s':>6s} {'peak RSS MB':>11s}   "
+          f"({stripes} stripes of 128 x 2048 px, 10 dates, screen {'off' if args.no_screen else 'on'})")
     for size in args.sizes:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)

@@ -26,12 +26,12 @@ log = logging.getLogger(__name__)
 # Measured with benchmarks/bench_model.py on the 2-core CI machine: seconds per 10 dates of a 128 x 128 chip.
 _SECONDS_PER_CHIP_128_T10_CPU = 0.8
 # Peak resident memory, fitted to `benchmarks/bench_fill.py` peaks of `--method linear` (1024^2, 2048^2, 4096^2,
-# 8192^2, 10 dates, chip 128; 627, 787, 816, 837-844 MB, 2026-11-27) on the project's 2-core machine, erring 5-7 %
-# high: the libraries; about 4 float32 copies of one stripe (T x C x chip x W: inputs, blending sums, the read
-# with its margins, the screen's work arrays); the GDAL block cache and the writers' tile rows, which grow with
-# the raster width up to a ceiling; and the network's activations (bytes per chip pixel-date at encoder width 32,
-# scaled by the first width; from an older batch-4 fit: `auto` measured 733, 834, 883 MB and `utilise` 764 MB
-# at 1024^2, against 770, 941, 953 and 770 MB estimated).
+# 8192^2, 10 dates, chip 128; 626-629, 771-787, 816-824, 837-844 MB, 2026-11-27) on the project's 2-core machine,
+# erring 4-9 % high: the libraries; about 4 float32 copies of one stripe (T x C x chip x W: inputs, blending
+# sums, the read with its margins, the screen's work arrays); the GDAL block cache and the writers' tile rows,
+# which grow with the raster width up to a ceiling; and the network's activations (bytes per chip pixel-date at
+# encoder width 32, scaled by the first width; from an older batch-4 fit: `auto` measured 733, 834, 883 MB and
+# `utilise` 764 MB at 1024^2, against 770, 941, 953 and 770 MB estimated).
 _BASE_MB = 380
 _STRIPE_COPIES = 4
 _OUTPUT_MB_PER_COLUMN_DATE = 0.02
