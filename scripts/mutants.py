@@ -111,6 +111,10 @@ MUTATIONS = [
     Mutation("the mask buffer grows only the first date", "cube.py", "read_classes",
              "occluded[dates] = grow(occluded[dates], buffer)",
              "occluded[dates[:1]] = grow(occluded[dates[:1]], buffer)", ("tests/test_fill.py",)),
+    Mutation("the collector walks the imports' objects during a fill", "fill.py", "_collector_skips_older_objects",
+             "gc.freeze()", "pass", ("tests/test_stripes.py",)),
+    Mutation("a fill unfreezes the objects its caller froze", "fill.py", "_collector_skips_older_objects",
+             "if gc.get_freeze_count():", "if False:", ("tests/test_stripes.py",)),
 ]
 
 

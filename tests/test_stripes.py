@@ -3,6 +3,7 @@ independent derivations on the real sample."""
 
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import replace
 
@@ -80,6 +81,28 @@ def test_chips_are_blended_with_cosine_weights_across_stripes_and_the_snapped_ed
     # the blend really varies in both directions, so a wrong window or a lost sum shows
     assert np.ptp(expected[seen].reshape(-1)) > 0.05 and np.abs(np.diff(expected, axis=0)).max() > 0
     assert np.abs(np.diff(expected, axis=1)).max() > 0
+
+
+def test_the_collector_skips_the_older_objects_while_a_fill_runs_and_a_callers_freeze_stays(tmp_path):
+    frozen_during = []
+
+    class Recorder(ChipCounter):
+        def __call__(self, reflectance, observed, days):
+            frozen_during.append(gc.get_freeze_count())
+            return super().__call__(reflectance, observed, days)
+
+    options = FillOptions(chip_size=64, overlap=16, batch_size=1)
+    fill(SAMPLE, tmp_path / "a", options, predictor=Recorder())
+    assert min(frozen_during) > 10_000  # the imports' objects (torch, xarray, ...) were frozen
+    assert gc.get_freeze_count() == 0  # and given back to the collector after
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    try:
+        fill(SAMPLE, tmp_path / "b", options, predictor=Recorder())
+        # the caller's freeze is not undone by the fill (objects that die while frozen leave the count)
+        assert gc.get_freeze_count() > 0.9 * frozen
+    finally:
+        gc.unfreeze()
 
 
 def test_a_network_fill_keeps_every_observed_value_bit_for_bit(tmp_path):

@@ -8,8 +8,10 @@ baseline per chip row (:mod:`inference`) -> overlap blending in row stripes (:mo
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
+import gc
 import json
 import logging
 import os
@@ -17,7 +19,7 @@ import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -128,6 +130,23 @@ def choose_predictor(plan: FillPlan, network: Predictor, options: FillOptions, t
     return candidates[chosen], replace(options, method=chosen), tags
 
 
+@contextlib.contextmanager
+def _collector_skips_older_objects() -> Iterator[None]:
+    """While a fill runs, Python's cyclic garbage collector leaves alone the objects that existed before it
+    (gc.freeze; unfrozen after). Its full collections otherwise walk every object of torch, xarray, dask and the
+    other imports, about 250,000: 0.14 s of a 1024^2 x 10-date fill, where the fill's own objects take 6 ms.
+    Nothing is done where objects are frozen already (by the caller, or an enclosing fill)."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+@_collector_skips_older_objects()
 def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None,
          progress: Callable[[int, int], None] | None = None, scheduler: str = "sync",
          predictor: Predictor | None = None) -> FillReport:
