@@ -113,6 +113,8 @@ MUTATIONS = [
              "occluded[dates[:1]] = grow(occluded[dates[:1]], buffer)", ("tests/test_fill.py",)),
     Mutation("the collector walks the imports' objects during a fill", "fill.py", "_collector_skips_older_objects",
              "gc.freeze()", "pass", ("tests/test_stripes.py",)),
+    Mutation("a full disk is judged after the partial files are removed, freeing the space", "fill.py", "fill",
+             "if full:", "if _disk_full(err, out):", ("tests/test_safety.py",)),
     Mutation("a fill unfreezes the objects its caller froze", "fill.py", "_collector_skips_older_objects",
              "if gc.get_freeze_count():", "if False:", ("tests/test_stripes.py",)),
 ]

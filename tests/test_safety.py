@@ -26,7 +26,7 @@ runner = CliRunner()
 
 def _copy(out: Path, transform=None, dtype: str | None = None, tags: dict | None = None, masks=None) -> Path:
     """The sample with its band values through ``transform`` (stored as ``dtype``) and extra tags; masks through
-    ``masks``."""
+    ``masks`` (either may change the size)."""
     out.mkdir()
     for path in sorted(SAMPLE.glob("*.tif")):
         with rasterio.open(path) as src:
@@ -38,6 +38,7 @@ def _copy(out: Path, transform=None, dtype: str | None = None, tags: dict | None
             continue
         if change is not None:
             data = change(data)
+            profile.update(height=data.shape[-2], width=data.shape[-1])
         if dtype and not is_mask:
             profile.update(dtype=dtype)
         with rasterio.open(out / path.name, "w", **profile) as dst:
@@ -255,21 +256,28 @@ def test_a_scene_of_another_place_is_refused_even_with_align(tmp_path):
 
 
 # 1400k: the partial files fit, their COG copies do not, so the copying processes are the ones to hit the full disk
-# (a fill that missed their failure would end "successfully" without them).
-@pytest.mark.parametrize("copies, size", [("here", "600k"), ("in worker processes", "1400k")])
-def test_a_full_disk_is_one_line_and_leaves_no_half_written_output(tmp_path, monkeypatch, copies, size):
+# (a fill that missed their failure would end "successfully" without them). The sample tiled to 512^2: the disk
+# fills while rows are written (on the writing threads), long before the end.
+@pytest.mark.parametrize("copies, size, tiles", [("here", "600k", 1), ("in worker processes", "1400k", 1),
+                                                 ("here", "1000k", 4)])
+def test_a_full_disk_is_one_line_and_leaves_no_half_written_output(tmp_path, monkeypatch, copies, size, tiles):
     import subprocess
 
     import utilise_cli.cog
 
     if copies != "here":  # the sample is small: copy its COGs in processes as a large raster's are
         monkeypatch.setattr(utilise_cli.cog, "PARALLEL_COPY_PIXELS", 0)
+    source = SAMPLE
+    if tiles > 1:
+        def tile(a):
+            return np.tile(a, (1, tiles, tiles))[:, :128 * tiles, :128 * tiles]
+        source = _copy(tmp_path / "tiled", transform=tile, masks=tile)
     disk = tmp_path / "small"
     disk.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True).returncode:
         pytest.skip("cannot mount a small file system here (needs root)")
     try:
-        result = _fill(SAMPLE, disk / "out")
+        result = _fill(source, disk / "out")
         assert result.exit_code == 2, result.output
         errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and "no space left" in errors[0] and "free space" in errors[0]  # (GDAL warns too)

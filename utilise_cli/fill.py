@@ -223,11 +223,12 @@ def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None
         suspend(out, plan, report, writers, written[0])
         raise
     except BaseException as err:
+        full = _disk_full(err, out)  # before the partial files go, freeing the space
         for cog, flags in writers.values():
             cog.abort()
             flags.abort()
         (out / PROGRESS).unlink(missing_ok=True)
-        if _disk_full(err, out):
+        if full:
             raise OutputError(f"{out}: no space left on the device; free space (or choose another --out) and "
                               "rerun: the dates already finished are kept") from None
         raise
