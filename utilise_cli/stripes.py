@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from contextlib import nullcontext
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,12 +21,14 @@ import numpy as np
 
 from .chips import Panel, blend_window
 from .cog import FLAG_FILLED, FLAG_NEVER_OBSERVED, FLAG_OBSERVED, FLAG_SCREENED, StripeWriter, to_output_dtype
+from .cores import usable_cores
 from .cube import read_stripe
 from .inference import Predictor
 from .network import one_heap, release_freed_memory
 from .plan import FillOptions, FillPlan
 
 Writers = dict[int, tuple[StripeWriter, StripeWriter]]  # date index -> (COG, flags sidecar)
+WRITE_THREADS = 4  # at most
 
 
 @dataclass
@@ -270,7 +273,11 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
     release = release_freed_memory if device is None or device.type == "cuda" else (lambda: None)
     one_heap()  # the screen's threads would each keep a heap at its own peak
     buffer, current = None, -1
-    with (ThreadPoolExecutor(max_workers=1) if ahead else _InPlace()) as reader:
+    # Dates are written on up to WRITE_THREADS threads: numpy and GDAL's compression release the GIL, and each
+    # date has files of its own.
+    writes = min(usable_cores(), WRITE_THREADS)
+    with (ThreadPoolExecutor(max_workers=1) if ahead else _InPlace()) as reader, \
+            (ThreadPoolExecutor(writes, thread_name_prefix="utilise-write") if writes > 1 else nullcontext()) as pool:
         spans = [rows_to_read(order, k, chip, grid.height) for k in range(len(order))]
 
         def read(k: int) -> Future | _Deferred:
@@ -312,7 +319,7 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
             if flush_to > buffer.start:
                 row0, *held = buffer.take(flush_to)
                 write_rows(row0, panel.col0, *(a[..., panel.owned] for a in held), options, writers, report,
-                           quicklook)
+                           quicklook, pool)
                 if written:
                     written((p, flush_to) if flush_to < grid.height else (p + 1, 0))
             release()
@@ -343,7 +350,7 @@ def accumulate(acc: np.ndarray, wsum: np.ndarray, row: int, x0: int, pred: np.nd
 
 def write_rows(row0: int, col0: int, acc: np.ndarray, wsum: np.ndarray, inputs: np.ndarray, observed: np.ndarray,
                screened: np.ndarray, options: FillOptions, writers: Writers, report: FillReport,
-               quicklook: Quicklook | None) -> None:
+               quicklook: Quicklook | None, pool: ThreadPoolExecutor | None = None) -> None:
     """Normalise the blended pixels from (row0, col0), keep observed ones, flag filled ones (the screen's with
     their own value) and never-observed ones, and write every date (one at a time: the temporaries are one
     date's)."""
@@ -356,7 +363,8 @@ def write_rows(row0: int, col0: int, acc: np.ndarray, wsum: np.ndarray, inputs: 
     counts = observed.sum(axis=(1, 2))
     report.observed_per_date = counts if report.observed_per_date is None else report.observed_per_date + counts
     report.never_observed_pixels += int(never.sum())
-    for i in range(len(observed)) if quicklook is not None else writers:
+
+    def one_date(i: int) -> None:
         result = acc[i] / wsum
         if not options.regenerate_all:
             result = np.where(observed[i], inputs[i], result)
@@ -367,3 +375,10 @@ def write_rows(row0: int, col0: int, acc: np.ndarray, wsum: np.ndarray, inputs: 
             flag_writer.write_rows(row0, flags[i][None], col0)
         if quicklook is not None:
             quicklook.add(row0, col0, i, inputs[i], result, flags[i])
+
+    dates = range(len(observed)) if quicklook is not None else list(writers)
+    if pool is None:
+        for i in dates:
+            one_date(i)
+    else:
+        list(pool.map(one_date, dates))
