@@ -61,21 +61,21 @@ def test_one_valid_cog_per_date_on_the_input_grid(linear_run):
     assert (out / "preview.png").stat().st_size > 10_000
 
 
-def test_cogs_copied_in_worker_processes_equal_the_cogs_copied_here(linear_run, tmp_path, monkeypatch, caplog):
+def test_cogs_copied_on_threads_equal_the_cogs_copied_one_by_one(linear_run, tmp_path, monkeypatch, caplog):
     import logging
 
     import utilise_cli.cog
 
     cores = len(os.sched_getaffinity(0))
     if cores < 2:
-        pytest.skip("needs 2 cores to copy in more than one process")
-    out, report = linear_run  # the sample is small: its COGs were copied in this process
-    monkeypatch.setattr(utilise_cli.cog, "PARALLEL_COPY_PIXELS", 0)
+        pytest.skip("needs 2 cores to copy on more than one thread")
+    out, report = linear_run  # copied on a thread per core (at most 4)
+    monkeypatch.setattr(utilise_cli.cog, "COPY_THREADS", 1)
     with caplog.at_level(logging.INFO, logger="utilise_cli"):
-        parallel = fill(SAMPLE, tmp_path, FillOptions(method="linear", read=ReadOptions(screen=False, mask_buffer=0)))
-    assert f"copying 24 outputs to COGs in {min(cores, 24)} processes" in caplog.text  # one per core
-    assert [p.name for p in parallel.outputs] == [p.name for p in report.outputs]
-    for output in parallel.outputs:
+        one = fill(SAMPLE, tmp_path, FillOptions(method="linear", read=ReadOptions(screen=False, mask_buffer=0)))
+    assert "copying 24 outputs to COGs on 1 thread" in caplog.text
+    assert [p.name for p in one.outputs] == [p.name for p in report.outputs]
+    for output in one.outputs:
         for name in (output.name, output.stem + "_flags.tif"):
             assert cog_validate(str(tmp_path / name))[0], name
             with rasterio.open(out / name) as a, rasterio.open(tmp_path / name) as b:

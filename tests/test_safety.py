@@ -255,18 +255,51 @@ def test_a_scene_of_another_place_is_refused_even_with_align(tmp_path):
     _nothing_final(tmp_path / "out")
 
 
-# 1400k: the partial files fit, their COG copies do not, so the copying processes are the ones to hit the full disk
-# (a fill that missed their failure would end "successfully" without them). The sample tiled to 512^2: the disk
-# fills while rows are written (on the writing threads), long before the end.
-@pytest.mark.parametrize("copies, size, tiles", [("here", "600k", 1), ("in worker processes", "1400k", 1),
-                                                 ("here", "1000k", 4)])
-def test_a_full_disk_is_one_line_and_leaves_no_half_written_output(tmp_path, monkeypatch, copies, size, tiles):
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # a header cut short has no grid
+def test_a_cog_copy_left_truncated_without_an_error_is_refused_and_nothing_gets_its_name(tmp_path, monkeypatch):
+    # On a thread, GDAL can fail to write a COG without raising (a full disk: 5 of 47 fills copying on 2 threads).
+    # Here a real copy is cut short after GDAL wrote it, as those were.
+    import rasterio.shutil
+
+    import utilise_cli.cog
+    from utilise_cli.cog import incomplete
+
+    out = tmp_path / "out"
+    assert _fill(SAMPLE, out).exit_code == 0
+    cog = out / "20210403_filled.tif"
+    assert incomplete(cog) == ""
+    size = cog.stat().st_size
+    # bytes kept: all but the last tile's repeated 4 bytes, all but part of that tile, half, the header alone
+    for keep, says in ((size - 1, "bytes in a"), (size - 10, "bytes in a"), (size // 2, "bytes in a"), (300, "")):
+        shutil.copy(cog, tmp_path / "cut.tif")
+        with open(tmp_path / "cut.tif", "r+b") as f:
+            f.truncate(keep)
+        problem = incomplete(tmp_path / "cut.tif")
+        assert problem and says in problem, (keep, problem)
+    real_copy = rasterio.shutil.copy
+
+    def copy_cut_short(src, dst, **options):
+        real_copy(src, dst, **options)
+        with open(dst, "r+b") as f:
+            f.truncate(Path(dst).stat().st_size // 2)
+
+    monkeypatch.setattr(utilise_cli.cog.rasterio.shutil, "copy", copy_cut_short)
+    result = _fill(SAMPLE, tmp_path / "again")
+    assert result.exit_code != 0 and "came out incomplete" in str(result.exception or result.output)
+    _nothing_final(tmp_path / "again")
+    assert not list((tmp_path / "again").glob(".*.tif.partial"))  # the hidden copies are gone too
+
+
+# 1400k: the partial files fit, their COG copies do not, so the copies are the ones to hit the full disk (a fill
+# that missed their failure would end "successfully" without them). The sample tiled to 512^2: the disk fills
+# while rows are written (on the writing threads), long before the end.
+@pytest.mark.parametrize("threads, size, tiles", [(1, "600k", 1), (2, "1400k", 1), (4, "1000k", 4)])
+def test_a_full_disk_is_one_line_and_leaves_no_half_written_output(tmp_path, monkeypatch, threads, size, tiles):
     import subprocess
 
     import utilise_cli.cog
 
-    if copies != "here":  # the sample is small: copy its COGs in processes as a large raster's are
-        monkeypatch.setattr(utilise_cli.cog, "PARALLEL_COPY_PIXELS", 0)
+    monkeypatch.setattr(utilise_cli.cog, "COPY_THREADS", threads)  # (as far as there are cores)
     source = SAMPLE
     if tiles > 1:
         def tile(a):

@@ -4,7 +4,9 @@ the hidden file is removed and nothing under the final name changes."""
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -33,3 +35,15 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with staged(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def disk_full(err: BaseException, folder: str | os.PathLike) -> bool:
+    """Whether ``err`` came from a full disk: it says so, or (GDAL's errors often say only "write error" or
+    "seek error") it is an error and less than 1 MB is left in ``folder``. Ask before removing the hidden files
+    of the failed writing, which free the space."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC or "No space left on device" in str(err):
+        return True
+    try:
+        return isinstance(err, Exception) and shutil.disk_usage(folder).free < 1_000_000
+    except OSError:
+        return False

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import errno
 import functools
-import json
 import os
-import signal
-import subprocess
-import sys
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -26,7 +23,7 @@ import rasterio.io
 import rasterio.shutil
 from affine import Affine
 
-from .atomic import staged
+from .atomic import disk_full, staged
 from .cores import usable_cores
 from rasterio.crs import CRS
 
@@ -146,72 +143,77 @@ COG_DEFLATE_LEVEL = 1
 
 def copy_to_cog(partial: str | Path, path: str | Path, predictor: int, resampling: str) -> Path:
     """Copy a closed partial GeoTIFF to a COG (DEFLATE level COG_DEFLATE_LEVEL, 512-px blocks, overviews by
-    ``resampling``) under a hidden name, rename it to ``path`` and remove the partial file."""
+    ``resampling``) under a hidden name, check that every tile of it lies within the file, rename it to ``path``
+    and remove the partial file."""
     partial, path = Path(partial), Path(path)
     with staged(path) as tmp:
-        rasterio.shutil.copy(partial, tmp, driver="COG", compress="DEFLATE", level=COG_DEFLATE_LEVEL,
-                             predictor=predictor, blocksize=512, overview_resampling=resampling, BIGTIFF="IF_SAFER")
+        try:
+            rasterio.shutil.copy(partial, tmp, driver="COG", compress="DEFLATE", level=COG_DEFLATE_LEVEL,
+                                 predictor=predictor, blocksize=512, overview_resampling=resampling,
+                                 BIGTIFF="IF_SAFER")
+            problem = incomplete(tmp)
+            if problem:
+                raise OSError(errno.EIO, f"the copy came out incomplete: {problem}")
+        except (OSError, rasterio.errors.RasterioError) as err:  # told apart while the hidden file takes the space
+            text = str(err).splitlines()[0] if str(err) else type(err).__name__
+            if disk_full(err, tmp.parent):
+                raise OSError(errno.ENOSPC, f"No space left on device (copying {path.name} to a COG: {text})") from None
+            raise OSError(errno.EIO, f"copying {path.name} to a COG failed: {text}") from None
     partial.unlink(missing_ok=True)
     return path
 
 
-# Rasters from this size up have their COG copies made in worker processes, one per core (2048^2 x 10 dates of
-# the sample's mosaic, 2 cores: the copies took 2.9 of a 13.0 s linear fill in this process). Not threads: on
-# Python threads and with GDAL's own NUM_THREADS, a full disk went unreported and a truncated COG got its final
-# name; in a process of its own each copy runs in that process's main thread, where GDAL's errors are raised.
-# Fresh interpreters rather than multiprocessing: a spawned process re-runs the caller's main script, which a
-# notebook, `python -` or a script without a main guard cannot stand.
-PARALLEL_COPY_PIXELS = 2048 * 2048
-_COPY_SCRIPT = ("import json, sys\n"
-                "from utilise_cli.cog import copy_to_cog\n"
-                "for job in json.loads(sys.argv[1]):\n"
-                "    copy_to_cog(*job)\n")
+def incomplete(path: str | Path) -> str:
+    """Why the GeoTIFF at ``path`` is incomplete ('' when it is not): a header that does not open, or a tile of
+    some band, at full size or in an overview, that is not written or ends beyond the end of the file (with the
+    4 bytes that GDAL's COG layout repeats after each tile, where its header says so).
 
-
-def copy_processes(pixels: int, files: int) -> int:
-    """How many processes copy ``files`` rasters of ``pixels`` each to COGs: 1 (this one) for rasters under
-    PARALLEL_COPY_PIXELS or on one core, else one per core."""
-    if pixels < PARALLEL_COPY_PIXELS or not sys.executable:
-        return 1
-    return max(1, min(usable_cores(), files))
-
-
-def finish_all(writers: Sequence[StripeWriter], processes: int = 1) -> list[Path]:
-    """Close every writer and copy each to its COG, here or (``processes`` > 1) shared out among that many Python
-    processes; after all have ended, the first failure is raised as OSError with the copy's own message (the
-    copies that finished keep their final names)."""
-    jobs = [writer.close() for writer in writers]
-    if processes <= 1:
-        return [copy_to_cog(*job) for job in jobs]
-    # Dealt out in turn, the biggest (most bands) first, so that each process gets a like share of the work.
-    ordered = [job for _, job in sorted(zip((-w.count for w in writers), jobs), key=lambda pair: pair[0])]
-    shares = [ordered[i::processes] for i in range(processes)]
-    # The children get this process's import path: it may have found the package where they would not.
-    children = [subprocess.Popen([sys.executable, "-c", _COPY_SCRIPT,
-                                  json.dumps([[str(partial), str(path), predictor, resampling]
-                                              for partial, path, predictor, resampling in share])],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                 env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, sys.path))})
-                for share in shares if share]
-    failures = []
+    A copy on a thread other than the main one can fail to write without GDAL's error reaching rasterio: on a
+    full disk, 5 of 47 fills of the sample copying on 2 threads left a truncated COG under its final name (tmpfs
+    of 1640-1800 kB). This check finds each of them."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        trailer = 4 if b"BLOCK_TRAILER=LAST_4_BYTES_REPEATED" in f.read(1024) else 0
     try:
-        for child in children:
-            _, errors = child.communicate()
-            if child.returncode:
-                failures.append(errors.strip() or f"exit status {child.returncode}")
-    finally:
-        for child in children:  # interrupted here: the copies stop too, each removing its hidden file
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT)
-                try:
-                    child.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    child.wait()
-    if failures:
-        last = failures[0].splitlines()[-1]
-        # GDAL says what went wrong in the messages before the exception, which often says only "IO error".
-        if any("No space left on device" in text for text in failures):
-            raise OSError(errno.ENOSPC, f"No space left on device (copying to a COG: {last})")
-        raise OSError(f"copying to a COG failed: {last}")
-    return [job[1] for job in jobs]
+        with rasterio.open(path) as src:
+            for band in range(1, src.count + 1):
+                rows, cols = src.block_shapes[band - 1]
+                levels = [(None, src.height, src.width)] + [
+                    (i, -(-src.height // f), -(-src.width // f)) for i, f in enumerate(src.overviews(band))]
+                for level, height, width in levels:
+                    for i in range(-(-height // rows)):
+                        for j in range(-(-width // cols)):
+                            offset = src.get_tag_item(f"BLOCK_OFFSET_{j}_{i}", "TIFF", bidx=band, ovr=level)
+                            length = src.get_tag_item(f"BLOCK_SIZE_{j}_{i}", "TIFF", bidx=band, ovr=level)
+                            if not offset or not length or int(offset) + int(length) + trailer > size:
+                                where = "full size" if level is None else f"overview {level + 1}"
+                                return (f"band {band}, {where}, tile row {i} column {j}: "
+                                        f"{offset or 'no'} + {length or 'no'} bytes in a {size}-byte file")
+    except rasterio.errors.RasterioError as err:
+        return str(err).splitlines()[0][:120]
+    return ""
+
+
+COPY_THREADS = 4  # at most: each copy holds its own buffers besides GDAL's shared block cache
+
+
+def copy_threads(files: int) -> int:
+    """How many threads copy ``files`` rasters to COGs: one per usable core, at most COPY_THREADS."""
+    return max(1, min(usable_cores(), COPY_THREADS, files))
+
+
+def finish_all(writers: Sequence[StripeWriter], threads: int = 1) -> list[Path]:
+    """Close every writer and copy each to its COG, on ``threads`` threads (GDAL releases the GIL while it
+    copies); the first failure is raised after the copies under way have ended (those that finished keep their
+    final names, each checked by copy_to_cog)."""
+    jobs = [writer.close() for writer in writers]
+    if threads <= 1:
+        return [copy_to_cog(*job) for job in jobs]
+    with ThreadPoolExecutor(threads, thread_name_prefix="utilise-cog") as pool:
+        futures = [pool.submit(copy_to_cog, *job) for job in jobs]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:  # an error or Ctrl-C: no further copy starts
+            for future in futures:
+                future.cancel()
+            raise

@@ -9,13 +9,11 @@ baseline per chip row (:mod:`inference`) -> overlap blending in row stripes (:mo
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import gc
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,8 +22,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from . import __version__
-from .cog import FLAG_MEANING, StripeWriter, copy_processes, finish_all
-from .atomic import write_text
+from .cog import FLAG_MEANING, StripeWriter, copy_threads, finish_all
+from .atomic import disk_full, write_text
 from .catalog import DatedOutput, write_catalog
 from .cube import guess_mask_kind
 from .errors import OutputError, SceneError
@@ -81,17 +79,6 @@ def _write_catalog(out: Path, plan: FillPlan, tags: dict[str, str]) -> Path:
     outputs = [DatedOutput(s.date, cog, flags) for s, cog, flags in zip(plan.scenes, plan.outputs, plan.flags)]
     return write_catalog(out, outputs, properties, f"Cloud-free Sentinel-2 series filled by utilise from "
                                                    f"{plan.source.name}")
-
-
-def _disk_full(err: BaseException, out: Path) -> bool:
-    """Whether ``err`` came from a full disk: it says so, or (GDAL's errors often say only "seek error") it is
-    an error of the writing and less than 1 MB is left where the outputs go."""
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC or "No space left on device" in str(err):
-        return True
-    try:
-        return isinstance(err, Exception) and shutil.disk_usage(out).free < 1_000_000
-    except OSError:
-        return False
 
 
 def _check_observed(plan: FillPlan, report: FillReport) -> None:
@@ -198,9 +185,9 @@ def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None
                 run_stripes(plan, predictor, options, writers, report, quicklook, progress, rows, done, track)
         _check_observed(plan, report)
         pairs = list(writers.values())
-        processes = copy_processes(plan.cube.grid.width * plan.cube.grid.height, 2 * len(pairs))
-        log.info("copying %d outputs to COGs%s", 2 * len(pairs), f" in {processes} processes" if processes > 1 else "")
-        finished = finish_all([writer for pair in pairs for writer in pair], processes)
+        threads = copy_threads(2 * len(pairs))
+        log.info("copying %d outputs to COGs on %d thread%s", 2 * len(pairs), threads, "s" if threads > 1 else "")
+        finished = finish_all([writer for pair in pairs for writer in pair], threads)
         report.outputs += finished[::2]
         for path in finished:
             log.info("wrote %s", path)
@@ -223,7 +210,7 @@ def fill(folder: str | Path, out: str | Path, options: FillOptions | None = None
         suspend(out, plan, report, writers, written[0])
         raise
     except BaseException as err:
-        full = _disk_full(err, out)  # before the partial files go, freeing the space
+        full = disk_full(err, out)  # before the partial files go, freeing the space
         for cog, flags in writers.values():
             cog.abort()
             flags.abort()
