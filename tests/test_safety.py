@@ -255,6 +255,27 @@ def test_a_scene_of_another_place_is_refused_even_with_align(tmp_path):
     _nothing_final(tmp_path / "out")
 
 
+def test_a_cog_whose_tiles_hold_only_nodata_passes_the_completeness_check(tmp_path):
+    # A scene at the edge of an orbit is mostly nodata: GDAL must still write those tiles, or every such fill
+    # would be refused as incomplete.
+    from rasterio.transform import from_origin
+
+    from utilise_cli.cog import copy_to_cog, incomplete
+
+    for dtype, nodata, predictor in (("uint16", 0, 2), ("float32", float("nan"), 3), ("uint8", 255, 2)):
+        data = np.full((2, 1100, 1100), nodata, dtype)
+        data[:, :200, :200] = 7
+        partial = tmp_path / f".{dtype}.partial.tif"
+        with rasterio.open(partial, "w", driver="GTiff", width=1100, height=1100, count=2, dtype=dtype,
+                           nodata=nodata, tiled=True, blockxsize=256, blockysize=32, crs="EPSG:32634",
+                           transform=from_origin(500000, 6500000, 10, 10)) as dst:
+            dst.write(data)
+        cog = copy_to_cog(partial, tmp_path / f"{dtype}.tif", predictor, "average")
+        assert incomplete(cog) == ""
+        with rasterio.open(cog) as src:
+            assert src.overviews(1) and np.array_equal(src.read(), data, equal_nan=dtype == "float32")
+
+
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # a header cut short has no grid
 def test_a_cog_copy_left_truncated_without_an_error_is_refused_and_nothing_gets_its_name(tmp_path, monkeypatch):
     # On a thread, GDAL can fail to write a COG without raising (a full disk: 5 of 47 fills copying on 2 threads).
