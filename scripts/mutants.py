@@ -117,6 +117,8 @@ MUTATIONS = [
     Mutation("the mask buffer grows only the first date", "cube.py", "read_classes",
              "occluded[dates] = grow(occluded[dates], buffer)",
              "occluded[dates[:1]] = grow(occluded[dates[:1]], buffer)", ("tests/test_fill.py",)),
+    Mutation("decoding on threads leaves out the last date of each range", "cube.py", "read_classes",
+             "dates * (i + 1) // threads)", "dates * (i + 1) // threads - 1)", ("tests/test_cube.py",)),
     Mutation("the collector walks the imports' objects during a fill", "fill.py", "_collector_skips_older_objects",
              "gc.freeze()", "pass", ("tests/test_stripes.py",)),
     Mutation("a full disk is judged after the partial files are removed, freeing the space", "fill.py", "fill",

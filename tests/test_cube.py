@@ -136,6 +136,30 @@ def test_windows_read_from_the_files_equal_the_windows_read_through_dask(tmp_pat
             assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
 
 
+@pytest.mark.parametrize("threads", [1, 4])
+def test_every_date_decodes_as_its_files_say_on_any_number_of_threads(threads):
+    """Dates are decoded in ranges on threads: each range, the last date of each included, decodes like the
+    raw files read here (DN x 1e-4, NaN where a band is 0, occluded where the mask is not 0)."""
+    from utilise_cli.cores import set_threads
+    from utilise_cli.cube import read_classes
+
+    cube = open_folder(SAMPLE, ["B2", "B3", "B4", "B8"], ReadOptions(screen=False, mask_buffer=0))
+    set_threads(threads)
+    try:
+        reflectance, occluded, nodata, _ = read_classes(cube, 0, cube.grid.height)
+    finally:
+        set_threads(0)
+    assert len(cube.scenes) == 12 and nodata.any()
+    for t, scene in enumerate(cube.scenes):
+        with rasterio.open(scene.path) as src, rasterio.open(scene.mask.path) as msk:
+            raw, mask = src.read(), msk.read(1)
+        empty = (raw == 0).any(axis=0)
+        assert np.array_equal(nodata[t], empty), t
+        expected = np.where(empty, np.nan, raw * np.float32(1e-4)).astype(np.float32)
+        assert np.array_equal(reflectance[t], expected, equal_nan=True), t
+        assert np.array_equal(occluded[t], mask != 0), t
+
+
 def test_a_window_decodes_like_the_same_pixels_of_the_whole_raster():
     """Mask buffer and cloud screen look at neighbours: a window read with its margin gives the pixels of the full
     read, bit for bit (self-validation and explain read single chips this way)."""

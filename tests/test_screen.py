@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from utilise_cli.cli import app
 from utilise_cli.cube import open_folder, read_classes, read_stripe
 from utilise_cli.options import ReadOptions
-from utilise_cli.screen import rim_count, screen, set_threads as set_screen_threads
+from utilise_cli.cores import set_threads
+from utilise_cli.screen import rim_count, screen
 from utilise_cli.sentinel2 import band_key
 
 from .conftest import ROOT, read_outputs, shared_path
@@ -150,12 +151,12 @@ def test_the_screen_in_column_blocks_equals_the_screen_in_one_piece(threads):
     reflectance[np.broadcast_to(nodata[:, None], reflectance.shape)] = np.nan
     whole = screen(reflectance, occluded, cube.bands, block=10_000)
     assert whole.sum() > 1000
-    set_screen_threads(threads)
+    set_threads(threads)
     try:
         assert np.array_equal(screen(reflectance, occluded, cube.bands, block=40), whole)
         assert np.array_equal(screen(reflectance, None, cube.bands, block=40), screen(reflectance, None, cube.bands))
     finally:
-        set_screen_threads(0)
+        set_threads(0)
 
 
 @pytest.mark.filterwarnings("ignore:All-NaN slice")  # numpy's own quantile where no date is usable

@@ -16,22 +16,23 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
+from .cores import set_threads
 from .cube import read_rows
 from .errors import OptionError, SceneError
 from .plan import FillOptions, FillPlan, load_predictor, plan_fill
-from .screen import set_threads as set_screen_threads
 from .stripes import RowPrediction, predict_row
 
 log = logging.getLogger(__name__)
 
 
 def use_threads(threads: int) -> None:
-    """Limit torch and the cloud screen to ``threads`` threads in this worker (0 = leave their defaults)."""
+    """Limit torch and this process's own thread pools (cores.set_threads) to ``threads`` threads in this worker
+    (0 = leave their defaults)."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-        set_screen_threads(threads)
+        set_threads(threads)
 
 
 @contextmanager

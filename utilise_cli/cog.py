@@ -24,7 +24,7 @@ import rasterio.shutil
 from affine import Affine
 
 from .atomic import disk_full, staged
-from .cores import usable_cores
+from .cores import work_threads
 from rasterio.crs import CRS
 
 UINT16_SCALE = 1e-4
@@ -198,8 +198,9 @@ COPY_THREADS = 4  # at most: each copy holds its own buffers besides GDAL's shar
 
 
 def copy_threads(files: int) -> int:
-    """How many threads copy ``files`` rasters to COGs: one per usable core, at most COPY_THREADS."""
-    return max(1, min(usable_cores(), COPY_THREADS, files))
+    """How many threads copy ``files`` rasters to COGs: one per usable core (or the limit set), at most
+    COPY_THREADS."""
+    return work_threads(min(COPY_THREADS, files))
 
 
 def finish_all(writers: Sequence[StripeWriter], threads: int = 1) -> list[Path]:

@@ -10,6 +10,7 @@ and STAC assets through dask.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -26,6 +27,7 @@ from rasterio.transform import array_bounds
 from rasterio.warp import transform_bounds
 
 from .dates import day_positions
+from .cores import work_threads
 from .errors import OptionError, SceneError
 from .options import ReadOptions
 from .scenes import BandRef, Scene, discover_scenes
@@ -34,6 +36,8 @@ from .sentinel2 import DN_SCALE, SCL_NODATA, SCL_OCCLUDED
 from .windows import WindowReader
 
 log = logging.getLogger(__name__)
+
+DECODE_THREADS = 4  # at most: dates are decoded in that many contiguous ranges
 
 
 @dataclass(frozen=True)
@@ -298,23 +302,40 @@ def read_classes(cube: SceneCube, row0: int, row1: int, col0: int = 0, col1: int
         # ship every stripe through the cluster and back
         raw, raw_mask = (np.asarray(a) for a in dask.compute(cube.reflectance[:, :, s0:s1, b0:b1].data,
                                                               cube.mask[:, m0:m1, c0:c1].data, scheduler="threads"))
-    # One pass to float32 instead of a cast, a product and a sum over the whole window (the same values).
-    reflectance = np.multiply(raw, np.float32(cube.scale), dtype=np.float32)
-    if cube.offset:
-        reflectance += np.float32(cube.offset)
-    nodata = (raw == cube.nodata).any(axis=1) if cube.nodata is not None else np.zeros(raw[:, 0].shape, bool)
-    if not np.issubdtype(raw.dtype, np.integer):  # integers scale to finite numbers
-        nodata |= ~np.isfinite(reflectance).all(axis=1)
+    reflectance = np.empty(raw.shape, np.float32)
+    nodata = np.empty(raw[:, 0].shape, bool)
     occluded = np.empty((len(cube.rules), m1 - m0, c1 - c0), dtype=bool)
-    mask_nodata = np.empty_like(occluded)
-    for t, rule in enumerate(cube.rules):
-        occluded[t], mask_nodata[t] = decode_mask(raw_mask[t], rule)
-    nodata |= mask_nodata[:, s0 - m0: s1 - m0, b0 - c0: b1 - c0]
-    np.copyto(reflectance, np.nan, where=nodata[:, None])
-    # The buffer grows the given mask (the screen then looks around it), the dates with one buffer together.
-    for buffer in {rule.buffer for rule in cube.rules} - {0}:
-        dates = [t for t, rule in enumerate(cube.rules) if rule.buffer == buffer]
-        occluded[dates] = grow(occluded[dates], buffer)
+
+    def decode(dates: range) -> None:
+        """Dates [start, stop): each is decoded on its own, so date ranges can go to threads."""
+        at = slice(dates.start, dates.stop)
+        # One pass to float32 instead of a cast, a product and a sum over the window (the same values).
+        np.multiply(raw[at], np.float32(cube.scale), out=reflectance[at], dtype=np.float32)
+        if cube.offset:
+            reflectance[at] += np.float32(cube.offset)
+        if cube.nodata is not None:
+            np.any(raw[at] == cube.nodata, axis=1, out=nodata[at])
+        else:
+            nodata[at] = False
+        if not np.issubdtype(raw.dtype, np.integer):  # integers scale to finite numbers
+            nodata[at] |= ~np.isfinite(reflectance[at]).all(axis=1)
+        for t in dates:
+            rule = cube.rules[t]
+            occluded[t], mask_nodata = decode_mask(raw_mask[t], rule)
+            nodata[t] |= mask_nodata[s0 - m0: s1 - m0, b0 - c0: b1 - c0]
+            if rule.buffer:  # the given mask grows (the screen then looks around it)
+                occluded[t] = grow(occluded[t][None], rule.buffer)[0]
+        np.copyto(reflectance[at], np.nan, where=nodata[at, None])
+
+    # numpy releases the GIL: decoding (all of reading but the files' own reads and the screen) took 0.71 s of
+    # a 2048^2 x 10-date linear fill on one thread, 0.44-0.46 s on two (2-core AMD EPYC).
+    dates = len(cube.rules)
+    threads = work_threads(min(DECODE_THREADS, dates))
+    if threads == 1:
+        decode(range(dates))
+    else:
+        with ThreadPoolExecutor(threads, thread_name_prefix="utilise-decode") as pool:
+            list(pool.map(decode, [range(dates * i // threads, dates * (i + 1) // threads) for i in range(threads)]))
     screened = np.zeros_like(occluded)
     if cube.screen:  # here the bands cover the masks' window
         masked = occluded if cube.has_masks else None

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .cores import usable_cores
+from .cores import work_threads
 
 CLOUD_BLUE = 0.04
 CLOUD_RED = 0.03
@@ -158,16 +158,6 @@ def _clear_neighbours(values: np.ndarray, clear: np.ndarray) -> tuple[np.ndarray
     return pick[0], pick[1]
 
 
-_threads = 0  # set_threads; 0: every core this process may use
-
-
-def set_threads(threads: int) -> None:
-    """Screen on at most ``threads`` threads in this process (0: every usable core), as torch.set_num_threads
-    does for the network; a dask worker that shares the machine's cores with others sets its share."""
-    global _threads
-    _threads = max(0, threads)
-
-
 def screen(reflectance: np.ndarray, occluded: np.ndarray | None, bands: list[str],
            block: int = SCREEN_BLOCK_PX) -> np.ndarray:
     """Clouds and shadows the masks miss: reflectance T x C x H x W (0..1, NaN = no data) with ``bands`` among
@@ -181,7 +171,7 @@ def screen(reflectance: np.ndarray, occluded: np.ndarray | None, bands: list[str
     52 ms on one thread, 34 ms on two)."""
     width = reflectance.shape[-1]
     out = np.zeros(reflectance[:, 0].shape, bool)
-    threads = min(_threads or usable_cores(), SCREEN_THREADS)
+    threads = work_threads(SCREEN_THREADS)
     block = max(1, block // threads)
 
     def one(x0: int) -> None:

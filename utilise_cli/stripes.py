@@ -21,7 +21,7 @@ import numpy as np
 
 from .chips import Panel, blend_window
 from .cog import FLAG_FILLED, FLAG_NEVER_OBSERVED, FLAG_OBSERVED, FLAG_SCREENED, StripeWriter, to_output_dtype
-from .cores import usable_cores
+from .cores import work_threads
 from .cube import read_stripe
 from .inference import Predictor
 from .network import one_heap, release_freed_memory
@@ -275,7 +275,7 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
     buffer, current = None, -1
     # Dates are written on up to WRITE_THREADS threads: numpy and GDAL's compression release the GIL, and each
     # date has files of its own.
-    writes = min(usable_cores(), WRITE_THREADS)
+    writes = work_threads(WRITE_THREADS)
     with (ThreadPoolExecutor(max_workers=1) if ahead else _InPlace()) as reader, \
             (ThreadPoolExecutor(writes, thread_name_prefix="utilise-write") if writes > 1 else nullcontext()) as pool:
         spans = [rows_to_read(order, k, chip, grid.height) for k in range(len(order))]
