@@ -26,8 +26,8 @@ from rasterio.enums import Resampling
 from rasterio.transform import array_bounds
 from rasterio.warp import transform_bounds
 
-from .dates import day_positions
 from .cores import work_threads
+from .dates import day_positions
 from .errors import OptionError, SceneError
 from .options import ReadOptions
 from .scenes import BandRef, Scene, discover_scenes
@@ -335,7 +335,8 @@ def read_classes(cube: SceneCube, row0: int, row1: int, col0: int = 0, col1: int
         decode(range(dates))
     else:
         with ThreadPoolExecutor(threads, thread_name_prefix="utilise-decode") as pool:
-            list(pool.map(decode, [range(dates * i // threads, dates * (i + 1) // threads) for i in range(threads)]))
+            list(pool.map(decode, [range(dates * i // threads, dates * (i + 1) // threads)
+                                   for i in range(threads)]))
     screened = np.zeros_like(occluded)
     if cube.screen:  # here the bands cover the masks' window
         masked = occluded if cube.has_masks else None

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 import math
-from contextlib import nullcontext
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -352,8 +352,8 @@ def write_rows(row0: int, col0: int, acc: np.ndarray, wsum: np.ndarray, inputs: 
                screened: np.ndarray, options: FillOptions, writers: Writers, report: FillReport,
                quicklook: Quicklook | None, pool: ThreadPoolExecutor | None = None) -> None:
     """Normalise the blended pixels from (row0, col0), keep observed ones, flag filled ones (the screen's with
-    their own value) and never-observed ones, and write every date (one at a time: the temporaries are one
-    date's)."""
+    their own value) and never-observed ones, and write every date: one after another, or on ``pool``'s threads
+    (each date has files of its own); the temporaries are one date's per thread."""
     never = ~observed.any(axis=0)
     flags = np.where(observed, FLAG_OBSERVED, FLAG_FILLED).astype(np.uint8)
     flags[screened & ~observed] = FLAG_SCREENED
