@@ -25,6 +25,7 @@ from affine import Affine
 
 from .atomic import disk_full, staged
 from .cores import work_threads
+from .errors import OutputError
 from rasterio.crs import CRS
 
 UINT16_SCALE = 1e-4
@@ -144,7 +145,7 @@ COG_DEFLATE_LEVEL = 1
 def copy_to_cog(partial: str | Path, path: str | Path, predictor: int, resampling: str) -> Path:
     """Copy a closed partial GeoTIFF to a COG (DEFLATE level COG_DEFLATE_LEVEL, 512-px blocks, overviews by
     ``resampling``) under a hidden name, check that every tile of it lies within the file, rename it to ``path``
-    and remove the partial file."""
+    and remove the partial file. A failed copy raises OSError ENOSPC where the disk is full, else OutputError."""
     partial, path = Path(partial), Path(path)
     with staged(path) as tmp:
         try:
@@ -155,10 +156,11 @@ def copy_to_cog(partial: str | Path, path: str | Path, predictor: int, resamplin
             if problem:
                 raise OSError(errno.EIO, f"the copy came out incomplete: {problem}")
         except (OSError, rasterio.errors.RasterioError) as err:  # told apart while the hidden file takes the space
-            text = str(err).splitlines()[0] if str(err) else type(err).__name__
+            text = (getattr(err, "strerror", None) or str(err) or type(err).__name__).splitlines()[0]
             if disk_full(err, tmp.parent):
                 raise OSError(errno.ENOSPC, f"No space left on device (copying {path.name} to a COG: {text})") from None
-            raise OSError(errno.EIO, f"copying {path.name} to a COG failed: {text}") from None
+            raise OutputError(f"{path}: copying it to a COG failed ({text}); check the disk or file system it is "
+                              "on, and rerun: the dates already finished are kept") from None
     partial.unlink(missing_ok=True)
     return path
 
