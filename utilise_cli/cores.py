@@ -13,7 +13,7 @@ def usable_cores() -> int:
 
 
 def set_threads(threads: int) -> None:
-    """Run this process's own pools of threads (the cloud screen, decoding, writing, the COG copies) on at most
+    """Run this process's own pools of threads (the cloud screen, decoding, writing, COG copies, STAC items) on at most
     ``threads`` threads each (0: every usable core), as torch.set_num_threads does for the network: a dask
     worker that shares the machine's cores with others sets its share."""
     global _limit
