@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from .atomic import write_text
 from .cog import FLAG_MEANING
-from .cores import work_threads
+from .cores import each_on_threads
 from .sentinel2 import COMMON_NAMES, DN_SCALE
 
 CATALOG = "catalog.json"
@@ -83,8 +82,7 @@ def write_catalog(out: str | os.PathLike, outputs: Sequence[DatedOutput], proper
     ordered = sorted(outputs, key=lambda o: o.date)
     # Each item reads its COGs' headers and an overview, about 14 ms a date on one thread (GDAL and numpy release
     # the GIL). 10 dates on 2 threads: 0.13-0.15 -> 0.10 s alone, 0.12-0.14 -> 0.11 s within a fill (2-core EPYC).
-    with ThreadPoolExecutor(work_threads(ITEM_THREADS), thread_name_prefix="utilise-stac") as pool:
-        items = list(pool.map(lambda output: output_item(output, properties), ordered))
+    items = each_on_threads(lambda output: output_item(output, properties), ordered, ITEM_THREADS, "utilise-stac")
     for output, item in zip(ordered, items):
         catalog.add_item(item)
         item.set_self_href(str(out / f"{output.cog.stem}.json"))

@@ -11,7 +11,6 @@ import errno
 import functools
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -24,7 +23,7 @@ import rasterio.shutil
 from affine import Affine
 
 from .atomic import disk_full, staged
-from .cores import work_threads
+from .cores import each_on_threads, work_threads
 from .errors import OutputError
 from rasterio.crs import CRS
 
@@ -211,13 +210,4 @@ def finish_all(writers: Sequence[StripeWriter], threads: int = 1) -> list[Path]:
     copies); the first failure is raised after the copies under way have ended (those that finished keep their
     final names, each checked by copy_to_cog)."""
     jobs = [writer.close() for writer in writers]
-    if threads <= 1:
-        return [copy_to_cog(*job) for job in jobs]
-    with ThreadPoolExecutor(threads, thread_name_prefix="utilise-cog") as pool:
-        futures = [pool.submit(copy_to_cog, *job) for job in jobs]
-        try:
-            return [future.result() for future in futures]
-        except BaseException:  # an error or Ctrl-C: no further copy starts
-            for future in futures:
-                future.cancel()
-            raise
+    return each_on_threads(lambda job: copy_to_cog(*job), jobs, threads, "utilise-cog")

@@ -10,7 +10,6 @@ and STAC assets through dask.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -26,7 +25,7 @@ from rasterio.enums import Resampling
 from rasterio.transform import array_bounds
 from rasterio.warp import transform_bounds
 
-from .cores import work_threads
+from .cores import each_on_threads, work_threads
 from .dates import day_positions
 from .errors import OptionError, SceneError
 from .options import ReadOptions
@@ -331,12 +330,8 @@ def read_classes(cube: SceneCube, row0: int, row1: int, col0: int = 0, col1: int
     # a 2048^2 x 10-date linear fill on one thread, 0.44-0.46 s on two (2-core AMD EPYC).
     dates = len(cube.rules)
     threads = work_threads(min(DECODE_THREADS, dates))
-    if threads == 1:
-        decode(range(dates))
-    else:
-        with ThreadPoolExecutor(threads, thread_name_prefix="utilise-decode") as pool:
-            list(pool.map(decode, [range(dates * i // threads, dates * (i + 1) // threads)
-                                   for i in range(threads)]))
+    each_on_threads(decode, [range(dates * i // threads, dates * (i + 1) // threads) for i in range(threads)],
+                    threads, "utilise-decode")
     screened = np.zeros_like(occluded)
     if cube.screen:  # here the bands cover the masks' window
         masked = occluded if cube.has_masks else None

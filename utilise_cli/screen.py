@@ -20,11 +20,10 @@ SCREEN_MARGIN_PX rows), so a row screens alike in any stripe.
 from __future__ import annotations
 
 import functools
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .cores import work_threads
+from .cores import each_on_threads, work_threads
 
 CLOUD_BLUE = 0.04
 CLOUD_RED = 0.03
@@ -180,13 +179,7 @@ def screen(reflectance: np.ndarray, occluded: np.ndarray | None, bands: list[str
         part = _screen(reflectance[..., m0:m1], None if occluded is None else occluded[..., m0:m1], bands)
         out[..., x0:x1] = part[..., x0 - m0: x1 - m0]
 
-    starts = range(0, width, block)
-    if threads <= 1 or len(starts) == 1:
-        for x0 in starts:
-            one(x0)
-    else:
-        with ThreadPoolExecutor(threads, thread_name_prefix="utilise-screen") as pool:
-            list(pool.map(one, starts))
+    each_on_threads(one, range(0, width, block), threads, "utilise-screen")
     return out
 
 

@@ -12,7 +12,6 @@ import functools
 import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -21,7 +20,7 @@ import numpy as np
 
 from .chips import Panel, blend_window
 from .cog import FLAG_FILLED, FLAG_NEVER_OBSERVED, FLAG_OBSERVED, FLAG_SCREENED, StripeWriter, to_output_dtype
-from .cores import work_threads
+from .cores import each_on_threads
 from .cube import read_stripe
 from .inference import Predictor
 from .network import one_heap, release_freed_memory
@@ -273,11 +272,7 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
     release = release_freed_memory if device is None or device.type == "cuda" else (lambda: None)
     one_heap()  # the screen's threads would each keep a heap at its own peak
     buffer, current = None, -1
-    # Dates are written on up to WRITE_THREADS threads: numpy and GDAL's compression release the GIL, and each
-    # date has files of its own.
-    writes = work_threads(WRITE_THREADS)
-    with (ThreadPoolExecutor(max_workers=1) if ahead else _InPlace()) as reader, \
-            (ThreadPoolExecutor(writes, thread_name_prefix="utilise-write") if writes > 1 else nullcontext()) as pool:
+    with (ThreadPoolExecutor(max_workers=1) if ahead else _InPlace()) as reader:
         spans = [rows_to_read(order, k, chip, grid.height) for k in range(len(order))]
 
         def read(k: int) -> Future | _Deferred:
@@ -319,7 +314,7 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
             if flush_to > buffer.start:
                 row0, *held = buffer.take(flush_to)
                 write_rows(row0, panel.col0, *(a[..., panel.owned] for a in held), options, writers, report,
-                           quicklook, pool)
+                           quicklook)
                 if written:
                     written((p, flush_to) if flush_to < grid.height else (p + 1, 0))
             release()
@@ -350,10 +345,10 @@ def accumulate(acc: np.ndarray, wsum: np.ndarray, row: int, x0: int, pred: np.nd
 
 def write_rows(row0: int, col0: int, acc: np.ndarray, wsum: np.ndarray, inputs: np.ndarray, observed: np.ndarray,
                screened: np.ndarray, options: FillOptions, writers: Writers, report: FillReport,
-               quicklook: Quicklook | None, pool: ThreadPoolExecutor | None = None) -> None:
+               quicklook: Quicklook | None) -> None:
     """Normalise the blended pixels from (row0, col0), keep observed ones, flag filled ones (the screen's with
-    their own value) and never-observed ones, and write every date: one after another, or on ``pool``'s threads
-    (each date has files of its own); the temporaries are one date's per thread."""
+    their own value) and never-observed ones, and write every date, on up to WRITE_THREADS threads (each date has
+    files of its own; numpy and GDAL's compression release the GIL); the temporaries are one date's per thread."""
     never = ~observed.any(axis=0)
     flags = np.where(observed, FLAG_OBSERVED, FLAG_FILLED).astype(np.uint8)
     flags[screened & ~observed] = FLAG_SCREENED
@@ -376,9 +371,5 @@ def write_rows(row0: int, col0: int, acc: np.ndarray, wsum: np.ndarray, inputs: 
         if quicklook is not None:
             quicklook.add(row0, col0, i, inputs[i], result, flags[i])
 
-    dates = range(len(observed)) if quicklook is not None else list(writers)
-    if pool is None:
-        for i in dates:
-            one_date(i)
-    else:
-        list(pool.map(one_date, dates))
+    each_on_threads(one_date, range(len(observed)) if quicklook is not None else writers, WRITE_THREADS,
+                    "utilise-write")
