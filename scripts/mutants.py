@@ -115,6 +115,8 @@ MUTATIONS = [
     Mutation("a screened piece is put back without its margin taken off", "screen.py", "screen",
              "out[..., x0:x1] = part[..., x0 - m0: x1 - m0]", "out[..., x0:x1] = part[..., :x1 - x0]",
              ("tests/test_screen.py",)),
+    Mutation("the screen is told that pixels without data are valid", "cube.py", "read_classes",
+             "valid=~nodata)", "valid=np.ones_like(nodata))", ("tests/test_screen.py",)),
     Mutation("the mask buffer grows only the first date", "cube.py", "read_classes",
              "if rule.buffer:", "if rule.buffer and t == 0:", ("tests/test_fill.py",)),
     Mutation("decoding on threads leaves out the last date of each range", "cube.py", "read_classes",

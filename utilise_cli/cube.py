@@ -335,7 +335,7 @@ def read_classes(cube: SceneCube, row0: int, row1: int, col0: int = 0, col1: int
     screened = np.zeros_like(occluded)
     if cube.screen:  # here the bands cover the masks' window
         masked = occluded if cube.has_masks else None
-        screened = screen(reflectance, masked, cube.bands)
+        screened = screen(reflectance, masked, cube.bands, valid=~nodata)
         occluded = occluded | screened
     bands = (slice(row0 - s0, row1 - s0), slice(col0 - b0, col1 - b0))
     masks = (slice(row0 - m0, row1 - m0), slice(col0 - c0, col1 - c0))
