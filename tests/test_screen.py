@@ -159,7 +159,6 @@ def test_the_screen_in_column_blocks_equals_the_screen_in_one_piece(threads):
         set_threads(0)
 
 
-
 def test_the_screen_while_decoding_equals_the_screen_of_the_decoded_sample():
     """Decoding hands the screen its own nodata classes instead of letting it look for NaN: on the sample (a
     nodata border of about 9 %) the screen run while decoding flags exactly what it flags on the decoded bands."""
@@ -171,6 +170,7 @@ def test_the_screen_while_decoding_equals_the_screen_of_the_decoded_sample():
     expected = screen(reflectance, occluded, plain.bands)
     assert expected.sum() > 1000
     assert np.array_equal(found, expected)
+
 
 @pytest.mark.filterwarnings("ignore:All-NaN slice")  # numpy's own quantile where no date is usable
 def test_the_screen_s_sort_and_grow_equal_numpy_s_and_scipy_s_on_the_sample():

@@ -36,7 +36,7 @@ PATCH_SHARE = 0.5
 SHADOW_NEAR_PX = 12
 MIN_CLEAR_DATES = 3
 SCREEN_MARGIN_PX = max(NEAR_MASK_PX, PATCH_PX, SHADOW_NEAR_PX) + PATCH_PX
-# Columns screened at a time, split among the threads. Each piece costs some 400 numpy calls whatever its width,
+# Columns screened at a time, split among the threads. Each piece costs some 360 numpy calls whatever its width,
 # and its margins: a 2048-px window of 10 dates on 2 cores took 45 ms in pieces of 256 columns, 39 ms in pieces
 # of 512 (a 1024-px one 23 -> 20 ms), for 32 MB more of temporaries (2-core AMD EPYC).
 SCREEN_BLOCK_PX = 1024
