@@ -110,6 +110,8 @@ MUTATIONS = [
              "cause = str(err.__cause__ or err).splitlines()[0][:120]", "raise", ("tests/test_fill.py",)),
     Mutation("the clip quantiles' ranks count one date too many", "baselines.py", "nanquantile",
              "* (count - 1)", "* count", ("tests/test_baselines.py",)),
+    Mutation("a date counts as its own nearest clear neighbour in time", "screen.py", "_clear_neighbours",
+             "side[t] = last", "side[t] = np.where(clear[t], values[t], last)", ("tests/test_screen.py",)),
     Mutation("a shadow need be darker than only one of its clear neighbours in time (a harvest passes)", "screen.py",
              "_screen", "np.fmin(before, after) < -SHADOW_TRANSIENT_NIR",
              "np.fmax(before, after) < -SHADOW_TRANSIENT_NIR", ("tests/test_screen.py",)),
