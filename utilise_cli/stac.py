@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,7 +22,7 @@ import numpy as np
 import rasterio
 import xarray as xr
 from rasterio.crs import CRS
-from rasterio.errors import RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from .cube import Grid, MaskRule, SceneCube, decoding, with_screen
 from .errors import SceneError
@@ -241,6 +242,10 @@ def open_stac(source: str | Path, bands: Sequence[str], read: ReadOptions = Read
     _check_local_assets(items, keys, source)
     if any(is_remote(item.assets[k].href) for item in items for k in keys):
         configure_rio(cloud_defaults=True, **REMOTE_GDAL_ENV)
+    # Where odc-stac warps an asset into an array, rasterio warns "Dataset has no geotransform" about the array's
+    # own in-memory dataset before it sets its transform: harmless (the output is right; odc-geo issue 131), but
+    # users would read it as a fault in their scenes. Only that warning, only from rasterio's reproject.
+    warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module=r"rasterio\.warp")
     grid_args = target_grid(items, choice, stac, source)
     resampling = {**{key: "bilinear" for key in choice.bands.values()}, choice.mask: "nearest"}
     width = grid_args["geobox"].width if "geobox" in grid_args else None
