@@ -32,8 +32,8 @@ from utilise_cli.options import ReadOptions
 from utilise_cli.screen import screen
 from utilise_cli.sentinel2 import band_key
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+from screen_agreement import DATA, ROOT  # scripts/ is on the path when a script runs
+
 WORK = ROOT / "build" / "screen_quality"
 MINICUBES = DATA / "greenearthnet" / "minicubes"
 AS_GIVEN = ReadOptions(screen=False, mask_buffer=0)  # the evaluation's masks: as the source gives them

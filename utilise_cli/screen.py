@@ -231,14 +231,15 @@ def _screen(reflectance: np.ndarray, occluded: np.ndarray | None, bands: list[st
     before, after = _clear_neighbours(blue[:, pixels], clear[:, pixels])
     rim[:, pixels] &= ~reddish[:, pixels] | (blue[:, pixels] - np.fmax(before, after) > RIM_BLUE)
     cloud = patches | (brighter & near) | rim
-    nir_reference, blue_reference = _quantiles_over_dates([nir, blue], clear & ~cloud, 0.5)
+    clear_sky = clear & ~cloud
+    nir_reference, blue_reference = _quantiles_over_dates([nir, blue], clear_sky, 0.5)
     shadow = ((nir - nir_reference < -SHADOW_NIR) & (blue - blue_reference < 0.01) & valid
               & grow(cloud | given, SHADOW_NEAR_PX))
     # A shadow comes and goes; land that darkens in NIR for good (a harvest, a drying summer) stays dark on the
     # next clear date: the darkening must hold against the nearest clear dates before and after too.
     pixels = shadow.any(axis=0)  # on the mosaic of the sample, 40 % of the pixels
     candidates = nir[:, pixels]
-    before, after = _clear_neighbours(candidates, (clear & ~cloud)[:, pixels])
+    before, after = _clear_neighbours(candidates, clear_sky[:, pixels])
     shadow[:, pixels] &= candidates - np.fmin(before, after) < -SHADOW_TRANSIENT_NIR
     return (cloud | shadow) & ~given
 
