@@ -115,6 +115,8 @@ MUTATIONS = [
     Mutation("a shadow need be darker than only one of its clear neighbours in time (a harvest passes)", "screen.py",
              "_screen", "np.fmin(before, after) < -SHADOW_TRANSIENT_NIR",
              "np.fmax(before, after) < -SHADOW_TRANSIENT_NIR", ("tests/test_screen.py",)),
+    Mutation("cloud need not brighten blue as much as red (bare soil after a harvest is cloud)", "screen.py",
+             "_screen", "& (d_blue >= BLUE_OVER_RED * d_red) & valid", "& valid", ("tests/test_screen.py",)),
     Mutation("a partial sorting network drops the comparators that feed its first places", "screen.py",
              "_comparators", "needed |= {a, b}", "needed |= {a}", ("tests/test_screen.py",)),
     Mutation("a screened piece is put back without its margin taken off", "screen.py", "screen",
