@@ -14,7 +14,8 @@ The same against a second reference made without SCL, the minicubes' deep-learni
 SCL calls neither cloud nor shadow, beside the nearest clear date: a look at what "imprecise" means there.
 
 Training-policy sources (the thresholds are chosen on these): WorldCereal 00002806639B424A, the Portugal and
-HU/RO minicubes. The Sweden minicube is scored, never used for the choice.
+HU/RO minicubes. The Sweden minicube is scored, never used for the choice. The three GeoTIFF folders (Portugal
+and HU/RO training, Sweden evaluation) are scored as well; none of their frames has 5-90 % SCL cloud.
 """
 
 from __future__ import annotations
@@ -60,14 +61,32 @@ def minicube(path: Path, variable: str | None = None) -> tuple[np.ndarray, np.nd
     return refl.astype(np.float32), ds["s2_SCL"].values[keep], _days(ds["time"].values[keep])
 
 
+def geotiff_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """As `worldcereal`, from a folder of Earth Engine S2_SR GeoTIFFs read as `fill` reads them (scenes on
+    another grid reprojected onto the first's; DN 0 is no data)."""
+    from utilise_cli.cube import open_folder
+    from utilise_cli.options import ReadOptions
+
+    cube = open_folder(folder, ["B2", "B3", "B4", "B8"], ReadOptions(screen=False, mask_buffer=0, align=True))
+    raw = np.asarray(cube.reflectance.data)
+    refl = np.where(raw == 0, np.nan, raw * np.float32(cube.scale)).astype(np.float32)
+    scl = np.asarray(cube.mask.data).astype(np.float32)
+    days = np.array([(d - cube.dates[0]).days for d in cube.dates], np.float32)
+    return refl, scl, days
+
+
 CUBES = {"minicube Portugal": "JAS2021_*29SND*.nc", "minicube HU/RO": "MJJ2021_*34TET*.nc",
          "minicube Sweden (evaluation only)": "MJJ2021_*34VCL*.nc"}
 
 
 def sources() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     cubes = DATA / "greenearthnet" / "minicubes"
+    folders = DATA / "greenearthnet"
     return {"worldcereal Belgium": worldcereal(DATA / "worldcereal" / "00002806639B424A"),
-            **{name: minicube(next(cubes.glob(pattern))) for name, pattern in CUBES.items()}}
+            **{name: minicube(next(cubes.glob(pattern))) for name, pattern in CUBES.items()},
+            "GeoTIFF Portugal": geotiff_folder(folders / "geotiff_portugal"),
+            "GeoTIFF HU/RO": geotiff_folder(folders / "geotiff_hu_ro"),
+            "GeoTIFF Sweden (evaluation only)": geotiff_folder(folders / "geotiff_sweden_T34VCL")}
 
 
 def deep_masks() -> dict[str, np.ndarray]:
@@ -204,8 +223,10 @@ def main() -> int:
           "| flagged on clear frames |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['frames']} ({r['partly']} / {r['clear']}) | {r['recall']:.2f} | {r['precision']:.2f} | "
-              f"{r['precision_no7']:.2f} | {r['clear_flagged']:.1%} |")
+        scored = (f"{r['recall']:.2f} | {r['precision']:.2f} | {r['precision_no7']:.2f}" if r["partly"]
+                  else "- | - | -")
+        print(f"| {name} | {r['frames']} ({r['partly']} / {r['clear']}) | {scored} | "
+              + (f"{r['clear_flagged']:.1%} |" if r["clear"] else "- |"))
     print("\nThe screen and the minicubes' deep-learning cloud mask (s2_dlmask: cloud 1, 2; cloud or shadow 1, 2, 3)"
           " scored alike, recall / precision, against SCL and against each other (SCL against the mask too):\n")
     print("| source | screen vs SCL | mask vs SCL | screen vs mask | SCL vs mask |")
