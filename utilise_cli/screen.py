@@ -101,13 +101,13 @@ def _comparators(n: int, keep: int | None = None) -> tuple[tuple[int, int], ...]
     return tuple(reversed(kept))
 
 
-def _smallest_over_dates(values: np.ndarray, keep: int) -> list[np.ndarray]:
-    """The ``keep`` smallest of values T x H x W (no NaN: minimum and maximum would spread it) along the dates, in
-    order: ``keep`` frames H x W. A sorting network of whole-frame minimum / maximum passes: np.sort along the
-    short first axis costs about 5x more (10 dates, a 1024-px stripe: 6.8 vs 1.4 ms)."""
+def _smallest_over_dates(values: np.ndarray, usable: np.ndarray, keep: int) -> list[np.ndarray]:
+    """The ``keep`` smallest of values T x H x W along the dates where ``usable`` (T x H x W; inf elsewhere, so
+    NaN there does no harm), in order: ``keep`` frames H x W. A sorting network of whole-frame minimum / maximum
+    passes: np.sort along the short first axis costs about 5x more (10 dates, a 1024-px stripe: 6.8 vs 1.4 ms)."""
     if len(values) > 64:
-        return list(np.sort(values, axis=0)[:keep])
-    frames = [frame.copy() for frame in values]
+        return list(np.sort(np.where(usable, values, np.inf), axis=0)[:keep])
+    frames = [np.where(ok, frame, np.float32(np.inf)) for ok, frame in zip(usable, values)]
     spare = np.empty_like(frames[0])
     for a, b in _comparators(len(frames), keep):
         np.minimum(frames[a], frames[b], out=spare)
@@ -116,11 +116,12 @@ def _smallest_over_dates(values: np.ndarray, keep: int) -> list[np.ndarray]:
     return frames[:keep]
 
 
-def _pick(frames: list[np.ndarray], index: np.ndarray) -> np.ndarray:
-    """frames[index] per pixel (index H x W): a pass per frame, cheaper than stacking them for take_along_axis."""
+def _pick(frames: list[np.ndarray], at: list[np.ndarray]) -> np.ndarray:
+    """frames[i] per pixel where at[i - 1] (H x W bool, for i >= 1), else frames[0]: a pass per frame, cheaper
+    than stacking them for take_along_axis."""
     out = frames[0].copy()
-    for i in range(1, len(frames)):
-        np.copyto(out, frames[i], where=index == i)
+    for frame, where in zip(frames[1:], at):
+        np.copyto(out, frame, where=where)
     return out
 
 
@@ -136,19 +137,24 @@ def _quantiles_over_dates(values: list[np.ndarray], usable: np.ndarray, q: float
     """:func:`_quantile_over_dates` of several bands T x H x W over the same usable dates (counted once)."""
     # np.nanquantile loops over pixels in Python; sorting once (unusable dates last) and interpolating is
     # vectorised. Only the places up to q of the way, and the one after, can be picked: the rest need no order.
-    count = usable.sum(axis=0)
-    position = q * np.maximum(count - 1, 0)
-    low = np.floor(position).astype(np.int64)
-    high = np.minimum(low + 1, np.maximum(count - 1, 0))
+    # In float32 (a float64 reference made every difference with it float64 too), and which place each pixel
+    # takes is worked out once for all bands: the two quantiles of the screen's 1024-px pieces took 6.0 and 6.6 ms,
+    # now 4.8 and 5.0 (2-core AMD EPYC).
+    count = usable.sum(axis=0, dtype=np.int16)
+    last = np.maximum(count - 1, 0)
+    position = np.float32(q) * last.astype(np.float32)
+    low = np.floor(position).astype(np.int16)
+    high = np.minimum(low + 1, last)
     fraction, enough = position - low, count >= min_dates
+    top = min(len(usable), int(q * (len(usable) - 1)) + 2)
+    low_at, high_at = ([place == i for i in range(1, top)] for place in (low, high))
     out = []
     for band in values:
-        top = min(len(band), int(q * (len(band) - 1)) + 2)
-        ordered = _smallest_over_dates(np.where(usable, band, np.inf), top)
-        below, above = _pick(ordered, low), _pick(ordered, high)
+        ordered = _smallest_over_dates(band, usable, top)
+        below, above = _pick(ordered, low_at), _pick(ordered, high_at)
         with np.errstate(invalid="ignore"):  # inf - inf where no date is usable: NaN, as it should be
             reference = below + fraction * (above - below)
-        out.append(np.where(enough, reference, np.nan))
+        out.append(np.where(enough, reference, np.float32(np.nan)))
     return out
 
 
