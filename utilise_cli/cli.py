@@ -327,9 +327,10 @@ def fill(
 
     with Progress(TextColumn("filling"), BarColumn(), MofNCompleteColumn(), TextColumn("chips"),
                   TimeRemainingColumn(), disable=quiet, transient=False) as bar:
-        task = bar.add_task("fill", total=None)
+        # Hidden until the fill has a plan: a scene refused while opening then gets its one-line error alone.
+        task = bar.add_task("fill", total=None, visible=False)
         report = run_fill(folder, out, options, progress=lambda done, total: bar.update(task, completed=done,
-                                                                                         total=total),
+                                                                                         total=total, visible=True),
                           scheduler=scheduler)
     if report.skipped_outputs and not report.outputs:
         typer.echo(f"all {len(report.skipped_outputs)} outputs already in {out}; nothing to do (--overwrite to redo)")
