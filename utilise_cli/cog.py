@@ -24,7 +24,7 @@ from affine import Affine
 
 from .atomic import disk_full, staged
 from .cores import each_on_threads, work_threads
-from .errors import OutputError
+from .errors import OutputError, first_line
 from rasterio.crs import CRS
 
 UINT16_SCALE = 1e-4
@@ -192,7 +192,7 @@ def incomplete(path: str | Path) -> str:
                                 return (f"band {band}, {where}, tile row {i} column {j}: "
                                         f"{offset or 'no'} + {length or 'no'} bytes in a {size}-byte file")
     except rasterio.errors.RasterioError as err:
-        return str(err).splitlines()[0][:120]
+        return first_line(err, path, 120)
     return ""
 
 

@@ -19,7 +19,7 @@ import rasterio
 from rasterio.errors import RasterioIOError
 
 from .dates import date_from_name, date_from_tags
-from .errors import SceneError
+from .errors import SceneError, first_line
 from .options import DEFAULT_MASK_PATTERN, MASK_KINDS
 from .sentinel2 import DEFAULT_BANDS, band_key
 
@@ -62,7 +62,7 @@ def _open_header(path: Path) -> tuple[int, tuple[str | None, ...], dict[str, str
         with rasterio.open(path) as src:
             return src.count, src.descriptions, src.tags()
     except (RasterioIOError, OSError) as err:
-        raise SceneError(f"{path}: not a readable raster ({str(err).splitlines()[0][:80]}); remove or replace it") from None
+        raise SceneError(f"{path}: not a readable raster ({first_line(err, path)}); remove or replace it") from None
 
 
 def _mask_kind_from_name(path: Path) -> str:

@@ -25,7 +25,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from .cube import Grid, MaskRule, SceneCube, decoding, with_screen
-from .errors import SceneError
+from .errors import SceneError, first_line
 from .options import ReadOptions, StacOptions
 from .scenes import BandRef, Scene
 from .sentinel2 import COMMON_NAMES, DN_SCALE, band_key
@@ -55,7 +55,7 @@ def read_items(path: str | Path) -> list:
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SceneError(f"{path}: not a readable STAC JSON file ({str(err).splitlines()[0][:80]}); pass the file "
+        raise SceneError(f"{path}: not a readable STAC JSON file ({first_line(err, path)}); pass the file "
                          "that ItemSearch.item_collection().save_object() writes, or a folder of scenes") from None
     kind = data.get("type") if isinstance(data, dict) else None
     try:
@@ -69,7 +69,7 @@ def read_items(path: str | Path) -> list:
             raise SceneError(f"{path}: JSON of type {kind!r}, not a STAC ItemCollection, Catalog, Collection or "
                              "Item; pass a saved search result or a folder of scenes")
     except (pystac.STACError, KeyError, TypeError, ValueError) as err:
-        raise SceneError(f"{path}: not valid STAC ({str(err).splitlines()[0][:80]}); check the file") from None
+        raise SceneError(f"{path}: not valid STAC ({first_line(err, path)}); check the file") from None
     if not items:
         raise SceneError(f"{path}: no items in it; run the search again with a wider area or time range")
     for item in items:
@@ -186,7 +186,7 @@ def _open_header(href: str, source: Path, item_id: str) -> rasterio.DatasetReade
         return rasterio.open(href)
     except (RasterioIOError, OSError) as err:
         raise SceneError(f"{source}: asset {href} of item {item_id} cannot be opened "
-                         f"({str(err).splitlines()[0][:80]}); check the path or URL, or remove the item") from None
+                         f"({first_line(err, href)}); check the path or URL, or remove the item") from None
 
 
 def _check_local_assets(items: Sequence, keys: Sequence[str], source: Path) -> None:
@@ -254,7 +254,7 @@ def open_stac(source: str | Path, bands: Sequence[str], read: ReadOptions = Read
         ds = load(items, bands=keys, groupby="solar_day", chunks=chunks, resampling=resampling,
                   fail_on_error=True, **grid_args)
     except (ValueError, RasterioIOError) as err:
-        raise SceneError(f"{source}: odc-stac cannot put the items on one grid ({str(err).splitlines()[0][:100]}); "
+        raise SceneError(f"{source}: odc-stac cannot put the items on one grid ({first_line(err)}); "
                          "pass --crs and --resolution, or --bbox") from None
     by_date: dict[dt.date, list] = {}
     for item in sorted(items, key=lambda i: i.datetime or dt.datetime.min.replace(tzinfo=dt.timezone.utc)):

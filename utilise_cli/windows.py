@@ -22,7 +22,7 @@ from rasterio.io import DatasetReader
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
-from .errors import SceneError
+from .errors import SceneError, first_line
 from .scenes import Scene
 
 # GDAL's block cache defaults to 5 % of RAM (1.2 GB on a 24 GB machine) and fills up with the blocks of the
@@ -122,6 +122,6 @@ class WindowReader:
         try:
             self._dataset(share, path).read(indexes, window=window, out=out)
         except RasterioIOError as err:  # a header that opens, tiles that do not (cut off, damaged)
-            cause = str(err.__cause__ or err).splitlines()[0][:120]
+            cause = first_line(err.__cause__ or err, path, 120)
             raise SceneError(f"{path}: cannot read its pixels ({cause}); the file is damaged or incomplete: "
                              "export or download it again, or remove it") from None
