@@ -201,7 +201,7 @@ class RowBuffer:
         if n:
             for array, axis in self._arrays():
                 view = np.moveaxis(array, axis, 0)
-                view[:rest] = view[n:n + rest].copy()
+                view[:rest] = view[n:n + rest]  # numpy copies through a temporary only where the two overlap
         self.held, self.taken = rest, 0
 
     def extend(self, y0: int, refl: np.ndarray, obs: np.ndarray, screened: np.ndarray) -> None:
