@@ -50,13 +50,15 @@ def worldcereal(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return refl, scl, _days(ds["timestamp"].values)
 
 
-def minicube(path: Path, variable: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """As `worldcereal`, with B8A for B8; dates without SCL are left out. With ``variable``: that variable of
-    the cube on the same dates instead (T x H x W)."""
+def _acquired(ds: xr.Dataset) -> np.ndarray:
+    """The minicube's dates with an acquisition (its daily axis is all NaN on the others)."""
+    return np.isfinite(ds["s2_SCL"].values).any(axis=(1, 2))
+
+
+def minicube(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """As `worldcereal`, with B8A for B8; dates without SCL are left out."""
     ds = xr.open_dataset(path)
-    keep = np.isfinite(ds["s2_SCL"].values).any(axis=(1, 2))
-    if variable:
-        return ds[variable].values[keep]
+    keep = _acquired(ds)
     refl = np.stack([ds[b].values[keep] for b in ("s2_B02", "s2_B03", "s2_B04", "s2_B8A")], axis=1)
     return refl.astype(np.float32), ds["s2_SCL"].values[keep], _days(ds["time"].values[keep])
 
@@ -93,7 +95,11 @@ def deep_masks() -> dict[str, np.ndarray]:
     """The minicubes' own cloud masks (s2_dlmask, T x H x W, on the dates of `sources`): GreenEarthNet's
     deep-learning mask, a reference made without SCL (the data README calls Sweden's unreliable)."""
     cubes = DATA / "greenearthnet" / "minicubes"
-    return {name: minicube(next(cubes.glob(pattern)), "s2_dlmask") for name, pattern in CUBES.items()}
+    out = {}
+    for name, pattern in CUBES.items():
+        ds = xr.open_dataset(next(cubes.glob(pattern)))
+        out[name] = ds["s2_dlmask"].values[_acquired(ds)]
+    return out
 
 
 def usable(refl: np.ndarray, scl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +141,10 @@ def scores(flagged: np.ndarray, valid: np.ndarray, cloud: np.ndarray, occluded: 
             "clear_flagged": flagged[clear].sum() / max(valid[clear].sum(), 1)}
 
 
-def disagreement_figure(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]]):
+Case = tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray, "np.ndarray | None"]
+
+
+def disagreement_figure(rows: list[Case]):
     """One row per case: a date in true colour, the nearest clear date, the reference mask, and where the screen
     and the reference agree (white), the screen alone flags (red) or the reference alone does (blue); the same
     against a second reference where there is one.
@@ -157,7 +166,8 @@ def disagreement_figure(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray
     for (title, date, clear, reference, flagged, second), ax in zip(rows, axes):
         panels = [(true_colour(date), title), (true_colour(clear), "nearest clear date"),
                   (reference, "SCL cloud or shadow"),
-                  (compared(reference, flagged), f"vs SCL: red screen only {(flagged & ~reference).sum()}/{flagged.sum()}")]
+                  (compared(reference, flagged),
+                   f"vs SCL: red screen only {(flagged & ~reference).sum()}/{flagged.sum()}")]
         if second is not None:
             panels.append((compared(second, flagged),
                            f"vs the cube's cloud mask: red {(flagged & ~second).sum()}/{flagged.sum()}"))
@@ -175,8 +185,7 @@ def disagreement_figure(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray
 
 
 def disagreement_case(refl: np.ndarray, scl: np.ndarray, days: np.ndarray, name: str,
-                      dlmask: np.ndarray | None = None
-                      ) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+                      dlmask: np.ndarray | None = None) -> Case:
     """The partly cloudy date with the most screen-only pixels, as a row of disagreement_figure (the reference:
     SCL cloud or shadow, 3, 8, 9, 10; the second: dlmask cloud or shadow, where given)."""
     from utilise_cli.screen import screen

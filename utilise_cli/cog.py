@@ -155,7 +155,7 @@ def copy_to_cog(partial: str | Path, path: str | Path, predictor: int, resamplin
             if problem:
                 raise OSError(errno.EIO, f"the copy came out incomplete: {problem}")
         except (OSError, rasterio.errors.RasterioError) as err:  # told apart while the hidden file takes the space
-            text = (getattr(err, "strerror", None) or str(err) or type(err).__name__).splitlines()[0]
+            text = getattr(err, "strerror", None) or first_line(err, tmp, 120)
             if disk_full(err, tmp.parent):
                 raise OSError(errno.ENOSPC, f"No space left on device (copying {path.name} to a COG: {text})") from None
             raise OutputError(f"{path}: copying it to a COG failed ({text}); check the disk or file system it is "

@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .atomic import staged
-from .errors import DatasetError, UtiliseError
+from .errors import DatasetError, UtiliseError, first_line
 from .datasets.masks import load_mask_libraries
 from .datasets.torch_data import SequenceDataset, collate
 from .inference import run_network
@@ -75,7 +75,7 @@ class TrainConfig:
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            problem = getattr(err, "problem", None) or first_line(err)
             raise UtiliseError(f"{path}: not valid YAML{where} ({problem}); fix that line") from None
         if not isinstance(data, dict):
             raise UtiliseError(f"{path}: expected settings as key: value lines, got a {type(data).__name__}")
