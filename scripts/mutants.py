@@ -108,6 +108,8 @@ MUTATIONS = [
              "return Window(rows[0], cols[0], rows[1] - rows[0], cols[1] - cols[0])", ("tests/test_cube.py",)),
     Mutation("a damaged scene's read error goes out as a traceback", "windows.py", "WindowReader._read",
              "cause = first_line(err.__cause__ or err, path, 120)", "raise", ("tests/test_fill.py",)),
+    Mutation("the adjusted baseline's anomaly is an offset only (no gain)", "baselines.py", "date_gain",
+             "(shrink * covariance / (variance + GAIN_RIDGE))", "(0 * covariance)", ("tests/test_baselines.py",)),
     Mutation("the clip quantiles' ranks count one date too many", "baselines.py", "nanquantile",
              "* (count - 1)", "* count", ("tests/test_baselines.py",)),
     Mutation("a date counts as its own nearest clear neighbour in time", "screen.py", "_clear_neighbours",

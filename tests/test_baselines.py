@@ -38,6 +38,23 @@ def test_adjusted_baseline_carries_a_dates_own_anomaly_into_its_gaps(reference_d
     assert np.array_equal(interpolate("adjusted", series, observed, days), adjusted)
 
 
+def test_adjusted_baseline_fits_a_dates_contrast_not_only_its_offset(reference_dir):
+    # A real EarthNet2021 series whose date 4 is its neighbours' blend at 1.5x the contrast (greener fields,
+    # a sharper scene): its anomaly grows with the interpolated value, which an offset alone cannot follow.
+    io = np.load(reference_dir / "earthnet2021_seed0_io.npz")
+    series, days = io["y"][0].copy(), io["position_days"][0]
+    observed = np.ones(series.shape[:1] + series.shape[2:], bool)
+    others = observed.copy()
+    others[4] = False
+    blend = interpolate("linear", series, others, days)[4]
+    series[4] = blend + 0.5 * (blend - blend.mean(axis=(-2, -1), keepdims=True))
+    observed[4, 20:40, 20:40] = False
+    truth = series[4][:, 20:40, 20:40]
+    offset = blend[:, 20:40, 20:40] + np.median(series[4] - blend, axis=(-2, -1), keepdims=True)
+    adjusted = interpolate("adjusted", series, observed, days)[4][:, 20:40, 20:40]
+    assert np.abs(adjusted - truth).mean() < 0.5 * np.abs(offset - truth).mean()
+
+
 def test_adjusted_equals_linear_when_dates_have_no_anomaly():
     days = np.array([0, 10, 20, 30, 45])
     # reflectance linear in time
