@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+
 import numpy as np
 import pytest
+import rasterio
 import torch
 
 from utilise_cli.baselines import interpolate, nanquantile
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 
 
 def test_linear_and_closest_baselines_on_a_real_pixel_series():
@@ -53,6 +59,28 @@ def test_adjusted_baseline_fits_a_dates_contrast_not_only_its_offset(reference_d
     offset = blend[:, 20:40, 20:40] + np.median(series[4] - blend, axis=(-2, -1), keepdims=True)
     adjusted = interpolate("adjusted", series, observed, days)[4][:, 20:40, 20:40]
     assert np.abs(adjusted - truth).mean() < 0.5 * np.abs(offset - truth).mean()
+
+
+@pytest.mark.parametrize("like", [0, 2])
+def test_adjusted_baseline_leans_towards_the_neighbour_a_date_resembles(like):
+    # Five clear dates of the sample (Sweden, spring), of which the second already looks like the first or the
+    # third (a green-up, a mowing came before or after it): linear interpolation blends both by their days.
+    # Fitted on the date's observed pixels, the lean finds which one it is like: about a quarter of linear's
+    # error under the block (0.26-0.27); with the gain and the offset alone, 0.40.
+    frames, days = [], []
+    for name in ("20210418", "20210513", "20210602", "20210620", "20210702"):
+        with rasterio.open(SAMPLE / f"{name}_S2_T34VCL.tif") as src:
+            bands = [src.descriptions.index(b) + 1 for b in ("B2", "B3", "B4", "B8")]
+            frames.append(src.read(bands, window=((40, 104), (40, 104))) / 10_000)
+        days.append(dt.date(int(name[:4]), int(name[4:6]), int(name[6:])).timetuple().tm_yday)
+    series = np.stack(frames).astype(np.float32)
+    series[1] = series[like]
+    observed = np.ones((5, 64, 64), bool)
+    observed[1, 20:40, 20:40] = False
+    truth = series[1][:, 20:40, 20:40]
+    linear = np.abs(interpolate("linear", series, observed, np.array(days))[1][:, 20:40, 20:40] - truth).mean()
+    adjusted = np.abs(interpolate("adjusted", series, observed, np.array(days))[1][:, 20:40, 20:40] - truth).mean()
+    assert adjusted < 0.33 * linear
 
 
 def test_adjusted_equals_linear_when_dates_have_no_anomaly():

@@ -1,6 +1,6 @@
 """Interpolation baselines along time, per pixel: last, next, closest and linear (weighted by days), and
-``adjusted``: linear plus the date's own anomaly (an offset and a gain), fitted on the date's observed pixels
-(date_anomaly).
+``adjusted``: linear plus the date's own anomaly (an offset, a gain and a lean towards one neighbour), fitted on
+the date's observed pixels (date_anomaly).
 
 All take reflectance ... x T x C x H x W (any values where not observed; leading batch axes allowed),
 observed ... x T x H x W (bool) and days T, and return ... x T x C x H x W with observed pixels passed through
@@ -31,9 +31,9 @@ ANOMALY_MIN_SUPPORT = 0.05
 ANOMALY_BUFFER_PX = 1
 ANOMALY_CLIP = (0.1, 0.9)
 QUANTILE_SAMPLES = 2048  # pixels per date the clip quantiles are estimated from
-# A date's gain on the interpolated value (see date_gain): a ridge in reflectance^2 that keeps the gain near 1
-# where the interpolated values hardly vary, and the pixels' worth of gain 1 it is pulled towards (a date with
-# few observed pixels keeps a pure offset). Chosen on simulated gaps in the WorldCereal, minicube, HU/RO and
+# A date's fit of its anomaly (see date_fit): a ridge in reflectance^2 that keeps the fit near none where its
+# variables hardly vary, and the pixels' worth of no fit it is pulled towards (a date with few observed pixels
+# keeps a pure offset). Chosen on simulated gaps in the WorldCereal, minicube, HU/RO and
 # Portugal series (training-policy data), never on Sweden.
 GAIN_RIDGE = 1e-4
 GAIN_PRIOR_PIXELS = 50
@@ -129,17 +129,18 @@ def nanquantile(values: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return low.lerp(high, ranks - below).squeeze(-1)
 
 
-def date_anomaly(reflectance: torch.Tensor, observed: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+def date_anomaly(reflectance: torch.Tensor, observed: torch.Tensor, others: torch.Tensor, change: torch.Tensor
+                 ) -> torch.Tensor:
     """How each frame departs from linear interpolation, spread into its unobserved pixels: frames S x C x H x W
-    (finite), observed S x H x W, and ``others`` S x C x H x W, each frame interpolated linearly from the other
-    dates (NaN where they cannot). Returns S x C x H x W.
+    (finite), observed S x H x W, ``others`` S x C x H x W, each frame interpolated linearly from the other
+    dates (NaN where they cannot), and ``change`` S x C x H x W, those dates' change across the frame (the
+    earlier neighbour minus the later one; 0 where one is missing). Returns S x C x H x W.
 
     On a date's observed pixels the anomaly is the observation minus the linear interpolation from the
-    other dates (haze, illumination, a rain event, a harvest). It is fitted as a gain on the interpolated
-    value, one per date and band (a date whose fields are greener, or whose contrast is higher, than its
-    neighbours' blend), plus an offset: the Gaussian-weighted local mean (ANOMALY_SIGMA_PX) of what the gain
-    leaves near the date's observed pixels, the date's median anomaly far from them. 0 for a date with no
-    observed pixel.
+    other dates (haze, illumination, a rain event, a harvest). It is fitted per date and band (date_fit) as
+    a gain on the interpolated value and a lean towards the earlier or the later neighbour, plus an offset:
+    the Gaussian-weighted local mean (ANOMALY_SIGMA_PX) of what the fit leaves near the date's observed
+    pixels, the date's median anomaly far from them. 0 for a date with no observed pixel.
 
     Real cloud masks miss the thin, bright edges of clouds and shadows. So that those edges do not leak
     into the gap they surround, pixels within ANOMALY_BUFFER_PX of an unobserved pixel are left out, and
@@ -154,31 +155,39 @@ def date_anomaly(reflectance: torch.Tensor, observed: torch.Tensor, others: torc
     low, median, high = nanquantile(values, q).nan_to_num().unsqueeze(-1).unsqueeze(-1)
     weight = support.unsqueeze(-3).float()
     residual = torch.where(support.unsqueeze(-3), anomaly.clamp(low, high), 0.0)
-    gain, x = date_gain(residual, weight, others.nan_to_num())
-    local = gaussian_blur(residual - gain * weight * x, ANOMALY_SIGMA_PX)
+    fit = date_fit(residual, weight, others.nan_to_num(), change)
+    local = gaussian_blur(residual - weight * fit, ANOMALY_SIGMA_PX)
     near = gaussian_blur(weight, ANOMALY_SIGMA_PX)
     trust = (near / ANOMALY_MIN_SUPPORT).clamp(0, 1)
     offset = torch.where(near > 1e-6, local / near.clamp(min=1e-6), 0.0)
-    return trust * offset + (1 - trust) * median + gain * x
+    return trust * offset + (1 - trust) * median + fit
 
 
-def date_gain(residual: torch.Tensor, weight: torch.Tensor, others: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The anomaly's change per unit of interpolated value, S x C x 1 x 1 (a fitted gain minus 1), from the
-    clipped anomalies ``residual`` S x C x H x W (0 off the support), the support ``weight`` S x 1 x H x W (0 or 1)
-    and the interpolated values ``others``; and those values about their mean over the support (S x C x H x W).
+def date_fit(residual: torch.Tensor, weight: torch.Tensor, others: torch.Tensor, change: torch.Tensor
+             ) -> torch.Tensor:
+    """The part of each date's anomaly that follows the interpolated value ``others`` (a gain: the date's
+    fields greener, or its contrast higher, than its neighbours' blend) and the neighbours' ``change`` (a
+    lean: the date looks more like the earlier or the later neighbour than their days say, as after a
+    harvest), S x C x H x W, about the support's mean.
 
-    A least-squares slope over the date's supported pixels, ridge-regularised (GAIN_RIDGE), pulled towards 0
-    as if GAIN_PRIOR_PIXELS more pixels had none (a date with few observed pixels keeps a pure offset), and
-    kept within -1..1. The values are centred first so that their moments keep their precision in float32."""
+    A two-variable least-squares fit per date and band of the clipped anomalies ``residual`` S x C x H x W (0
+    off the support) over the support ``weight`` S x 1 x H x W (0 or 1): ridge-regularised (GAIN_RIDGE),
+    pulled towards no fit as if GAIN_PRIOR_PIXELS more pixels had none (a date with few observed pixels keeps
+    a pure offset), each coefficient kept within -1..1. The variables are centred first so that their moments
+    keep their precision in float32."""
     count = weight.sum(dim=(-2, -1), keepdim=True)
     n = count.clamp(min=1)
-    x = others - (weight * others).sum(dim=(-2, -1), keepdim=True) / n
-    wx = weight * x
-    covariance = (wx * residual).sum(dim=(-2, -1), keepdim=True) / n
-    variance = (wx * x).sum(dim=(-2, -1), keepdim=True) / n
-    shrink = count / (count + GAIN_PRIOR_PIXELS)
-    return (shrink * covariance / (variance + GAIN_RIDGE)).clamp(-1, 1), x
+
+    def mean(v: torch.Tensor) -> torch.Tensor:
+        return (weight * v).sum(dim=(-2, -1), keepdim=True) / n
+
+    x, d = others - mean(others), change - mean(change)
+    xx, xd, dd = mean(x * x) + GAIN_RIDGE, mean(x * d), mean(d * d) + GAIN_RIDGE
+    xr, dr = mean(x * residual), mean(d * residual)
+    scale = count / (count + GAIN_PRIOR_PIXELS) / (xx * dd - xd * xd)
+    gain = (scale * (dd * xr - xd * dr)).clamp(-1, 1)
+    lean = (scale * (xx * dr - xd * xr)).clamp(-1, 1)
+    return gain * x + lean * d
 
 
 def interpolate_tensor(method: str, reflectance: torch.Tensor, observed: torch.Tensor,
@@ -202,8 +211,10 @@ def interpolate_tensor(method: str, reflectance: torch.Tensor, observed: torch.T
     filled = _blend("linear" if method == "adjusted" else method, before.flatten(0, 1)[gaps],
                     after.flatten(0, 1)[gaps], frame_days)
     if method == "adjusted":
-        others = _blend("linear", *_other_dates(before, after, gaps, t), frame_days)
-        filled = filled + date_anomaly(values.flatten(0, 1)[gaps, :c], frame_seen, others)
+        earlier, later = _other_dates(before, after, gaps, t)
+        others = _blend("linear", earlier, later, frame_days)
+        change = (earlier[:, :c] - later[:, :c]).nan_to_num()
+        filled = filled + date_anomaly(values.flatten(0, 1)[gaps, :c], frame_seen, others, change)
     out = series.clone()
     out.flatten(0, 1)[gaps] = torch.where(frame_seen.unsqueeze(-3), series.flatten(0, 1)[gaps], filled)
     return out.reshape(reflectance.shape)
