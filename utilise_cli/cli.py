@@ -232,7 +232,8 @@ def fill(
                                "scene best, judged by hiding observed pixels under the scene's own cloud masks "
                                "(self-validation on up to 8 chips; the scores go to fill_report.json and the COG "
                                "tags). Or one of: utilise (the network), linear, adjusted (linear plus the date's "
-                               "own anomaly), closest, last, next."),
+                               "own anomaly: a gain, a lean towards one neighbour and an offset, fitted on the "
+                               "date's observed pixels), closest, last, next."),
     bands: Optional[str] = typer.Option(None, help="Comma-separated band names to fill, in the network's order. "
                                         "Default: the checkpoint's bands, else B2,B3,B4,B8."),
     chip_size: int = typer.Option(_FILL.chip_size, help="Chip height and width in pixels (128 or 256; a multiple "
