@@ -33,10 +33,10 @@ ANOMALY_CLIP = (0.1, 0.9)
 QUANTILE_SAMPLES = 2048  # pixels per date the clip quantiles are estimated from
 # A date's fit of its anomaly (see date_fit): a ridge in reflectance^2 that keeps the fit near none where its
 # variables hardly vary, and the pixels' worth of no fit it is pulled towards (a date with few observed pixels
-# keeps a pure offset). Chosen on simulated gaps in the WorldCereal, minicube, HU/RO and
-# Portugal series (training-policy data), never on Sweden.
-GAIN_RIDGE = 1e-4
-GAIN_PRIOR_PIXELS = 50
+# keeps a pure offset). Chosen on simulated gaps in the WorldCereal, minicube, HU/RO and Portugal series
+# (training-policy data), never on Sweden.
+FIT_RIDGE = 1e-4
+FIT_PRIOR_PIXELS = 50
 
 
 def _carried(values: torch.Tensor, observed: torch.Tensor, reverse: bool = False) -> torch.Tensor:
@@ -171,8 +171,8 @@ def date_fit(residual: torch.Tensor, weight: torch.Tensor, others: torch.Tensor,
     harvest), S x C x H x W, about the support's mean.
 
     A two-variable least-squares fit per date and band of the clipped anomalies ``residual`` S x C x H x W (0
-    off the support) over the support ``weight`` S x 1 x H x W (0 or 1): ridge-regularised (GAIN_RIDGE),
-    pulled towards no fit as if GAIN_PRIOR_PIXELS more pixels had none (a date with few observed pixels keeps
+    off the support) over the support ``weight`` S x 1 x H x W (0 or 1): ridge-regularised (FIT_RIDGE),
+    pulled towards no fit as if FIT_PRIOR_PIXELS more pixels had none (a date with few observed pixels keeps
     a pure offset), each coefficient kept within -1..1. The variables are centred first so that their moments
     keep their precision in float32."""
     count = weight.sum(dim=(-2, -1), keepdim=True)
@@ -182,9 +182,9 @@ def date_fit(residual: torch.Tensor, weight: torch.Tensor, others: torch.Tensor,
         return (weight * v).sum(dim=(-2, -1), keepdim=True) / n
 
     x, d = others - mean(others), change - mean(change)
-    xx, xd, dd = mean(x * x) + GAIN_RIDGE, mean(x * d), mean(d * d) + GAIN_RIDGE
+    xx, xd, dd = mean(x * x) + FIT_RIDGE, mean(x * d), mean(d * d) + FIT_RIDGE
     xr, dr = mean(x * residual), mean(d * residual)
-    scale = count / (count + GAIN_PRIOR_PIXELS) / (xx * dd - xd * xd)
+    scale = count / (count + FIT_PRIOR_PIXELS) / (xx * dd - xd * xd)
     gain = (scale * (dd * xr - xd * dr)).clamp(-1, 1)
     lean = (scale * (xx * dr - xd * xr)).clamp(-1, 1)
     return gain * x + lean * d
