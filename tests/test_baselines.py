@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,9 @@ import torch
 
 from utilise_cli.baselines import interpolate, nanquantile
 
-SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
+from .conftest import ROOT
+
+SAMPLE = ROOT / "sample_data"
 
 
 def test_linear_and_closest_baselines_on_a_real_pixel_series():

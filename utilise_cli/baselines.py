@@ -208,13 +208,14 @@ def interpolate_tensor(method: str, reflectance: torch.Tensor, observed: torch.T
     if len(gaps) == 0:
         return reflectance.clone()
     frame_days, frame_seen = days[gaps % t], seen.flatten(0, 1)[gaps]
-    filled = _blend("linear" if method == "adjusted" else method, before.flatten(0, 1)[gaps],
-                    after.flatten(0, 1)[gaps], frame_days)
     if method == "adjusted":
+        # At a gap pixel a frame's neighbours are those among the other dates: their blend is linear's fill.
         earlier, later = _other_dates(before, after, gaps, t)
         others = _blend("linear", earlier, later, frame_days)
         change = (earlier[:, :c] - later[:, :c]).nan_to_num()
-        filled = filled + date_anomaly(values.flatten(0, 1)[gaps, :c], frame_seen, others, change)
+        filled = others + date_anomaly(values.flatten(0, 1)[gaps, :c], frame_seen, others, change)
+    else:
+        filled = _blend(method, before.flatten(0, 1)[gaps], after.flatten(0, 1)[gaps], frame_days)
     out = series.clone()
     out.flatten(0, 1)[gaps] = torch.where(frame_seen.unsqueeze(-3), series.flatten(0, 1)[gaps], filled)
     return out.reshape(reflectance.shape)
