@@ -16,7 +16,7 @@ from . import __version__
 from .chips import Panel, chip_count, chip_starts, column_panels
 from .cube import SceneCube, open_folder
 from .errors import CheckpointError, OptionError, OutputError, SceneError
-from .inference import BaselinePredictor, NetworkPredictor, Predictor, resolve_precision
+from .inference import BaselinePredictor, NetworkPredictor, Predictor, cpu_has_bf16, resolve_precision
 from .options import FillOptions
 from .scenes import Scene
 from .sentinel2 import DEFAULT_BANDS, band_key
@@ -30,13 +30,17 @@ _SECONDS_PER_CHIP_128_T10_CPU = 0.8
 # erring 4-9 % high: the libraries; about 4 float32 copies of one stripe (T x C x chip x W: inputs, blending
 # sums, the read with its margins, the screen's work arrays); the GDAL block cache and the writers' tile rows,
 # which grow with the raster width up to a ceiling; and the network's activations (bytes per chip pixel-date at
-# encoder width 32, scaled by the first width; from an older batch-4 fit: `auto` measured 733, 834, 883 MB and
-# `utilise` 764 MB at 1024^2, against 770, 941, 953 and 770 MB estimated).
+# encoder width 32, scaled by the first width). Those depend on how the CPU runs the network: in bf16 where it
+# has native bf16 (AVX-512 BF16; an older batch-4 fit: `auto` measured 733, 834, 883 MB and `utilise` 764 MB at
+# 1024^2, against 770, 941, 953 and 770 MB estimated), and in float32 elsewhere (a 2-core AMD EPYC with AVX2 only,
+# 2026-12-05: one forward pass at batch 1 raised the peak by 266 MB, 2,215 bytes per pixel-date, and
+# `utilise` fills peaked at 932, 1095 and 1190 MB at 1024^2, 2048^2 and 4096^2, against 769, 941 and 959 MB
+# estimated with the bf16 figure). bf16 forced on a CPU without it took as much as float32 (2,083 bytes).
 _BASE_MB = 380
 _STRIPE_COPIES = 4
 _OUTPUT_MB_PER_COLUMN_DATE = 0.02
 _OUTPUT_MB_CEILING_PER_DATE = 29
-_NETWORK_BYTES_PER_PIXEL_DATE = 610
+_NETWORK_BYTES_PER_PIXEL_DATE = {"native bf16": 610, "fp32": 2200}
 # With column panels the stripe no longer grows with the width; what still grows with the raster's size (the
 # outputs' tile indexes, GDAL's cache filling to its cap) is small: linear, 10 dates, windows read from the files,
 # 2048^2 / 8192^2: 966 / 1016 MB (each fill's own VmHWM; benchmarks/bench_fill.py).
@@ -183,7 +187,9 @@ def plan_fill(source: str | Path, out: str | Path, options: FillOptions,
     device = getattr(predictor, "device", None)
     memory = estimate_memory_mb(t, c, min(options.chip_size, grid.height), max(p.width for p in panels), batch,
                                 width.encoder_widths[0] if width is not None else 0, grid.height * grid.width,
-                                gpu=device is not None and device.type == "cuda")
+                                gpu=device is not None and device.type == "cuda",
+                                native_bf16=getattr(predictor, "precision", "fp32") in ("bf16", "fp16")
+                                and cpu_has_bf16())
     return FillPlan(source, cube, bands, options.chip_size, options.overlap, rows, cols, [p[0] for p in paths],
                     [p[1] for p in paths], todo, seconds, memory, prints, panels, batch)
 
@@ -231,15 +237,17 @@ def describe_masks(cube: SceneCube, buffer: int) -> str:
 
 
 def estimate_memory_mb(dates: int, bands: int, stripe_rows: int, width: int, batch: int, network_width: int,
-                       raster_pixels: int = 0, gpu: bool = False) -> float:
+                       raster_pixels: int = 0, gpu: bool = False, native_bf16: bool = False) -> float:
     """Peak resident memory of a fill in MB (see the constants above); ``width``: the columns of the widest column
     panel (a stripe spans a panel, not the raster); ``network_width`` 0 for a baseline; ``raster_pixels``: height
-    x width of the raster; ``gpu``: the network runs on a CUDA device (its activations are not in this memory)."""
+    x width of the raster; ``gpu``: the network runs on a CUDA device (its activations are not in this memory);
+    ``native_bf16``: it runs in bf16 on a CPU that has bf16 (smaller activations than float32)."""
     stripe = 4 * dates * bands * stripe_rows * width * _STRIPE_COPIES
     if gpu and network_width:
         network = _CUDA_HOST_MB * 1e6
     else:
-        network = _NETWORK_BYTES_PER_PIXEL_DATE * batch * dates * stripe_rows ** 2 * network_width / 32
+        per_pixel_date = _NETWORK_BYTES_PER_PIXEL_DATE["native bf16" if native_bf16 else "fp32"]
+        network = per_pixel_date * batch * dates * stripe_rows ** 2 * network_width / 32
     outputs = dates * min(_OUTPUT_MB_PER_COLUMN_DATE * width, _OUTPUT_MB_CEILING_PER_DATE)
     return _BASE_MB + outputs + (stripe + network) / 1e6 + _MB_PER_RASTER_MEGAPIXEL * raster_pixels / 1e6
 
