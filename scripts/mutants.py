@@ -138,6 +138,9 @@ MUTATIONS = [
              "if full:", "if disk_full(err, out):", ("tests/test_safety.py",)),
     Mutation("a fill unfreezes the objects its caller froze", "fill.py", "_collector_skips_older_objects",
              "if gc.get_freeze_count():", "if False:", ("tests/test_stripes.py",)),
+    Mutation("the memory estimate counts float32 activations at bf16's size", "plan.py", "estimate_memory_mb",
+             'per_pixel_date = _NETWORK_BYTES_PER_PIXEL_DATE["native bf16" if native_bf16 else "fp32"]',
+             'per_pixel_date = _NETWORK_BYTES_PER_PIXEL_DATE["native bf16"]', ("tests/test_stripes.py",)),
 ]
 
 
