@@ -204,6 +204,31 @@ def test_the_screen_in_column_blocks_equals_the_screen_in_one_piece(threads):
         set_threads(0)
 
 
+def test_the_screen_s_margin_covers_its_longest_chain_without_masks():
+    """Without masks a shadow's cloud can be a rim next to a patch pixel that is in a patch only through a dense
+    box further on: the verdict on the shadow depends on a pixel 21 columns away. Cut into pieces of any width,
+    the screen must flag what it flags in one piece (with a 19-px margin, pieces ending at the shadow lost it)."""
+    t, h, w, a = 10, 12, 64, 30  # a: the patch pixel; the dense box is centred at a + 3 and reaches a + 6
+    blue, red, nir = np.full((t, h, w), 0.05, np.float32), np.full((t, h, w), 0.05, np.float32), \
+        np.full((t, h, w), 0.3, np.float32)
+    event = 5
+    for column in (a, a + 4, a + 5, a + 6):  # brighter in blue and red: the box at a + 3 alone is dense (4 of 7)
+        blue[event, :, column], red[event, :, column] = 0.3, 0.3
+    blue[event, :, a - 3] = 0.085  # a rim: a weak blue brightening within 3 px of the patch pixel at a
+    nir[event, :, a - 15] = 0.15  # a shadow candidate 12 px from the rim, 21 px from the box's far edge
+    reflectance = np.stack([blue, blue, red, nir], axis=1)
+    bands = ["B2", "B3", "B4", "B8"]
+    whole = screen(reflectance, None, bands, block=10_000)
+    assert whole[event, :, a - 15].all() and whole[event, :, a - 3].all()
+    assert whole.sum() == whole[event].sum()  # the clear dates are left alone
+    set_threads(1)
+    try:
+        for block in range(1, w + 1):
+            assert np.array_equal(screen(reflectance, None, bands, block=block), whole), block
+    finally:
+        set_threads(0)
+
+
 def test_the_screen_while_decoding_equals_the_screen_of_the_decoded_sample():
     """Decoding hands the screen its own nodata classes instead of letting it look for NaN: on the sample (a
     nodata border of about 9 %) the screen run while decoding flags exactly what it flags on the decoded bands."""

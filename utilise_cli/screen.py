@@ -41,7 +41,11 @@ PATCH_PX = 7
 PATCH_SHARE = 0.5
 SHADOW_NEAR_PX = 12
 MIN_CLEAR_DATES = 3
-SCREEN_MARGIN_PX = max(NEAR_MASK_PX, PATCH_PX, SHADOW_NEAR_PX) + PATCH_PX
+# How far a pixel's verdict can reach: a shadow looks SHADOW_NEAR_PX for cloud; without masks that cloud can be a rim
+# NEAR_MASK_PX from a patch pixel, which is one for a dense box centred up to PATCH_PX // 2 away, whose count
+# reaches PATCH_PX // 2 further (with masks the chain is 3 px shorter). The former max(3, 7, 12) + 7 = 19 px left
+# no-mask screens depending on where the pieces were cut (a 2048-px mosaic of the sample: 312 pixel-dates).
+SCREEN_MARGIN_PX = SHADOW_NEAR_PX + NEAR_MASK_PX + 2 * (PATCH_PX // 2)
 # Columns screened at a time, split among the threads. Each piece costs some 360 numpy calls whatever its width,
 # and its margins: a 2048-px window of 10 dates on 2 cores took 45 ms in pieces of 256 columns, 39 ms in pieces
 # of 512 (a 1024-px one 23 -> 20 ms), for 32 MB more of temporaries (2-core AMD EPYC).
