@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import rasterio
 from typer.testing import CliRunner
 
 from utilise_cli.cli import app
@@ -204,10 +205,11 @@ def test_the_screen_in_column_blocks_equals_the_screen_in_one_piece(threads):
         set_threads(0)
 
 
-def test_the_screen_s_margin_covers_its_longest_chain_without_masks():
+def test_the_screen_s_margin_covers_its_longest_chain_without_masks(tmp_path):
     """Without masks a shadow's cloud can be a rim next to a patch pixel that is in a patch only through a dense
-    box further on: the verdict on the shadow depends on a pixel 21 columns away. Cut into pieces of any width,
-    the screen must flag what it flags in one piece (with a 19-px margin, pieces ending at the shadow lost it)."""
+    box further on: the verdict on the shadow depends on a pixel 21 px away. Cut into column pieces of any
+    width, the screen must flag what it flags in one piece, and a window of rows read from the files what the
+    whole raster read gives (with a 19-px margin, pieces and windows ending at the shadow lost it)."""
     t, h, w, a = 10, 12, 64, 30  # a: the patch pixel; the dense box is centred at a + 3 and reaches a + 6
     blue, red, nir = np.full((t, h, w), 0.05, np.float32), np.full((t, h, w), 0.05, np.float32), \
         np.full((t, h, w), 0.3, np.float32)
@@ -227,6 +229,20 @@ def test_the_screen_s_margin_covers_its_longest_chain_without_masks():
             assert np.array_equal(screen(reflectance, None, bands, block=block), whole), block
     finally:
         set_threads(0)
+    # The same series with the chain along the rows, as float32 GeoTIFFs without mask files (the screen alone).
+    profile = dict(driver="GTiff", width=h, height=w, count=4, dtype="float32", crs="EPSG:32634",
+                   transform=rasterio.transform.from_origin(500_000, 6_500_000, 10, 10))
+    for i in range(t):
+        with rasterio.open(tmp_path / f"202105{i + 1:02d}_S2_T34VCL.tif", "w", **profile) as dst:
+            dst.write(reflectance[i].swapaxes(-1, -2))
+            for band, name in enumerate(bands, start=1):
+                dst.set_band_description(band, name)
+    cube = open_folder(tmp_path, bands, ReadOptions())
+    screened = read_stripe(cube, 0, w)[2]
+    assert np.array_equal(screened, whole.swapaxes(-1, -2))
+    for y in range(1, w):
+        assert np.array_equal(read_stripe(cube, 0, y)[2], screened[:, :y]), y
+        assert np.array_equal(read_stripe(cube, y, w)[2], screened[:, y:]), y
 
 
 def test_the_screen_while_decoding_equals_the_screen_of_the_decoded_sample():
