@@ -244,9 +244,10 @@ def _screen(reflectance: np.ndarray, occluded: np.ndarray | None, bands: list[st
     # Soil that brightens more in red than in blue stays bright from one clear date to the next; a rim does not.
     rim = near & (d_blue > RIM_BLUE) & valid
     reddish = rim & (d_blue < BLUE_OVER_RED * d_red)
-    if reddish.any():  # a clear piece has nothing to test (a 134 x 2048 clear window: 3-5 ms less)
-        with np.errstate(invalid="ignore"):  # NaN: no clear date either side, no comparison holds
-            rim &= ~reddish | (_change_from_clear_neighbours(blue, clear, np.fmax) > RIM_BLUE)
+    # Only where a piece has candidates (a clear 134 x 2048 window: 3-5 ms less). NaN, no clear date either side,
+    # holds no comparison.
+    if reddish.any():
+        rim &= ~reddish | (_change_from_clear_neighbours(blue, clear, np.fmax) > RIM_BLUE)
     cloud = patches | (brighter & near) | rim
     clear_sky = clear & ~cloud
     nir_reference, blue_reference = _quantiles_over_dates([nir, blue], clear_sky, 0.5)
@@ -255,8 +256,7 @@ def _screen(reflectance: np.ndarray, occluded: np.ndarray | None, bands: list[st
     # A shadow comes and goes; land that darkens in NIR for good (a harvest, a drying summer) stays dark on the
     # next clear date: the darkening must hold against the nearest clear dates before and after too.
     if shadow.any():
-        with np.errstate(invalid="ignore"):
-            shadow &= _change_from_clear_neighbours(nir, clear_sky, np.fmin) < -SHADOW_TRANSIENT_NIR
+        shadow &= _change_from_clear_neighbours(nir, clear_sky, np.fmin) < -SHADOW_TRANSIENT_NIR
     return (cloud | shadow) & ~given
 
 
