@@ -26,7 +26,8 @@ import torch
 
 from utilise_cli.chips import blend_window
 from utilise_cli.cube import open_folder, read_stripe
-from utilise_cli.inference import cpu_has_bf16, network_input_tensor, resolve_precision, run_network
+from utilise_cli.hardware import cpu_has_bf16, resolve_precision
+from utilise_cli.inference import network_input_tensor, run_network
 from utilise_cli.network import UTILISE, NetworkConfig, load_model, reuse_freed_memory
 from utilise_cli.stripes import accumulate
 from utilise_cli.weights import resolve_checkpoint
@@ -72,7 +73,7 @@ def main() -> None:
     rows = [("utilise, default heap", median_seconds(forward, args.runs))]
     reuse_freed_memory()  # what load_model does on CPU
     rows.insert(0, ("utilise (as load_model)", median_seconds(forward, args.runs)))
-    auto = resolve_precision("auto", torch.device("cpu"))
+    auto = resolve_precision("auto", "cpu")
 
     def forward_auto() -> None:
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=auto == "bf16"):

@@ -13,7 +13,7 @@ import csv
 from pathlib import Path
 
 from utilise_cli import __version__, load_model, save_checkpoint
-from utilise_cli.network.checkpoint import file_sha256
+from utilise_cli.network.header import identity
 from utilise_cli.weights import DEFAULT_WEIGHTS
 
 TRAINING_DATA = ["worldcereal/00002806639B424A", "greenearthnet minicube 29SND (Portugal)",
@@ -40,7 +40,7 @@ def main() -> None:
         model.metadata["status"] = args.status
     save_checkpoint(model, DEFAULT_WEIGHTS)
     print(f"wrote {DEFAULT_WEIGHTS} (epoch {model.metadata.get('epoch')}, {minutes:.1f} min)")
-    print(f"SHA-256 {file_sha256(DEFAULT_WEIGHTS)}")
+    print(f"SHA-256 {identity(DEFAULT_WEIGHTS)['checkpoint_sha256']}")
 
 
 if __name__ == "__main__":

@@ -185,6 +185,40 @@ def test_dry_run_prints_plan_and_writes_nothing(tmp_path):
     assert "masks     as given; no cloud screen" in plain.output
 
 
+
+def test_dry_run_plans_from_the_checkpoint_s_header_as_the_loaded_network_would(tmp_path):
+    from utilise_cli.plan import available_memory_mb, describe_plan, load_predictor, plan_fill, planning_predictor
+
+    out = tmp_path / "o"
+    fill(SAMPLE, out, FillOptions(method="linear"))  # outputs of another method: the plan must redo them
+    for options in (FillOptions(device="cpu"), FillOptions(device="cpu", precision="bf16", overwrite=True),
+                    FillOptions(method="linear")):
+        planned = plan_fill(SAMPLE, out, options, planning_predictor(options))
+        loaded = plan_fill(SAMPLE, out, options, load_predictor(options)[0])
+        assert planned.fingerprints == loaded.fingerprints and planned.todo == loaded.todo
+        assert describe_plan(planned, options, 1000) == describe_plan(loaded, options, 1000)
+        assert (planned.estimated_memory_mb, planned.batch_size) == (loaded.estimated_memory_mb, loaded.batch_size)
+    assert planned.todo == [] and len(loaded.fingerprints) == 12  # the linear outputs are up to date
+    assert available_memory_mb() > 0
+
+
+def test_dry_run_never_imports_torch(tmp_path):
+    import subprocess
+    import sys
+
+    from utilise_cli.hardware import no_gpu_for_torch
+
+    # With a GPU possibly there (device auto) only torch can tell: that case loads it, by design.
+    for device in ["cpu"] + (["auto"] if no_gpu_for_torch() else []):
+        code = ("import sys; from utilise_cli.cli import app\n"
+                f"sys.argv = ['utilise', 'fill', {str(SAMPLE)!r}, '--out', {str(tmp_path / 'o')!r}, '--dry-run', "
+                f"'--device', {device!r}]\n"
+                "try:\n    app()\nexcept SystemExit as stop:\n    assert not stop.code, stop.code\n"
+                "print('torch' in sys.modules)")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert "4 of 128 x 128" in result.stdout and result.stdout.split()[-1] == "False", result.stdout
+    assert not (tmp_path / "o").exists()
+
 # ---- bad input: one line naming the file, exit 2, nothing written ---------------------------------------
 
 

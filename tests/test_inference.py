@@ -59,12 +59,10 @@ def test_one_chip_through_fill_equals_the_reference_network_on_a_hand_built_inpu
 
 
 def test_precision_auto_follows_the_hardware_and_costs_little(tmp_path):
-    import torch
+    from utilise_cli.hardware import cpu_has_bf16, resolve_precision
 
-    from utilise_cli.inference import cpu_has_bf16, resolve_precision
-
-    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if cpu_has_bf16() else "fp32")
-    assert resolve_precision("fp16", torch.device("cpu")) == "fp16"
+    assert resolve_precision("auto", "cpu") == ("bf16" if cpu_has_bf16() else "fp32")
+    assert resolve_precision("fp16", "cpu") == "fp16"
     exact = fill(SAMPLE, tmp_path / "fp32", FillOptions(method="utilise", precision="fp32", dtype="float32"))
     half = fill(SAMPLE, tmp_path / "bf16", FillOptions(method="utilise", precision="bf16", dtype="float32"))
     a = np.stack([rasterio.open(p).read() for p in exact.outputs])

@@ -132,6 +132,43 @@ def test_not_a_checkpoint_gives_clear_errors(tmp_path, reference_dir):
         load_model(tmp_path / "missing.pth")
 
 
+def test_the_header_read_without_torch_is_what_loading_gives(reference_dir):
+    from utilise_cli.network.header import read_header
+    from utilise_cli.weights import DEFAULT_WEIGHTS
+
+    for path in [DEFAULT_WEIGHTS] + [reference_dir / f"{name}_seed0.pth" for name in REFERENCES]:
+        header, model = read_header(path), load_model(path)
+        assert header.config == model.config and header.metadata == model.metadata, path.name
+
+
+def test_the_header_reads_no_unknown_object_and_runs_no_code(tmp_path):
+    from pathlib import Path
+
+    from utilise_cli.network.header import read_header
+
+    ran = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return Path.touch, (ran,)
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"model_state_dict": {"stem.conv1.weight": Payload()}}, evil)
+    assert read_header(evil) is None and not ran.exists()  # left to torch's weights_only loader, which refuses
+    with pytest.raises(CheckpointError, match="evil.pth: not a readable PyTorch checkpoint"):
+        load_model(evil)
+    assert not ran.exists()
+    text = tmp_path / "notes.pth"
+    text.write_text("hello")
+    assert read_header(text) is None
+    other = tmp_path / "other.pth"
+    torch.save({"model_state_dict": {"encoder.weight": torch.zeros(3)}}, other)
+    with pytest.raises(CheckpointError, match="other.pth: unknown parameter 'encoder.weight'"):
+        read_header(other)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        read_header(tmp_path / "missing.pth")
+
+
 def test_temporal_windows_cover_every_date_and_match_one_pass_when_long_enough():
     from utilise_cli.inference import NetworkPredictor, time_windows
 

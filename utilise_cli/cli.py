@@ -285,7 +285,7 @@ def fill(
     """Fill clouds in a folder of dated scenes or a STAC search result; write one cloud-free Cloud-Optimized
     GeoTIFF per date and a STAC catalog of them (OUT/catalog.json)."""
     from .options import StacOptions, check_scheduler
-    from .plan import available_memory_mb, load_predictor, plan_fill
+    from .plan import available_memory_mb, plan_fill, planning_predictor
 
     check_scheduler(scheduler)
     options = FillOptions(
@@ -302,7 +302,7 @@ def fill(
     if tiles is not None:
         if dry_run:
             typer.echo(f"{len(tiles)} tiles in {folder}; each is filled into {out}/<tile> (scheduler {scheduler}):")
-            predictor = load_predictor(options)[0]
+            predictor = planning_predictor(options)
             for tile in tiles:
                 plan = plan_fill(tile, out / tile.name, options, predictor)
                 typer.echo(f"  {tile.name}: {len(plan.scenes)} dates, {len(plan.todo)} to write, {plan.chips} chips")
@@ -319,7 +319,7 @@ def fill(
     if dry_run:
         from .plan import describe_plan
 
-        plan = plan_fill(folder, out, options, load_predictor(options)[0])
+        plan = plan_fill(folder, out, options, planning_predictor(options))
         typer.echo("\n".join(describe_plan(plan, options, available_memory_mb())))
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

@@ -8,7 +8,6 @@ has no observation at all).
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,6 +17,7 @@ import torch
 
 from .baselines import interpolate, interpolate_tensor
 from .chips import ramp_window
+from .hardware import resolve_precision
 from .network import UTILISE
 
 
@@ -89,27 +89,6 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISION_CHOICES = ("auto", *PRECISIONS)
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AMX or AVX-512 BF16), from the kernel's CPU flags."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' -> bf16 autocast where the hardware does bf16 natively (CUDA GPUs that support it, CPUs with AMX
-    or AVX-512 BF16), else fp32; any other value as it is."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_bf16() else "fp32"
-
-
 @contextlib.contextmanager
 def _cudnn_tf32(allowed: bool) -> Iterator[None]:
     """cuDNN convolutions in TF32 only when asked for reduced precision: torch allows TF32 by default, which
@@ -138,7 +117,7 @@ def run_network(model: UTILISE, x: np.ndarray | torch.Tensor, days: np.ndarray, 
         inputs = inputs.index_select(-2, _mirror_index(h, h + -h % m, device))
         inputs = inputs.index_select(-1, _mirror_index(w, w + -w % m, device))
     positions = torch.as_tensor(np.asarray(days, np.float32), device=device).expand(b, t)
-    dtype = PRECISIONS[resolve_precision(precision, device)]
+    dtype = PRECISIONS[resolve_precision(precision, device.type)]
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None), \
             _cudnn_tf32(dtype is not None):
         out = model(inputs, positions).float().cpu().numpy()

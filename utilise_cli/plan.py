@@ -9,6 +9,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import rasterio
 
@@ -16,10 +17,14 @@ from . import __version__
 from .chips import Panel, chip_count, chip_starts, column_panels
 from .cube import SceneCube, open_folder
 from .errors import CheckpointError, OptionError, OutputError, SceneError
-from .inference import BaselinePredictor, NetworkPredictor, Predictor, cpu_has_bf16, resolve_precision
+from .hardware import cpu_has_bf16, no_gpu_for_torch, resolve_precision
 from .options import FillOptions
 from .scenes import Scene
 from .sentinel2 import DEFAULT_BANDS, band_key
+
+if TYPE_CHECKING:
+    from .inference import Predictor
+    from .network.header import CheckpointHeader
 
 log = logging.getLogger(__name__)
 
@@ -89,24 +94,66 @@ def output_paths(out: Path, scene: Scene) -> tuple[Path, Path]:
 
 def load_predictor(options: FillOptions) -> tuple[Predictor, dict[str, str]]:
     """The network (or baseline) to fill with, and the tags that identify it in the outputs."""
+    from .inference import BaselinePredictor, NetworkPredictor
+
     if options.method not in ("utilise", "auto"):
         return BaselinePredictor(options.method), {"UTILISE_METHOD": options.method}
     from .weights import resolve_checkpoint
 
     checkpoint = resolve_checkpoint(options.checkpoint)
     model = _cached_model(str(checkpoint), options.device)
-    if model.metadata.get("status"):
-        log.warning("%s: %s", checkpoint.name, model.metadata["status"])
-    window = options.time_window or int(model.metadata.get("max_dates", 0) or 0)
     device = next(model.parameters()).device
-    precision = resolve_precision(options.precision, device)
-    if options.precision == "auto":
-        log.info("precision auto: %s on %s%s", precision, device.type,
-                 " (the CPU has native bf16)" if precision == "bf16" and device.type == "cpu" else "")
+    precision = _network_said(checkpoint, model.metadata, options.precision, device.type)
+    window = options.time_window or int(model.metadata.get("max_dates", 0) or 0)
     tags = {"UTILISE_METHOD": options.method, "UTILISE_CHECKPOINT": checkpoint.name,
             "UTILISE_CHECKPOINT_SHA256": str(model.metadata.get("checkpoint_sha256", ""))}
     tags["UTILISE_PRECISION"] = precision
     return NetworkPredictor(model, window=window, precision=precision), tags
+
+
+def _network_said(checkpoint: Path, metadata: dict, asked: str, device_type: str) -> str:
+    """The precision the network runs at on ``device_type``, said in the log with the checkpoint's status."""
+    if metadata.get("status"):
+        log.warning("%s: %s", checkpoint.name, metadata["status"])
+    precision = resolve_precision(asked, device_type)
+    if asked == "auto":
+        log.info("precision auto: %s on %s%s", precision, device_type,
+                 " (the CPU has native bf16)" if precision == "bf16" and device_type == "cpu" else "")
+    return precision
+
+
+@dataclass(frozen=True)
+class _Device:
+    type: str
+
+
+@dataclass(frozen=True)
+class PlannedPredictor:
+    """What a plan needs of the predictor (name; for the network its checkpoint's header, device and precision),
+    known without loading torch: ``--dry-run`` plans with it, and the plan is the one a fill makes."""
+
+    name: str
+    model: CheckpointHeader | None = None
+    device: _Device | None = None
+    precision: str = "fp32"
+
+
+def planning_predictor(options: FillOptions) -> Predictor | PlannedPredictor:
+    """The predictor as far as :func:`plan_fill` needs it: from the checkpoint's header where the network will run
+    on the CPU (so no torch is imported), else (a GPU may be there, or a file only torch reads) the network
+    itself (:func:`load_predictor`)."""
+    if options.method not in ("utilise", "auto"):
+        return PlannedPredictor(options.method)
+    from .network.header import read_header
+    from .weights import resolve_checkpoint
+
+    on_cpu = options.device == "cpu" or (options.device == "auto" and no_gpu_for_torch())
+    checkpoint = resolve_checkpoint(options.checkpoint)
+    header = read_header(checkpoint) if on_cpu else None
+    if header is None:
+        return load_predictor(options)[0]
+    return PlannedPredictor("utilise", header, _Device("cpu"),
+                            _network_said(checkpoint, header.metadata, options.precision, "cpu"))
 
 
 @functools.lru_cache(maxsize=2)

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -22,9 +22,11 @@ from .chips import Panel, blend_window
 from .cog import FLAG_FILLED, FLAG_NEVER_OBSERVED, FLAG_OBSERVED, FLAG_SCREENED, StripeWriter, to_output_dtype
 from .cores import each_on_threads
 from .cube import read_stripe
-from .inference import Predictor
 from .network import one_heap, release_freed_memory
 from .plan import FillOptions, FillPlan
+
+if TYPE_CHECKING:
+    from .inference import Predictor
 
 Writers = dict[int, tuple[StripeWriter, StripeWriter]]  # date index -> (COG, flags sidecar)
 WRITE_THREADS = 4  # at most

@@ -14,11 +14,9 @@ Both are loaded with ``weights_only=True`` onto the CPU first, so a file never r
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -26,70 +24,8 @@ from ..atomic import staged
 from ..errors import CheckpointError
 from .allocator import reuse_freed_memory
 from .config import NetworkConfig
+from .header import FORMAT_NAME, FORMAT_VERSION, identity, interpret
 from .utilise import UTILISE
-
-FORMAT_NAME = "utilise-cli"
-FORMAT_VERSION = 1
-
-# Original parameter-name prefix -> ours. Applied in order; the first match wins.
-_ORIGINAL_TO_OURS: list[tuple[str, str]] = [
-    (r"^in_conv\.conv\.conv\.0\.", "stem.conv1."),
-    (r"^in_conv\.conv\.conv\.2\.", "stem.conv2."),
-    (r"^down_blocks\.(\d+)\.down\.conv\.0\.", r"encoder.\1.down."),
-    (r"^down_blocks\.(\d+)\.conv1\.conv\.0\.", r"encoder.\1.conv1."),
-    (r"^down_blocks\.(\d+)\.conv2\.conv\.0\.", r"encoder.\1.conv2."),
-    (r"^temporal_encoder\.0\.attention_heads\.fc_q\.", "temporal.query."),
-    (r"^temporal_encoder\.0\.attention_heads\.fc_k\.", "temporal.key."),
-    (r"^temporal_encoder\.0\.norm1\.", "temporal.norm1."),
-    (r"^temporal_encoder\.0\.norm2\.", "temporal.norm2."),
-    (r"^temporal_encoder\.0\.mlp\.0\.", "temporal.mlp."),
-    (r"^up_blocks\.(\d+)\.skip_conv\.conv\.conv\.0\.", r"decoder.\1.skip."),
-    (r"^up_blocks\.(\d+)\.up\.convtrans\.0\.", r"decoder.\1.up."),
-    (r"^up_blocks\.(\d+)\.conv1\.conv\.conv\.0\.", r"decoder.\1.conv1."),
-    (r"^up_blocks\.(\d+)\.conv2\.conv\.conv\.0\.", r"decoder.\1.conv2."),
-    (r"^out_conv\.conv\.conv\.0\.", "head.conv1."),
-    (r"^out_conv\.conv\.conv\.2\.", "head.conv2."),
-]
-
-
-def rename_original_state_dict(state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    """Map the original implementation's parameter names onto this package's module names."""
-    renamed: dict[str, torch.Tensor] = {}
-    for name, tensor in state.items():
-        name = name.removeprefix("module.")  # saved from DataParallel
-        for pattern, repl in _ORIGINAL_TO_OURS:
-            new, n = re.subn(pattern, repl, name)
-            if n:
-                renamed[new] = tensor
-                break
-        else:
-            raise CheckpointError(f"{source}: unknown parameter '{name}': not a U-TILISE checkpoint")
-    return renamed
-
-
-def infer_config(state: Mapping[str, torch.Tensor], source: str, n_head: int = 4) -> NetworkConfig:
-    """Read the network configuration off the shapes of a state dict with our parameter names.
-
-    The split of the query width into heads is not visible in the shapes; released models use 4 heads.
-    """
-    try:
-        stem = state["stem.conv1.weight"]
-        levels = 1 + len({k.split(".")[1] for k in state if k.startswith("encoder.")})
-        encoder = [int(stem.shape[0])] + [
-            int(state[f"encoder.{i}.conv1.weight"].shape[0]) for i in range(levels - 1)
-        ]
-        decoder = [0] * levels
-        decoder[-1] = encoder[-1]
-        for i in range(levels - 1):
-            decoder[levels - 2 - i] = int(state[f"decoder.{i}.up.weight"].shape[1])
-        qk = int(state["temporal.query.weight"].shape[0])
-        output_dim = int(state["head.conv2.weight"].shape[0])
-    except KeyError as err:
-        raise CheckpointError(f"{source}: missing parameter {err}: not a complete U-TILISE checkpoint") from None
-    if qk % n_head:
-        raise CheckpointError(f"{source}: query width {qk} is not divisible by {n_head} heads")
-    return NetworkConfig(input_dim=int(stem.shape[1]), output_dim=output_dim, encoder_widths=tuple(encoder),
-                         decoder_widths=tuple(decoder), n_head=n_head, d_k=qk // n_head)
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[NetworkConfig, dict[str, torch.Tensor], dict[str, Any]]:
@@ -103,24 +39,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[NetworkConfig, dict[str, t
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint; pass a U-TILISE .pth file (released or from `utilise train`)"
         ) from None
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{path}: holds a {type(raw).__name__}, not a checkpoint dict")
-
-    if raw.get("format") == FORMAT_NAME:
-        if int(raw.get("format_version", 0)) > FORMAT_VERSION:
-            raise CheckpointError(f"{path}: made by a newer utilise (format {raw['format_version']}); upgrade")
-        try:
-            config = NetworkConfig.from_dict(raw["config"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{path}: invalid network configuration ({err})") from None
-        return config, dict(raw["state_dict"]), dict(raw.get("metadata", {}))
-
-    state = raw.get("model_state_dict", raw)
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: no model weights inside (expected 'model_state_dict')")
-    state = rename_original_state_dict(state, str(path))
-    metadata = {"source_format": "original", "epoch": raw.get("epoch"), "iter": raw.get("iter")}
-    return infer_config(state, str(path)), state, metadata
+    return interpret(raw, path, lambda value: isinstance(value, torch.Tensor))
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -151,8 +70,8 @@ def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
     if missing or unexpected:
         what = ", ".join([f"missing {k}" for k in missing[:3]] + [f"unexpected {k}" for k in unexpected[:3]])
         raise CheckpointError(f"{checkpoint}: weights do not fit the inferred network ({what})")
-    model.metadata.setdefault("checkpoint_sha256", file_sha256(checkpoint))
-    model.metadata.setdefault("checkpoint_path", str(checkpoint))
+    for key, value in identity(checkpoint).items():
+        model.metadata.setdefault(key, value)
     target = resolve_device(device)
     if target.type == "cpu":
         reuse_freed_memory()
@@ -174,12 +93,3 @@ def save_checkpoint(model: UTILISE, path: str | os.PathLike, metadata: dict[str,
     with staged(path) as tmp:
         torch.save(payload, tmp)
     return path
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes (the identity of a checkpoint in output tags)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
