@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -27,13 +27,12 @@ from .atomic import disk_full, write_text
 from .catalog import DatedOutput, write_catalog
 from .cube import guess_mask_kind
 from .errors import OutputError, SceneError
+# With this module, not in the fill: the predictors need torch, whose import (1.3 s) is no part of a fill's time.
+from .inference import Predictor
 from .options import check_scheduler
 from .plan import FillOptions, FillPlan, check_memory, load_predictor, plan_fill
 from .resume import PROGRESS, resumable, suspend
 from .stripes import FillReport, Quicklook, Writers, rows_to_run, run_stripes
-
-if TYPE_CHECKING:
-    from .inference import Predictor
 
 __all__ = ["FillOptions", "FillReport", "fill"]
 

@@ -15,7 +15,6 @@ from typing import Callable
 
 from .cluster import dask_client, use_threads
 from .errors import SceneError, UtiliseError
-from .fill import fill
 from .options import check_scheduler
 from .plan import FillOptions
 from .scenes import RASTER_SUFFIXES
@@ -49,6 +48,8 @@ class TileResult:
 
 def fill_tile(tile: str, out: str, options: FillOptions, threads: int = 0) -> TileResult:
     """Fill one tile (runs in a worker). Project errors come back as text so one bad tile does not stop the rest."""
+    from .fill import fill  # here: finding tiles for a --dry-run imports no torch
+
     use_threads(threads)
     try:
         report = fill(tile, out, options)
