@@ -234,7 +234,7 @@ def copy_sample(tmp_path: Path, n: int = 5) -> Path:
 def write_raster(path: Path, data: np.ndarray, like: Path, descriptions=None, transform=None) -> None:
     with rasterio.open(like) as src:
         profile = src.profile
-    profile.update(count=data.shape[0], dtype=data.dtype.name)
+    profile.update(count=data.shape[0], height=data.shape[1], width=data.shape[2], dtype=data.dtype.name)
     if transform is not None:
         profile.update(transform=transform)
     with rasterio.open(path, "w", **profile) as dst:
@@ -320,12 +320,23 @@ def test_bad_scene_folders_fail_cleanly(tmp_path, breaker, expected):
     assert not out.exists() or not any(out.iterdir())
 
 
-def test_other_grid_is_accepted_with_align(tmp_path):
+@pytest.mark.parametrize("masks", [True, False])
+def test_other_grid_is_accepted_with_align(tmp_path, masks):
     folder = copy_sample(tmp_path)
     _other_grid(folder)
+    # A second scene on a grid of another size too (its mask stays on the first grid), and, without mask files,
+    # the screen's empty masks made on the grid the scene is reprojected to.
+    scene = sorted(folder.glob("*_T34VCL.tif"))[2]
+    with rasterio.open(scene) as src:
+        data, transform = src.read()[:, :-5, 3:], src.transform
+    write_raster(scene, data, scene, ["B2", "B3", "B4", "B8"], transform @ rasterio.Affine.translation(3, 0))
+    if not masks:
+        for mask in folder.glob("*_mask.tif"):
+            mask.unlink()
     report = fill(folder, tmp_path / "out", FillOptions(read=ReadOptions(align=True), method="linear"))
-    with rasterio.open(report.outputs[1]) as dst, rasterio.open(sorted(folder.glob("*_T34VCL.tif"))[0]) as ref:
+    with rasterio.open(report.outputs[2]) as dst, rasterio.open(sorted(folder.glob("*_T34VCL.tif"))[0]) as ref:
         assert dst.transform == ref.transform and dst.shape == ref.shape
+        assert (dst.read(1) > 0).mean() > 0.9
 
 
 def test_unwritable_output_folder(tmp_path):

@@ -162,9 +162,7 @@ def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, sca
                 nodata = ref_file.rio.nodata
                 nodata = 0.0 if nodata is None else float(nodata)
         stack = da.stack([file(ref.path).data[ref.index - 1] for ref in scene.bands.values()])
-        # No mask: zeros that read nothing (the screen makes the masks).
-        mask = (file(scene.mask.path).data[scene.mask.index - 1] if scene.mask_kind != "none"
-                else da.zeros(stack.shape[1:], np.uint8, chunks=stack.chunks[1:]))
+        mask = file(scene.mask.path).data[scene.mask.index - 1] if scene.mask_kind != "none" else None
         for what, grid in grids.items():
             if grid.same_as(reference):
                 continue
@@ -185,6 +183,8 @@ def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, sca
                 stack = array.data
             else:
                 mask = array.data
+        if mask is None:  # zeros that read nothing (the screen makes the masks), on the grid the scene is now on
+            mask = da.zeros(stack.shape[1:], np.uint8, chunks=(chunk_rows, -1))
         frames.append(stack)
         masks.append(mask)
     assert reference is not None
