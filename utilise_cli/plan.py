@@ -103,7 +103,7 @@ def load_predictor(options: FillOptions) -> tuple[Predictor, dict[str, str]]:
     checkpoint = resolve_checkpoint(options.checkpoint)
     model = _cached_model(str(checkpoint), options.device)
     device = next(model.parameters()).device
-    precision = _network_said(checkpoint, model.metadata, options.precision, device.type)
+    precision = _precision_said(checkpoint, model.metadata, options.precision, device.type)
     window = options.time_window or int(model.metadata.get("max_dates", 0) or 0)
     tags = {"UTILISE_METHOD": options.method, "UTILISE_CHECKPOINT": checkpoint.name,
             "UTILISE_CHECKPOINT_SHA256": str(model.metadata.get("checkpoint_sha256", ""))}
@@ -111,7 +111,7 @@ def load_predictor(options: FillOptions) -> tuple[Predictor, dict[str, str]]:
     return NetworkPredictor(model, window=window, precision=precision), tags
 
 
-def _network_said(checkpoint: Path, metadata: dict, asked: str, device_type: str) -> str:
+def _precision_said(checkpoint: Path, metadata: dict, asked: str, device_type: str) -> str:
     """The precision the network runs at on ``device_type``, said in the log with the checkpoint's status."""
     if metadata.get("status"):
         log.warning("%s: %s", checkpoint.name, metadata["status"])
@@ -153,7 +153,7 @@ def planning_predictor(options: FillOptions) -> Predictor | PlannedPredictor:
     if header is None:
         return load_predictor(options)[0]
     return PlannedPredictor("utilise", header, _Device("cpu"),
-                            _network_said(checkpoint, header.metadata, options.precision, "cpu"))
+                            _precision_said(checkpoint, header.metadata, options.precision, "cpu"))
 
 
 @functools.lru_cache(maxsize=2)

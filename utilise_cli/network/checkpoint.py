@@ -24,15 +24,13 @@ from ..atomic import staged
 from ..errors import CheckpointError
 from .allocator import reuse_freed_memory
 from .config import NetworkConfig
-from .header import FORMAT_NAME, FORMAT_VERSION, identity, interpret
+from .header import FORMAT_NAME, FORMAT_VERSION, checkpoint_file, identity, interpret
 from .utilise import UTILISE
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[NetworkConfig, dict[str, torch.Tensor], dict[str, Any]]:
     """Read a checkpoint file of either format -> (config, state dict with our names, metadata)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file; pass the path of a .pth file")
+    path = checkpoint_file(path)
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # torch raises many types for a bad or truncated file
