@@ -179,10 +179,12 @@ def test_dry_run_prints_plan_and_writes_nothing(tmp_path):
     assert result.exit_code == 0, result.output
     assert "12 dates in" in result.output and "149 x 165 px" in result.output and "4 of 128 x 128" in result.output
     assert "masks     as given, grown by 1 px; plus the cloud screen" in result.output
+    assert "network" not in result.output  # linear: no network to name
     assert not (tmp_path / "o").exists()
     plain = runner.invoke(app, ["fill", str(SAMPLE), "--out", str(tmp_path / "o"), "--dry-run", "--no-screen",
-                                "--mask-buffer", "0", "-q"])
+                                "--mask-buffer", "0", "-q", "--device", "cpu", "--precision", "bf16"])
     assert "masks     as given; no cloud screen" in plain.output
+    assert "network   utilise_s2_4band.pth (sha256 " in plain.output and "on cpu, bf16, 1 chip per pass" in plain.output
 
 
 

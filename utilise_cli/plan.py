@@ -75,6 +75,7 @@ class FillPlan:
     fingerprints: list[str]  # per date: what decides its output (see fingerprint)
     panels: list[Panel]  # column panels, filled one after the other (chips at their edges run in both)
     batch_size: int = 1  # chips per forward pass (resolve_batch_size)
+    network: str = ""  # the network that fills, in words (checkpoint, device, precision); '' for a baseline
 
     @property
     def scenes(self) -> list[Scene]:
@@ -238,7 +239,19 @@ def plan_fill(source: str | Path, out: str | Path, options: FillOptions,
                                 native_bf16=getattr(predictor, "precision", "fp32") in ("bf16", "fp16")
                                 and cpu_has_bf16())
     return FillPlan(source, cube, bands, options.chip_size, options.overlap, rows, cols, [p[0] for p in paths],
-                    [p[1] for p in paths], todo, seconds, memory, prints, panels, batch)
+                    [p[1] for p in paths], todo, seconds, memory, prints, panels, batch, describe_network(predictor))
+
+
+def describe_network(predictor: Predictor | PlannedPredictor | None) -> str:
+    """The network a predictor runs, in words: checkpoint file and the start of its SHA-256, device, precision;
+    '' for a baseline."""
+    model = getattr(predictor, "model", None)
+    if model is None:
+        return ""
+    name = Path(str(model.metadata.get("checkpoint_path", "checkpoint"))).name
+    digest = str(model.metadata.get("checkpoint_sha256", ""))[:12]
+    return (f"{name}{f' (sha256 {digest})' if digest else ''} on {predictor.device.type}, "
+            f"{getattr(predictor, 'precision', 'fp32')}")
 
 
 def resolve_batch_size(batch_size: int, predictor: Predictor) -> int:
@@ -261,10 +274,16 @@ def describe_plan(plan: FillPlan, options: FillOptions, available_mb: float) -> 
         inputs = (f"items {', '.join(scene.items)}" if scene.items else
                   f"{', '.join(p.name for p in scene.files)}  mask {Path(str(scene.mask.path)).name}")
         lines.append(f"  {scene.date}  {inputs} ({scene.mask_kind})  -> {path.name} ({state})")
+    network = []
+    if plan.network:
+        chips = f"{plan.batch_size} chip{'s' if plan.batch_size > 1 else ''} per pass"
+        kept = " (auto keeps it where it beats the interpolations on the scene's own validation)"
+        network = [f"network   {plan.network}, {chips}{kept if options.method == 'auto' else ''}"]
     lines += [f"grid      {grid.width} x {grid.height} px, {grid.crs}, pixel {abs(grid.transform.a):g} "
               f"{'m' if grid.crs is None or grid.crs.is_projected else 'degrees'}, top left "
               f"({grid.transform.c:.1f}, {grid.transform.f:.1f})",
               f"bands     {', '.join(plan.bands)}; method {options.method}",
+              *network,
               f"masks     {describe_masks(plan.cube, options.read.mask_buffer)}",
               f"chips     {plan.chips} of {options.chip_size} x {options.chip_size} px, overlap {options.overlap} px "
               "(chips without clouds are not run)" + (
