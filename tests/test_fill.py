@@ -220,6 +220,17 @@ def test_dry_run_never_imports_torch(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+
+def test_no_gpu_is_said_only_where_torch_finds_none(monkeypatch):
+    import torch
+
+    from utilise_cli.hardware import no_gpu_for_torch
+
+    # Said wrongly, a dry run would plan a GPU's fill on the CPU (batch, memory): the answer must be sound.
+    assert not (no_gpu_for_torch() and torch.cuda.is_available())
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert no_gpu_for_torch()
+
 # ---- bad input: one line naming the file, exit 2, nothing written ---------------------------------------
 
 
