@@ -250,8 +250,7 @@ def describe_network(predictor: Predictor | PlannedPredictor | None) -> str:
         return ""
     name = Path(str(model.metadata.get("checkpoint_path", "checkpoint"))).name
     digest = str(model.metadata.get("checkpoint_sha256", ""))[:12]
-    return (f"{name}{f' (sha256 {digest})' if digest else ''} on {predictor.device.type}, "
-            f"{getattr(predictor, 'precision', 'fp32')}")
+    return f"{name}{f' (sha256 {digest})' if digest else ''} on {predictor.device.type}, {predictor.precision}"
 
 
 def resolve_batch_size(batch_size: int, predictor: Predictor) -> int:
