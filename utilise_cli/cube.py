@@ -291,6 +291,11 @@ def _baseline(text: str) -> float:
         return 0.0
 
 
+def read_margin(cube: SceneCube) -> int:
+    """Pixels read around a window on every side: the masks' buffer, and the cloud screen's reach where it is on."""
+    return max((rule.buffer for rule in cube.rules), default=0) + (SCREEN_MARGIN_PX if cube.screen else 0)
+
+
 def read_classes(cube: SceneCube, row0: int, row1: int, col0: int = 0, col1: int | None = None,
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Decode rows [row0, row1) and columns [col0, col1) (default: all) of every date.
@@ -303,7 +308,7 @@ def read_classes(cube: SceneCube, row0: int, row1: int, col0: int = 0, col1: int
     # window: the masks are read with that margin, the bands only where the screen needs them.
     height, width = cube.grid.height, cube.grid.width
     col1 = width if col1 is None else col1
-    margin = max((rule.buffer for rule in cube.rules), default=0) + (SCREEN_MARGIN_PX if cube.screen else 0)
+    margin = read_margin(cube)
     m0, m1 = max(0, row0 - margin), min(height, row1 + margin)
     c0, c1 = max(0, col0 - margin), min(width, col1 + margin)
     (s0, s1), (b0, b1) = ((m0, m1), (c0, c1)) if cube.screen else ((row0, row1), (col0, col1))

@@ -15,12 +15,13 @@ import rasterio
 
 from . import __version__
 from .chips import Panel, chip_count, chip_starts, column_panels
-from .cube import SceneCube, open_folder
+from .cube import SceneCube, open_folder, read_margin
 from .errors import CheckpointError, OptionError, OutputError, SceneError
 from .hardware import cpu_has_bf16, no_gpu_for_torch, resolve_precision
 from .options import FillOptions
 from .scenes import Scene
 from .sentinel2 import DEFAULT_BANDS, band_key
+from .windows import CACHE_MB
 
 if TYPE_CHECKING:
     from .inference import Predictor
@@ -237,7 +238,7 @@ def plan_fill(source: str | Path, out: str | Path, options: FillOptions,
                                 width.encoder_widths[0] if width is not None else 0, grid.height * grid.width,
                                 gpu=device is not None and device.type == "cuda",
                                 native_bf16=getattr(predictor, "precision", "fp32") in ("bf16", "fp16")
-                                and cpu_has_bf16())
+                                and cpu_has_bf16(), block_cache_mb=_block_cache_mb(cube, panels))
     return FillPlan(source, cube, bands, options.chip_size, options.overlap, rows, cols, [p[0] for p in paths],
                     [p[1] for p in paths], todo, seconds, memory, prints, panels, batch, describe_network(predictor))
 
@@ -301,12 +302,23 @@ def describe_masks(cube: SceneCube, buffer: int) -> str:
     return given + ("; plus the cloud screen (flag 2)" if cube.screen else "; no cloud screen")
 
 
+def _block_cache_mb(cube: SceneCube, panels: list[Panel]) -> float:
+    """GDAL's block cache the reads of the widest panel want (windows.WindowReader.cache_wanted), in MB; the
+    default cap where windows are read through dask."""
+    if cube.windows is None:
+        return CACHE_MB
+    margin, width = read_margin(cube), cube.grid.width
+    return max(cube.windows.cache_wanted((max(0, p.lo - margin), min(width, p.hi + margin))) for p in panels) / 2**20
+
+
 def estimate_memory_mb(dates: int, bands: int, stripe_rows: int, width: int, batch: int, network_width: int,
-                       raster_pixels: int = 0, gpu: bool = False, native_bf16: bool = False) -> float:
+                       raster_pixels: int = 0, gpu: bool = False, native_bf16: bool = False,
+                       block_cache_mb: float = CACHE_MB) -> float:
     """Peak resident memory of a fill in MB (see the constants above); ``width``: the columns of the widest column
     panel (a stripe spans a panel, not the raster); ``network_width`` 0 for a baseline; ``raster_pixels``: height
     x width of the raster; ``gpu``: the network runs on a CUDA device (its activations are not in this memory);
-    ``native_bf16``: it runs in bf16 on a CPU that has bf16 (smaller activations than float32)."""
+    ``native_bf16``: it runs in bf16 on a CPU that has bf16 (smaller activations than float32); ``block_cache_mb``:
+    GDAL's block cache the reads want (the fit counts the default cap, CACHE_MB; a larger one adds the rest)."""
     stripe = 4 * dates * bands * stripe_rows * width * _STRIPE_COPIES
     if gpu and network_width:
         network = _CUDA_HOST_MB * 1e6
@@ -314,7 +326,8 @@ def estimate_memory_mb(dates: int, bands: int, stripe_rows: int, width: int, bat
         per_pixel_date = _NETWORK_BYTES_PER_PIXEL_DATE["native bf16" if native_bf16 else "fp32"]
         network = per_pixel_date * batch * dates * stripe_rows ** 2 * network_width / 32
     outputs = dates * min(_OUTPUT_MB_PER_COLUMN_DATE * width, _OUTPUT_MB_CEILING_PER_DATE)
-    return _BASE_MB + outputs + (stripe + network) / 1e6 + _MB_PER_RASTER_MEGAPIXEL * raster_pixels / 1e6
+    cache = max(0.0, block_cache_mb - CACHE_MB)
+    return _BASE_MB + outputs + cache + (stripe + network) / 1e6 + _MB_PER_RASTER_MEGAPIXEL * raster_pixels / 1e6
 
 
 def available_memory_mb() -> float:
