@@ -83,6 +83,28 @@ def test_cogs_copied_on_threads_equal_the_cogs_copied_one_by_one(linear_run, tmp
     assert not list(tmp_path.glob(".*")), "no temporary files are left behind"
 
 
+def test_zstd_cogs_hold_the_same_pixels_and_a_rerun_with_another_codec_redoes_them(linear_run, tmp_path):
+    """--compress zstd: valid COGs (outputs and flags) compressed with ZSTD, whose pixels,
+    grid and tags but the fingerprint equal the DEFLATE run's; the codec is part of the fingerprint, so a rerun
+    with the other one rewrites the outputs instead of keeping them."""
+    out, report = linear_run
+    read = ReadOptions(screen=False, mask_buffer=0)
+    zstd = fill(SAMPLE, tmp_path, FillOptions(method="linear", compress="zstd", read=read))
+    assert [p.name for p in zstd.outputs] == [p.name for p in report.outputs]
+    for output in zstd.outputs:
+        for name in (output.name, output.stem + "_flags.tif"):
+            assert cog_validate(str(tmp_path / name))[0], name
+            with rasterio.open(out / name) as a, rasterio.open(tmp_path / name) as b:
+                assert (a.compression.value, b.compression.value) == ("DEFLATE", "ZSTD")
+                assert np.array_equal(a.read(), b.read()) and (a.crs, a.transform) == (b.crs, b.transform)
+                tags = [{k: v for k, v in t.tags().items() if k != "UTILISE_FINGERPRINT"} for t in (a, b)]
+                assert tags[0] == tags[1]
+    again = fill(SAMPLE, tmp_path, FillOptions(method="linear", compress="deflate", read=read))
+    assert len(again.outputs) == 12 and not again.skipped_outputs
+    with rasterio.open(again.outputs[0]) as src:
+        assert src.compression.value == "DEFLATE"
+
+
 def test_observed_pixels_unchanged_and_gaps_filled_plausibly(linear_run):
     out, _ = linear_run
     pairs = scenes_and_masks(SAMPLE)

@@ -255,6 +255,9 @@ def fill(
                                         "the network's output too (default: keep them as they are)."),
     dtype: str = typer.Option(_FILL.dtype, help="uint16 (DN = reflectance x 10000, nodata 0) or float32 (NaN "
                               "nodata)."),
+    compress: str = typer.Option(_FILL.compress, help="Compression of the COGs: deflate (every reader opens it) or "
+                                 "zstd (the copies to COG take about half the time, files about as large; readers "
+                                 "need ZSTD: GDAL 2.3 or later, QGIS, rasterio; some web viewers cannot)."),
     overwrite: bool = typer.Option(_FILL.overwrite, "--overwrite", metavar="", help="Redo dates whose outputs exist (default: "
                                    "skip them)."),
     preview: bool = typer.Option(_FILL.preview, "--preview", metavar="", help="Also write preview.png: input and filled "
@@ -292,7 +295,7 @@ def fill(
         read=read, bands=[b.strip() for b in bands.split(",")] if bands else None, method=method,
         checkpoint=checkpoint, chip_size=chip_size, overlap=overlap, batch_size=batch_size, device=device,
         panel_width=panel_width,
-        time_window=time_window, regenerate_all=regenerate_all, dtype=dtype, precision=precision,
+        time_window=time_window, regenerate_all=regenerate_all, dtype=dtype, compress=compress, precision=precision,
         overwrite=overwrite, preview=preview, max_memory_mb=max_memory,
         stac=StacOptions(crs=crs, resolution=resolution, assets=tuple(asset or ()),
                          bbox=_bbox(bbox) if bbox else None))

@@ -81,6 +81,7 @@ class StripeWriter:
     descriptions: Sequence[str]
     tags: dict[str, str] = field(default_factory=dict)
     resampling: str = "average"
+    compress: str = "deflate"  # of the COG (the partial file is ZSTD or DEFLATE, see partial_compression)
     resume: bool = False  # reopen the partial file an interrupted run left, and go on writing into it
     _dataset: rasterio.io.DatasetWriter | None = None
 
@@ -106,7 +107,7 @@ class StripeWriter:
         window = rasterio.windows.Window(col0, row0, data.shape[-1], data.shape[-2])
         self._dataset.write(data, window=window)
 
-    def close(self) -> tuple[Path, Path, int, str]:
+    def close(self) -> tuple[Path, Path, int, str, str]:
         """Write the metadata and close the partial file; returns copy_to_cog's arguments (finish_all makes the
         COG)."""
         assert self._dataset is not None
@@ -119,7 +120,7 @@ class StripeWriter:
         ds.update_tags(**self.tags)
         ds.close()
         self._dataset = None
-        return partial_name(self.path), self.path, 3 if self.dtype == "float32" else 2, self.resampling
+        return partial_name(self.path), self.path, 3 if self.dtype == "float32" else 2, self.resampling, self.compress
 
     def suspend(self) -> None:
         """Close the partial file and keep it, so that a rerun can resume it (after an interruption)."""
@@ -137,18 +138,21 @@ class StripeWriter:
 
 # DEFLATE level 1 instead of GDAL's 6: with the predictor the files came out smaller (B2, B3, B4, B8 of the 12
 # Portugal and HU/RO training scenes: 1.50 against 1.55 MB; the 20 outputs of a 1024^2 x 10-date mosaic of the
-# sample: 18.2 against 18.5 MB) and those 20 copies took 0.47 instead of 0.58 s (2-core AMD EPYC).
-COG_DEFLATE_LEVEL = 1
+# sample: 18.2 against 18.5 MB) and those 20 copies took 0.47 instead of 0.58 s (2-core AMD EPYC). ZSTD at
+# level 1: a 2048^2 4-band output of a mosaic that packs like real scenes copied in 0.38 instead of 0.69-0.73 s,
+# 31.9 against 31.6 MB; readers need ZSTD (GDAL >= 2.3; geotiff.js only since version 3), hence not the default.
+COG_LEVEL = {"deflate": 1, "zstd": 1}
 
 
-def copy_to_cog(partial: str | Path, path: str | Path, predictor: int, resampling: str) -> Path:
-    """Copy a closed partial GeoTIFF to a COG (DEFLATE level COG_DEFLATE_LEVEL, 512-px blocks, overviews by
-    ``resampling``) under a hidden name, check that every tile of it lies within the file, rename it to ``path``
+def copy_to_cog(partial: str | Path, path: str | Path, predictor: int, resampling: str, compress: str = "deflate"
+                ) -> Path:
+    """Copy a closed partial GeoTIFF to a COG (``compress`` deflate or zstd at COG_LEVEL, 512-px blocks, overviews
+    by ``resampling``) under a hidden name, check that every tile of it lies within the file, rename it to ``path``
     and remove the partial file. A failed copy raises OSError ENOSPC where the disk is full, else OutputError."""
     partial, path = Path(partial), Path(path)
     with staged(path) as tmp:
         try:
-            rasterio.shutil.copy(partial, tmp, driver="COG", compress="DEFLATE", level=COG_DEFLATE_LEVEL,
+            rasterio.shutil.copy(partial, tmp, driver="COG", compress=compress.upper(), level=COG_LEVEL[compress],
                                  predictor=predictor, blocksize=512, overview_resampling=resampling,
                                  BIGTIFF="IF_SAFER")
             problem = incomplete(tmp)

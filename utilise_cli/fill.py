@@ -66,10 +66,10 @@ def _open_writers(plan: FillPlan, options: FillOptions, tags: dict[str, str], wr
             scene_tags["STAC_ITEMS"] = ",".join(scene.items)
         writers[i] = (
             StripeWriter(plan.outputs[i], grid.crs, grid.transform, grid.width, grid.height, len(plan.bands),
-                         options.dtype, plan.bands, scene_tags, "average", resume),
+                         options.dtype, plan.bands, scene_tags, "average", options.compress, resume),
             StripeWriter(plan.flags[i], grid.crs, grid.transform, grid.width, grid.height, 1, "uint8",
                          [f"filled: {FLAG_MEANING}"],
-                         {**scene_tags, "FLAGS": FLAG_MEANING}, "nearest", resume),
+                         {**scene_tags, "FLAGS": FLAG_MEANING}, "nearest", options.compress, resume),
         )
 
 

@@ -18,6 +18,7 @@ MASK_KINDS = ("auto", "binary", "scl", "probability", "none")
 METHODS = ("auto", "utilise", "linear", "adjusted", "closest", "last", "next")  # baselines.METHODS + networks
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = ("uint16", "float32")
+COMPRESSIONS = ("deflate", "zstd")  # of the output COGs
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_MASK_PATTERN = r"(?i)(^|[_\-.])(mask|masks|cloud|clouds|cloudmask|clm|cld|scl|cldprb|clp|fmask)([_\-.]|$)"
 
@@ -111,6 +112,7 @@ class FillOptions:
     precision: str = "auto"  # auto (bf16 where the hardware has it) | fp32 | bf16 | fp16 (autocast)
     regenerate_all: bool = False  # also replace observed pixels by the network's output
     dtype: str = "uint16"  # uint16 DN (scale 1e-4, nodata 0) or float32 (NaN nodata)
+    compress: str = "deflate"  # of the COGs: deflate (every reader) or zstd (copied faster; GDAL >= 2.3 reads it)
     overwrite: bool = False
     preview: bool = False  # write a before/after quicklook PNG
     max_memory_mb: float | None = None  # refuse a fill whose estimate exceeds this (None: the available memory)
@@ -120,6 +122,8 @@ class FillOptions:
             (self.method in METHODS, f"--method {self.method!r} is not one of {', '.join(METHODS)}"),
             (self.precision in PRECISIONS, f"--precision {self.precision!r} is not one of {', '.join(PRECISIONS)}"),
             (self.dtype in DTYPES, f"--dtype {self.dtype!r} is not one of {', '.join(DTYPES)}"),
+            (self.compress in COMPRESSIONS,
+             f"--compress {self.compress!r} is not one of {', '.join(COMPRESSIONS)}"),
             (self.device in DEVICES or self.device.startswith("cuda:"),
              f"--device {self.device!r} is not one of {', '.join(DEVICES)} (or cuda:N)"),
             (self.chip_size >= 8 and self.chip_size % 8 == 0,

@@ -356,7 +356,7 @@ def fingerprint(options: FillOptions, predictor: Predictor | None, bands: list[s
                 scene: Scene) -> str:
     """A digest of what decides one date's output pixels: the date's input files (name, size, modification
     time) and those of every date (a fill uses them all), the method and checkpoint, decoding, mask and chip
-    options, precision, output type. Stored in the output's UTILISE_FINGERPRINT tag."""
+    options, precision, output type and compression. Stored in the output's UTILISE_FINGERPRINT tag."""
     model = getattr(predictor, "model", None)
     files = sorted({_file_identity(p) for s in cube.scenes for p in [*s.files, s.mask.path]})
     what = {"version": __version__, "date": scene.date.isoformat(), "files": files, "bands": bands,
@@ -365,7 +365,7 @@ def fingerprint(options: FillOptions, predictor: Predictor | None, bands: list[s
             "checkpoint": model.metadata.get("checkpoint_sha256", "") if model is not None else "",
             "read": {**asdict(options.read), "scale": cube.scale, "offset": cube.offset},
             "chip": [options.chip_size, options.overlap, options.time_window], "precision": options.precision,
-            "dtype": options.dtype, "regenerate_all": options.regenerate_all}
+            "dtype": options.dtype, "compress": options.compress, "regenerate_all": options.regenerate_all}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
