@@ -276,6 +276,36 @@ def test_a_cog_whose_tiles_hold_only_nodata_passes_the_completeness_check(tmp_pa
             assert src.overviews(1) and np.array_equal(src.read(), data, equal_nan=dtype == "float32")
 
 
+@pytest.mark.parametrize("compress", ["deflate", "zstd"])
+def test_a_cog_copied_with_an_uncompressed_temporary_file_equals_gdal_s_own_copy_at_every_level(tmp_path, compress):
+    """copy_to_cog has GDAL keep the overviews' temporary file uncompressed (faster); the COG must be the one
+    GDAL makes by default: same codec, same overviews, every level equal pixel for pixel."""
+    import rasterio.shutil
+    from rasterio.transform import from_origin
+
+    from utilise_cli.cog import COG_LEVEL, copy_to_cog
+
+    rng = np.random.default_rng(3)
+    data = rng.integers(1, 10000, (4, 1100, 1300), dtype=np.uint16)
+    data[:, 300:420, 500:800] = 0  # nodata, left out of the averages
+    partial = tmp_path / ".out.partial.tif"
+    with rasterio.open(partial, "w", driver="GTiff", width=1300, height=1100, count=4, dtype="uint16", nodata=0,
+                       tiled=True, blockxsize=256, blockysize=32, crs="EPSG:32634",
+                       transform=from_origin(500000, 6500000, 10, 10)) as dst:
+        dst.write(data)
+    rasterio.shutil.copy(partial, tmp_path / "gdal.tif", driver="COG", compress=compress, level=COG_LEVEL[compress],
+                         predictor=2, blocksize=512, overview_resampling="average")
+    ours = copy_to_cog(partial, tmp_path / "ours.tif", 2, "average", compress)
+    with rasterio.open(tmp_path / "gdal.tif") as gdal, rasterio.open(ours) as src:
+        assert src.overviews(1) == gdal.overviews(1) == [2, 4]
+        assert src.compression == gdal.compression and src.compression.value == compress.upper()
+        assert np.array_equal(src.read(), data)
+    for level in (0, 1):
+        with rasterio.open(tmp_path / "gdal.tif", overview_level=level) as gdal, \
+                rasterio.open(ours, overview_level=level) as src:
+            assert np.array_equal(src.read(), gdal.read()), level
+
+
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # a header cut short has no grid
 def test_a_cog_copy_left_truncated_without_an_error_is_refused_and_nothing_gets_its_name(tmp_path, monkeypatch):
     # On a thread, GDAL can fail to write a COG without raising (a full disk: 5 of 47 fills copying on 2 threads).
