@@ -153,6 +153,16 @@ MUTATIONS = [
     Mutation("a dry run's plan leaves out the checkpoint's identity", "network/header.py", "read_header",
              "return CheckpointHeader(config, {**identity(path), **metadata})", "return CheckpointHeader(config, metadata)",
              ("tests/test_fill.py",)),
+    Mutation("every window read whole again (no rows carried from the last one)", "windows.py", "_carry",
+             "return last_rows[1]", "return rows[0]", ("tests/test_windows.py",)),
+    Mutation("windows read across block edges in one piece", "windows.py", "WindowReader._pieces",
+             "cuts = [start, *sorted(edges), stop]", "cuts = [start, stop]", ("tests/test_windows.py",)),
+    Mutation("the output codec left out of the fingerprint", "plan.py", "fingerprint",
+             '"compress": options.compress, ', "", ("tests/test_fill.py",)),
+    Mutation("the COG copy's temporary overviews lossy", "cog.py", "",
+             'COG_TEMPORARY = {"COG_TMP_COMPRESSION": "NONE"}',
+             'COG_TEMPORARY = {"COG_TMP_COMPRESSION": "LERC", "MAX_Z_ERROR": "40", "MAX_Z_ERROR_OVERVIEW": "40"}',
+             ("tests/test_safety.py",)),
 ]
 
 

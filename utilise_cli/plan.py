@@ -348,8 +348,9 @@ def check_memory(plan: FillPlan, limit_mb: float | None = None) -> None:
     limit = available_memory_mb() if limit_mb is None else limit_mb
     if plan.estimated_memory_mb > limit:
         raise OptionError(f"this fill needs about {plan.estimated_memory_mb:.0f} MB of memory but {limit:.0f} MB "
-                          f"are {'allowed' if limit_mb else 'available'}; lower --chip-size or --batch-size, use "
-                          "--method linear, or split the scenes into tiles (a folder of tile folders)")
+                          f"are {'allowed' if limit_mb else 'available'}; lower --panel-width, --chip-size or "
+                          "--batch-size, use --method linear, or split the scenes into tiles (a folder of tile "
+                          "folders)")
 
 
 def fingerprint(options: FillOptions, predictor: Predictor | None, bands: list[str], cube: SceneCube,
