@@ -106,7 +106,10 @@ class WindowReader:
 
     def read(self, rows: Span, cols: Span, mask_rows: Span, mask_cols: Span) -> tuple[np.ndarray, np.ndarray]:
         """Bands T x C x h x w of window (rows, cols) and masks T x h' x w' of window (mask_rows, mask_cols), in the
-        files' data types (those of all dates in one, as numpy would stack them; a mask of kind none: zeros)."""
+        files' data types (those of all dates in one, as numpy would stack them; a mask of kind none: zeros).
+
+        The arrays are kept until the next read, which takes the rows it shares with them from there (so do not
+        write into them), unless they reach the raster's last row, where no window further down can follow."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(len(self._shares), thread_name_prefix="utilise-read")
             self._dtypes = self._common_dtypes()
@@ -133,7 +136,9 @@ class WindowReader:
                                         bands[t][:, _rows_of(band_rows, rows)], masks[t][_rows_of(mask_part, mask_rows)])
 
             list(self._pool.map(read_share, range(len(self._shares))))  # a piece on every share before the next
-        self._last = ((rows, cols, bands), (mask_rows, mask_cols, masks))
+        bottom = self._dataset(0, next(iter(self._files[0]))).height
+        self._last = ((rows, cols, bands) if rows[1] < bottom else None,
+                      (mask_rows, mask_cols, masks) if mask_rows[1] < bottom else None)
         return bands, masks
 
     def _pieces(self, start: int, stop: int) -> list[Span]:
