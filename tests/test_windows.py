@@ -12,20 +12,24 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 
 from utilise_cli.cube import open_folder
+from utilise_cli.options import FillOptions
+from utilise_cli.plan import plan_fill
 from utilise_cli.windows import SPLIT_BLOCK_ROWS, WindowReader
 
 BANDS = ["B2", "B3", "B4", "B8"]
 
 
-def _stack(folder: Path, dates: int = 3, height: int = 700, width: int = 300) -> None:
-    """Scenes of random DN tiled in 128-px blocks, and binary masks in 256-px blocks (another block height)."""
+def _stack(folder: Path, dates: int = 3, height: int = 700, width: int = 300, tiled: bool = True) -> None:
+    """Scenes of random DN tiled in 128-px blocks (or in strips), and binary masks in 256-px blocks (another block
+    height)."""
     rng = np.random.default_rng(7)
     profile = dict(driver="GTiff", height=height, width=width, crs="EPSG:32634", tiled=True, compress="deflate",
                    transform=from_origin(500000, 6000000, 20, 20))
+    blocks = dict(blockxsize=128, blockysize=128) if tiled else dict(tiled=False)
     for d in range(dates):
         name = f"2021040{d + 1}_S2_T34VCL"
-        with rasterio.open(folder / f"{name}.tif", "w", count=4, dtype="uint16", nodata=0, blockxsize=128,
-                           blockysize=128, **profile) as dst:
+        with rasterio.open(folder / f"{name}.tif", "w", count=4, dtype="uint16", nodata=0,
+                           **{**profile, **blocks}) as dst:
             dst.write(rng.integers(1, 10000, (4, height, width), dtype=np.uint16))
             dst.descriptions = tuple(BANDS)
         with rasterio.open(folder / f"{name}_mask.tif", "w", count=1, dtype="uint8", blockxsize=256,
@@ -74,3 +78,25 @@ def test_windows_moving_down_read_what_the_files_hold_each_row_once_cut_at_block
         rows_read = [r for window, a, b in spans if window < len(down) for r in range(a, b)]
         assert len(rows_read) == len(set(rows_read)), f"{path.name}: rows read twice while moving down"
         assert set(rows_read) == set(range(height)), f"{path.name}: rows missing"
+
+
+def test_scenes_in_strips_read_in_several_column_panels_are_named_with_the_fix(tmp_path, caplog):
+    """A scene stored in strips is decompressed whole once per column panel: the plan says so, naming the file and
+    the fix; tiled scenes, or strips read in one panel, say nothing."""
+    import logging
+
+    for tiled in (True, False):
+        folder = tmp_path / ("tiled" if tiled else "strips")
+        folder.mkdir()
+        _stack(folder, tiled=tiled)
+        for panel_width in (128, 0):
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="utilise_cli"):
+                plan = plan_fill(folder, tmp_path / "out", FillOptions(method="linear", chip_size=64,
+                                                                       panel_width=panel_width))
+            said = [r.getMessage() for r in caplog.records if "stored in strips" in r.getMessage()]
+            if tiled or len(plan.panels) == 1:
+                assert not said, said
+            else:
+                assert len(plan.panels) > 1 and len(said) == 1
+                assert str(folder / "20210401_S2_T34VCL.tif") in said[0] and "TILED=YES" in said[0]

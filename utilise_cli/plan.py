@@ -227,6 +227,11 @@ def plan_fill(source: str | Path, out: str | Path, options: FillOptions,
         log.info("%d outputs in %s were made from other inputs or options (%s...): redoing them", len(stale), out,
                  stale[0])
     panels = column_panels(grid.width, cols, options.chip_size, options.panel_width)
+    striped = cube.windows.striped() if cube.windows is not None and len(panels) > 1 else ""
+    if striped:
+        log.warning("%s is stored in strips, not tiles: each of the %d column panels decompresses its rows again "
+                    "(a 4096-px raster, 2 panels: 6 %% longer); tile the scenes (gdal_translate -co TILED=YES) or "
+                    "pass --panel-width 0 where memory allows", striped, len(panels))
     t, c = len(cube.scenes), len(bands)
     chips = chip_count(rows, panels)
     per_chip = _SECONDS_PER_CHIP_128_T10_CPU * (options.chip_size / 128) ** 2 * max(t, 1) / 10

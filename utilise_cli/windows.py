@@ -166,6 +166,12 @@ class WindowReader:
                 total += height * width * blocks * sum(np.dtype(d).itemsize for d in ds.dtypes)
         return total
 
+    def striped(self) -> str:
+        """A file stored in strips (blocks as wide as the raster), '' when there is none: each column panel then
+        decompresses its whole rows again."""
+        return next((str(path) for t in range(len(self.scenes)) for path in self._paths(t)
+                     if (ds := self._dataset(t % len(self._shares), path)).block_shapes[0][1] >= ds.width > 1), "")
+
     def cache_wanted(self, cols: Span) -> int:
         """Bytes of GDAL's block cache that windows over columns [cols) want: CACHE_SPARE times a row of blocks."""
         return int(CACHE_SPARE * self.block_row_bytes(cols))
