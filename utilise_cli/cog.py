@@ -141,7 +141,7 @@ class StripeWriter:
 # sample: 18.2 against 18.5 MB) and those 20 copies took 0.47 instead of 0.58 s (2-core AMD EPYC). ZSTD at
 # level 1: a 2048^2 4-band output of a mosaic that packs like real scenes copied in 0.38 instead of 0.69-0.73 s,
 # 31.9 against 31.6 MB; readers need ZSTD (GDAL >= 2.3; geotiff.js only since version 3), hence not the default.
-COG_LEVEL = {"deflate": 1, "zstd": 1}
+COG_LEVEL = 1  # DEFLATE's and ZSTD's
 # GDAL's COG driver averages the overviews into a temporary file that it compresses with ZSTD at GDAL's default
 # level (9), then copies them into the COG, compressed as asked. Uncompressed there (a GDAL configuration option
 # its source calls a debugging aid; a GDAL that ignores it is only slower), the same COG (every level equal, pixel
@@ -160,7 +160,7 @@ def copy_to_cog(partial: str | Path, path: str | Path, predictor: int, resamplin
         try:
             with rasterio.Env(**COG_TEMPORARY):
                 rasterio.shutil.copy(partial, tmp, driver="COG", compress=compress.upper(),
-                                     level=COG_LEVEL[compress], predictor=predictor, blocksize=512,
+                                     level=COG_LEVEL, predictor=predictor, blocksize=512,
                                      overview_resampling=resampling, BIGTIFF="IF_SAFER")
             problem = incomplete(tmp)
             if problem:

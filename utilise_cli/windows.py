@@ -56,10 +56,10 @@ def _carry(last: tuple[Span, Span, np.ndarray] | None, window: tuple[Span, Span]
     """Copy into ``out`` (... x h x w of ``window``: rows, columns) the rows that the ``last`` window read (rows,
     columns, array) shares with it, where ``window`` moves down the same columns; returns the first row still to
     read."""
-    (rows, cols) = window
+    rows, cols = window
     if last is None or last[1] != cols or not last[0][0] <= rows[0] < last[0][1] <= rows[1]:
         return rows[0]
-    (last_rows, _, values) = last
+    last_rows, _, values = last
     out[..., : last_rows[1] - rows[0], :] = values[..., rows[0] - last_rows[0]:, :]
     return last_rows[1]
 
@@ -100,6 +100,7 @@ class WindowReader:
         self._locks = [threading.Lock() for _ in self._shares]  # a handle is never used by two threads at once
         self._pool: ThreadPoolExecutor | None = None
         self._heights: set[int] = set()  # the files' block heights (set at the first read)
+        self._bottom = 0  # the raster's height (set at the first read)
         self._held: Span = (0, 0)  # the columns whose row of blocks the cache was last sized for
         self._last: tuple = (None, None)  # (rows, cols, array) of the bands and of the masks last read
         self._dtypes: tuple[np.dtype, np.dtype] = (np.dtype(np.uint16), np.dtype(np.uint8))  # set at the first read
@@ -115,6 +116,7 @@ class WindowReader:
             self._dtypes = self._common_dtypes()
             self._heights = {self._dataset(t % len(self._shares), path).block_shapes[0][0]
                              for t in range(len(self.scenes)) for path in self._paths(t)}
+            self._bottom = self._dataset(0, next(iter(self._files[0]))).height
         span = (min(cols[0], mask_cols[0]), max(cols[1], mask_cols[1]))
         if span != self._held:  # a panel's windows all span the same columns
             self.hold_block_rows(span)
@@ -136,9 +138,8 @@ class WindowReader:
                                         bands[t][:, _rows_of(band_rows, rows)], masks[t][_rows_of(mask_part, mask_rows)])
 
             list(self._pool.map(read_share, range(len(self._shares))))  # a piece on every share before the next
-        bottom = self._dataset(0, next(iter(self._files[0]))).height
-        self._last = ((rows, cols, bands) if rows[1] < bottom else None,
-                      (mask_rows, mask_cols, masks) if mask_rows[1] < bottom else None)
+        self._last = ((rows, cols, bands) if rows[1] < self._bottom else None,
+                      (mask_rows, mask_cols, masks) if mask_rows[1] < self._bottom else None)
         return bands, masks
 
     def _pieces(self, start: int, stop: int) -> list[Span]:
