@@ -11,7 +11,7 @@ import rasterio
 from typer.testing import CliRunner
 
 from utilise_cli.cli import app
-from utilise_cli.cube import MaskRule, decode_mask, open_folder, read_rows
+from utilise_cli.cube import SAMPLE_PX, SAMPLE_SPOTS, MaskRule, decode_mask, open_folder, read_rows, sample_values
 from utilise_cli.datasets import DatasetFile
 from utilise_cli.explain import explain_scenes
 from utilise_cli.network import load_model
@@ -173,3 +173,38 @@ def test_a_window_decodes_like_the_same_pixels_of_the_whole_raster():
             part = read_stripe(cube, y0, y1, x0, x1)
             for a, b in zip(part, whole):
                 assert np.array_equal(a, b[..., y0:y1, x0:x1], equal_nan=a.dtype.kind == "f")
+
+
+def _band_file(path: Path, data: np.ndarray, overviews: bool = False) -> Path:
+    """A one-band uint16 GeoTIFF in 256-px tiles (nodata 0), with 2x and 4x overviews if asked."""
+    profile = dict(driver="GTiff", width=data.shape[1], height=data.shape[0], count=1, dtype="uint16", nodata=0,
+                   tiled=True, blockxsize=256, blockysize=256, compress="deflate", crs="EPSG:32634",
+                   transform=rasterio.transform.from_origin(300000, 6500000, 10, 10))
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data, 1)
+        if overviews:
+            dst.build_overviews([2, 4])
+    return path
+
+
+def test_decoding_samples_spots_of_a_band_without_overviews_and_all_of_it_where_they_miss_the_data(tmp_path):
+    rows = np.arange(1024, dtype=np.uint16)[:, None] + np.zeros(1024, np.uint16)
+    with rasterio.open(_band_file(tmp_path / "plain.tif", 1000 + rows)) as src:
+        spots = sample_values(src, 1, 0)
+    # 3 x 3 spots of 64 px, each in the middle of the 256-px tile that holds a point of the grid (rows 170, 512
+    # and 853): rows 96-159, 608-671 and 864-927, three spots each
+    assert spots.size == SAMPLE_SPOTS ** 2 * SAMPLE_PX ** 2
+    assert sorted(set(spots.tolist())) == [1000 + r for a in (96, 608, 864) for r in range(a, a + 64)]
+    with rasterio.open(_band_file(tmp_path / "overviews.tif", 1000 + rows, overviews=True)) as src:
+        assert sample_values(src, 1, 0).size == 128 * 128  # a decimated read, from the overviews
+    # A scene that covers only a corner of its tile: the spots miss it, the decoding check must not.
+    corner = np.zeros((1024, 1024), np.uint16)
+    corner[:64, :64] = 30000  # reflectance 3.0 with the usual scale: not reflectance
+    with rasterio.open(_band_file(tmp_path / "corner.tif", corner)) as src:
+        assert sample_values(src, 1, 0).size > 0 and set(sample_values(src, 1, 0).tolist()) == {30000}
+    folder = tmp_path / "corner"
+    folder.mkdir()
+    _band_file(folder / "20210403_B2.tif", corner)
+    result = runner.invoke(app, ["fill", str(folder), "--out", str(tmp_path / "out"), "--bands", "B2",
+                                 "--mask-kind", "none", "--method", "linear", "--dry-run"])
+    assert result.exit_code == 2 and "median reflectance is 3" in result.output, result.output

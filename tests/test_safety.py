@@ -234,7 +234,7 @@ def test_an_interrupted_run_with_other_options_starts_again(tmp_path):
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_a_fill_larger_than_the_memory_allowed_is_refused_before_readingread_outputs(tmp_path):
+def test_a_fill_larger_than_the_memory_allowed_is_refused_before_reading(tmp_path):
     result = _fill(SAMPLE, tmp_path / "out", "--max-memory", "100")
     one_line_error(result, "needs about", "100 MB", "--chip-size")
     _nothing_final(tmp_path / "out")

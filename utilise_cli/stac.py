@@ -304,7 +304,7 @@ def _ref_path(href: str) -> Path | str:
 
 def _decoding(items: Sequence, scene: Scene, choice: AssetChoice, read: ReadOptions) -> tuple[float, float]:
     """(scale, offset): the options where given, else the items' metadata (:func:`item_offset`), checked against
-    a decimated sample of the first item's first band by :func:`cube.decoding`."""
+    a sample of the first item's first band by :func:`cube.decoding`."""
     first_band = next(iter(choice.bands.values()))
     offsets = {item_offset(item, first_band) for item in items}
     if read.offset is None and len(offsets - {None}) > 1:
