@@ -146,9 +146,12 @@ class NetworkPredictor:
         with torch.inference_mode():
             x = network_input_tensor(to_device(reflectance, device), to_device(~observed, device, bool),
                                      to_device(days, device), self.model.config.residual)
+        windows = time_windows(t, self.window, self.window_overlap)
+        if len(windows) == 1:  # every date in one pass: its output as it is, not summed and divided by 1
+            return self._run(x, days)
         total = np.zeros((b, t, self.model.config.output_dim, h, w), dtype=np.float32)
         weight = np.zeros(t, dtype=np.float32)
-        for start, stop in time_windows(t, self.window, self.window_overlap):
+        for start, stop in windows:
             ramp = self._time_ramp(start, stop, t)
             total[:, start:stop] += self._run(x[:, start:stop], days[start:stop]) * ramp.reshape(-1, 1, 1, 1)
             weight[start:stop] += ramp
