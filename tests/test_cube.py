@@ -197,6 +197,8 @@ def test_decoding_samples_spots_of_a_band_without_overviews_and_all_of_it_where_
     assert sorted(set(spots.tolist())) == [1000 + r for a in (96, 608, 864) for r in range(a, a + 64)]
     with rasterio.open(_band_file(tmp_path / "overviews.tif", 1000 + rows, overviews=True)) as src:
         assert sample_values(src, 1, 0).size == 128 * 128  # a decimated read, from the overviews
+    with rasterio.open(_band_file(tmp_path / "thin.tif", 1000 + rows[:40])) as src:  # rasters thinner than a spot
+        assert sample_values(src, 1, 0).size == SAMPLE_SPOTS ** 2 * SAMPLE_PX * 40
     # A scene that covers only a corner of its tile: the spots miss it, the decoding check must not.
     corner = np.zeros((1024, 1024), np.uint16)
     corner[:64, :64] = 30000  # reflectance 3.0 with the usual scale: not reflectance
