@@ -17,6 +17,7 @@ import os
 import threading
 import time
 import warnings
+from typing import Callable
 
 import numpy as np
 import rasterio
@@ -43,19 +44,15 @@ def compress_forever(data: np.ndarray, stop: threading.Event, done: list[int], n
             done[0] += 1
 
 
-def with_background(work, data: np.ndarray, nice: int | None, seconds: float | None = None) -> tuple[float, float]:
-    """(seconds ``work()`` took, writes per second of the compressing thread); nice None: no such thread. With
-    ``seconds`` and no work: the thread alone for that long."""
+def with_background(work: Callable[[], None], data: np.ndarray, nice: int | None) -> tuple[float, float]:
+    """(seconds ``work()`` took, writes per second of a thread compressing ``data`` at ``nice`` meanwhile; none
+    where ``nice`` is None)."""
     stop, done = threading.Event(), [0]
-    thread = None
-    if nice is not None:
-        thread = threading.Thread(target=compress_forever, args=(data, stop, done, nice))
+    thread = None if nice is None else threading.Thread(target=compress_forever, args=(data, stop, done, nice))
+    if thread is not None:
         thread.start()
     start = time.perf_counter()
-    if work is None:
-        time.sleep(seconds or 0.0)
-    else:
-        work()
+    work()
     took = time.perf_counter() - start
     stop.set()
     if thread is not None:
@@ -85,7 +82,7 @@ def main() -> None:
             predictor(x, observed, days)
 
     alone, _ = with_background(passes, data, None)
-    _, rate = with_background(None, data, 0, seconds=5.0)
+    _, rate = with_background(lambda: time.sleep(5.0), data, 0)
     print(f"{args.passes} passes of 4 chips, precision {predictor.precision}; a compressing thread alone: "
           f"{rate:.1f} writes/s (one core)")
     print(f"{'case':40s} {'network s':>10s} {'vs alone':>9s} {'thread got':>11s}")

@@ -167,8 +167,7 @@ MUTATIONS = [
              "if (ds := self._dataset(t % len(self._shares), path)).block_shapes[0][1] >= ds.width > 1), \"\")",
              "if False), \"\")", ("tests/test_windows.py",)),
     Mutation("decoding trusts spots that missed the data (no whole-band read after all)", "cube.py", "sample_values",
-             "if values.size >= SAMPLE_ENOUGH:", "if True:",
-             ("tests/test_cube.py",)),
+             "if values.size >= SAMPLE_ENOUGH:", "if True:", ("tests/test_cube.py",)),
 ]
 
 
