@@ -4,8 +4,9 @@
 # forward pass in fp32 and auto beside the original implementation's work, the default fill's time, the
 # network's own time, the overhead (bound: 10 %) and peak memory at each size, where the time besides the
 # network goes, and whether reading and writing beside the network's passes would find idle CPU.
-# About 4 minutes with the default sizes on two cores of an Intel Xeon with AMX (the host of the lent GPUs);
-# SIZES="1024 2048 4096" adds the 4096^2 row (some 4 minutes more). Run from the repository root:
+# Forced on two cores without native bf16 (AMD EPYC, AVX2; the network in fp32) with SIZES=1024 it took 4 minutes;
+# where the network runs in bf16 the default sizes should take about as long (an estimate, not yet run on such a
+# CPU), and SIZES="1024 2048 4096" adds the 4096^2 row. Run from the repository root:
 #   bash scripts/bf16_check.sh            # refuses a CPU without native bf16 (auto would run fp32 there)
 #   FORCE=1 CORES=0,1 SIZES="1024 2048" bash scripts/bf16_check.sh
 set -euo pipefail
@@ -21,8 +22,8 @@ pin=()
 if command -v taskset >/dev/null; then pin=(taskset -c "$CORES"); else echo "no taskset: running on every core"; fi
 run() { echo "\$ ${pin[*]} $*"; "${pin[@]}" "$@"; }
 threads=$("${pin[@]}" python3 -c "from utilise_cli.cores import usable_cores; print(usable_cores())")
-# shellcheck disable=SC2086  # SIZES is a list
 run python3 benchmarks/bench_model.py --threads "$threads"
+# shellcheck disable=SC2086  # SIZES is a list
 run python3 benchmarks/bench_fill.py --sizes $SIZES --method utilise,auto
 run python3 benchmarks/bench_phases.py --size 2048 --method utilise
 run python3 benchmarks/bench_overlap.py --threads "$threads"
