@@ -168,6 +168,15 @@ MUTATIONS = [
              "if False), \"\")", ("tests/test_windows.py",)),
     Mutation("decoding trusts spots that missed the data (no whole-band read after all)", "cube.py", "sample_values",
              "if values.size >= SAMPLE_ENOUGH:", "if True:", ("tests/test_cube.py",)),
+    Mutation("the blur's bands reach one row short of the kernel", "baselines.py", "_bands",
+             "slice(max(0, a - radius), min(size, b + radius))",
+             "slice(max(0, a - radius + 1), min(size, b + radius - 1))", ("tests/test_baselines.py",)),
+    Mutation("a pixel with no neighbour in time on either side gets a value", "baselines.py", "_blend",
+             "return filled.add_(torch.fmin(day_before, day_after).mul_(0))", "return filled",
+             ("tests/test_baselines.py",)),
+    Mutation("a pixel with no data in one band only is not a gap for the residual network", "inference.py",
+             "network_input_tensor", "reflectance.amax(dim=-3).isnan()", "reflectance[..., 0, :, :].isnan()",
+             ("tests/test_inference.py",)),
 ]
 
 

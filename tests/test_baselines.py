@@ -9,7 +9,7 @@ import pytest
 import rasterio
 import torch
 
-from utilise_cli.baselines import interpolate, nanquantile
+from utilise_cli.baselines import ANOMALY_SIGMA_PX, gaussian_blur, interpolate, nanquantile
 
 from .conftest import ROOT
 
@@ -26,6 +26,19 @@ def test_linear_and_closest_baselines_on_a_real_pixel_series():
     assert np.allclose(closest, [0.1, 0.1, 0.4, 0.4, 0.4])
     never = interpolate("linear", refl, np.zeros_like(observed), days)
     assert np.isnan(never).all()
+
+
+@pytest.mark.parametrize("height, width", [(128, 128), (77, 128), (128, 33), (10, 12), (256, 200)])
+def test_the_anomaly_blur_equals_scipy_s_gaussian_filter(height, width):
+    # The blur is taken in bands that skip its matrices' zeros: a band that leaves out a row within the kernel's
+    # reach, or folds an edge wrongly, shows here. Real reflectance: a sample scene, tiled up to 256 x 200.
+    from scipy.ndimage import gaussian_filter
+
+    with rasterio.open(SAMPLE / "20210403_S2_T34VCL.tif") as src:
+        scene = np.tile(src.read().astype(np.float32) * np.float32(1e-4), (1, 2, 2))[:, :height, :width]
+    blurred = gaussian_blur(torch.from_numpy(np.ascontiguousarray(scene))[None], ANOMALY_SIGMA_PX)[0].numpy()
+    expected = np.stack([gaussian_filter(band, ANOMALY_SIGMA_PX, mode="reflect", truncate=4.0) for band in scene])
+    assert np.abs(blurred - expected).max() < 1e-6
 
 
 def test_adjusted_baseline_carries_a_dates_own_anomaly_into_its_gaps(reference_dir):

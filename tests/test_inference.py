@@ -29,6 +29,25 @@ def test_hidden_and_missing_pixels_are_set_to_one():
     assert (x[0] == np.float32(0.3)).all()
 
 
+def test_the_residual_network_sees_a_pixel_missing_one_band_as_a_gap_and_its_neighbours_fill_it():
+    # Real chips of six sample dates; on one date a block has no NIR (B8) though nothing hides it.
+    scenes = sorted(SAMPLE.glob("*_T34VCL.tif"))[:6]
+    series = []
+    for scene in scenes:
+        with rasterio.open(scene) as src:
+            series.append(src.read(window=((40, 104), (40, 104))).astype(np.float32) * np.float32(1e-4))
+    reflectance = np.stack(series)
+    assert (reflectance > 0).all()  # inside the scenes' footprint
+    reflectance[3, 3, 20:30, 20:30] = np.nan
+    days = np.array([(dt.datetime.strptime(s.name[:8], "%Y%m%d").date() - dt.date(2021, 1, 1)).days
+                     for s in scenes], np.float32)
+    x = network_input(reflectance, np.zeros(reflectance[:, 0].shape, bool), days, residual="adjusted")
+    assert (x[3, 4, 20:30, 20:30] == 1.0).all() and x[3, 4].sum() == 100  # the block alone is a gap
+    nir = x[3, 3, 20:30, 20:30]  # filled from the other dates, not the gap value
+    others = np.delete(reflectance[:, 3, 20:30, 20:30], 3, axis=0)
+    assert (nir > others.min(axis=0) - 0.05).all() and (nir < others.max(axis=0) + 0.05).all()
+
+
 def test_one_chip_through_fill_equals_the_reference_network_on_a_hand_built_input(tmp_path):
     checkpoint = shared_path("reference", "earthnet2021_seed0.pth")
     fill(SAMPLE, tmp_path, FillOptions(method="utilise", checkpoint=checkpoint, chip_size=168, overlap=0,
