@@ -99,8 +99,8 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
     On a CPU each product is taken in bands of 2 x radius output rows (columns), each from the input rows
     within the kernel's reach: the matrix is zero beyond it, and the bands skip those zeros (128-px frames: 4
-    bands of 32 from at most 64; the residual network's input 4-6 % faster on 2 cores, the blur a third faster
-    on one). A GPU takes the whole products, at less cost than more of them."""
+    bands of 32 from at most 64; the residual network's input some 5 % faster on 2 cores, the blur a third
+    faster on one). A GPU takes the whole products, at less cost than more of them."""
     radius = int(4.0 * sigma + 0.5)
     rows = _blur_matrix(x.shape[-2], sigma, str(x.device))
     cols = _blur_matrix(x.shape[-1], sigma, str(x.device))
