@@ -78,11 +78,23 @@ def _blend(method: str, before: torch.Tensor, after: torch.Tensor, days: torch.T
     return filled.add_(torch.fmin(day_before, day_after).mul_(0))
 
 
+def one_channel_more(x: torch.Tensor) -> torch.Tensor:
+    """An empty tensor ... x (C + 1) x H x W for x ... x C x H x W (its dtype and device): written in place,
+    where torch.cat would first make its parts and then copy them."""
+    *lead, c, h, w = x.shape
+    return torch.empty(*lead, c + 1, h, w, dtype=x.dtype, device=x.device)
+
+
+def _blur_radius(sigma: float) -> int:
+    """Pixels the Gaussian reaches: scipy.ndimage.gaussian_filter's truncation at 4 sigma."""
+    return int(4.0 * sigma + 0.5)
+
+
 @functools.lru_cache(maxsize=16)
 def _blur_matrix(size: int, sigma: float, device: str) -> torch.Tensor:
     """size x size matrix of a 1-D Gaussian filter with scipy.ndimage.gaussian_filter's kernel (truncated at 4
     sigma) and edge mode 'reflect' (d c b a | a b c d | d c b a) folded in, for any size."""
-    radius = int(4.0 * sigma + 0.5)
+    radius = _blur_radius(sigma)
     offsets = np.arange(-radius, radius + 1)
     kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
     kernel /= kernel.sum()
@@ -101,7 +113,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     within the kernel's reach: the matrix is zero beyond it, and the bands skip those zeros (128-px frames: 4
     bands of 32 from at most 64; the residual network's input some 5 % faster on 2 cores, the blur a third
     faster on one). A GPU takes the whole products, at less cost than more of them."""
-    radius = int(4.0 * sigma + 0.5)
+    radius = _blur_radius(sigma)
     rows = _blur_matrix(x.shape[-2], sigma, str(x.device))
     cols = _blur_matrix(x.shape[-1], sigma, str(x.device))
     if x.device.type != "cpu":
@@ -185,8 +197,7 @@ def date_anomaly(reflectance: torch.Tensor, observed: torch.Tensor, others: torc
     fit = date_fit(residual, weight, known, change)
     # What the fit leaves and the support, blurred together (one pair of matrix products for both).
     c = residual.shape[-3]
-    spread = torch.empty(*residual.shape[:-3], c + 1, *residual.shape[-2:], dtype=residual.dtype,
-                         device=residual.device)
+    spread = one_channel_more(residual)
     torch.addcmul(residual, weight, fit, value=-1, out=spread[..., :c, :, :])  # residual - weight * fit
     spread[..., c:, :, :] = weight
     spread = gaussian_blur(spread, ANOMALY_SIGMA_PX)
@@ -236,7 +247,7 @@ def interpolate_tensor(method: str, reflectance: torch.Tensor, observed: torch.T
     series, seen = reflectance.reshape(-1, t, c, h, w), observed.reshape(-1, t, h, w)
     days = days.to(device=reflectance.device, dtype=torch.float32)
     # Each frame's values with its day as one more channel, so that one pass carries both to the frames around.
-    values = torch.empty(len(series), t, c + 1, h, w, dtype=series.dtype, device=series.device)
+    values = one_channel_more(series)
     torch.nan_to_num(series, out=values[:, :, :c])
     values[:, :, c] = days.view(1, t, 1, 1)
     before, after = _carried(values, seen), _carried(values, seen, reverse=True)

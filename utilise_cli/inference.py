@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .baselines import interpolate, interpolate_tensor
+from .baselines import interpolate, interpolate_tensor, one_channel_more
 from .chips import ramp_window
 from .hardware import resolve_precision
 from .network import UTILISE
@@ -51,8 +51,7 @@ def network_input_tensor(reflectance: torch.Tensor, hidden: torch.Tensor, days: 
         raise ValueError("a residual network needs the days of the series to interpolate its gaps")
     blank = hidden | reflectance.amax(dim=-3).isnan()  # amax keeps a NaN of any band: 4x cheaper than any()
     filled = interpolate_tensor(residual, reflectance, ~blank, days)  # the NaN are among the gaps it fills
-    *lead, c, h, w = filled.shape
-    out = torch.empty(*lead, c + 1, h, w, dtype=filled.dtype, device=filled.device)
+    out, c = one_channel_more(filled), filled.shape[-3]
     # A pixel never observed gets the gap value.
     torch.nan_to_num(filled, nan=1.0, out=out[..., :c, :, :]).clamp_(0, 1)
     out[..., c, :, :] = blank
