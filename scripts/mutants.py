@@ -177,6 +177,15 @@ MUTATIONS = [
     Mutation("a pixel with no data in one band only is not a gap for the residual network", "inference.py",
              "network_input_tensor", "reflectance.amax(dim=-3).isnan()", "reflectance[..., 0, :, :].isnan()",
              ("tests/test_inference.py",)),
+    Mutation("the decoder's skips aggregated for the first dates instead of the wanted ones", "network/utilise.py",
+             "aggregate_skip", "else attention[:, i, queries[i]]", "else attention[:, i, :q]",
+             ("tests/test_network.py",)),
+    Mutation("a date with a gap in part of a chip left undecoded", "inference.py", "NetworkPredictor.__call__",
+             "~observed.all(axis=(-2, -1))", "~observed.any(axis=(-2, -1))", ("tests/test_inference.py",)),
+    Mutation("an undecoded date's frames left at zero, not its input", "inference.py", "NetworkPredictor.__call__",
+             "out[~decode] = reflectance[~decode]", "pass", ("tests/test_inference.py",)),
+    Mutation("--regenerate-all decodes only the dates with a gap", "plan.py", "load_predictor",
+             "every_date=options.regenerate_all", "every_date=False", ("tests/test_inference.py",)),
 ]
 
 

@@ -53,6 +53,22 @@ def test_padded_batch_equals_sequences_run_alone(reference_dir):
     assert torch.allclose(batch[1, :5], alone[0], atol=1e-5)
 
 
+def test_frames_decoded_alone_equal_the_whole_pass_and_the_others_are_zero(reference_dir):
+    model = load_model(reference_dir / "earthnet2021_seed0.pth")
+    data = np.load(reference_dir / "earthnet2021_seed0_io.npz")
+    x, days = torch.from_numpy(data["x"]), torch.from_numpy(data["position_days"])
+    decode = torch.zeros(days.shape, dtype=torch.bool)
+    decode[0, ::3] = True
+    decode[1, [1, -1]] = True  # the second sample's last date is padding: never decoded
+    with torch.inference_mode():
+        whole, some = model(x, days), model(x, days, decode=decode)
+        none = model(x, days, decode=torch.zeros_like(decode))
+    wanted = decode & (days != 0)
+    assert wanted.sum() == int(decode[0].sum()) + 1
+    assert torch.allclose(some[wanted], whole[wanted], atol=1e-6)
+    assert (some[~wanted] == 0).all() and (none == 0).all()
+
+
 def test_attention_rows_sum_to_one_and_any_length_works():
     torch.manual_seed(1)
     model = UTILISE(NetworkConfig(encoder_widths=(16, 16, 32), decoder_widths=(16, 16, 32))).eval()

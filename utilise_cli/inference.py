@@ -104,10 +104,10 @@ def _cudnn_tf32(allowed: bool) -> Iterator[None]:
         torch.backends.cudnn.allow_tf32 = before
 
 
-def run_network(model: UTILISE, x: np.ndarray | torch.Tensor, days: np.ndarray, precision: str = "fp32"
-                ) -> np.ndarray:
+def run_network(model: UTILISE, x: np.ndarray | torch.Tensor, days: np.ndarray, precision: str = "fp32",
+                decode: np.ndarray | None = None) -> np.ndarray:
     """Network output for input x B x T x C x H x W (gaps already set to 1; numpy, or a tensor on the model's
-    device) and days T or B x T.
+    device) and days T or B x T; ``decode`` B x T bool: only those frames decoded, the others 0 (default: all).
 
     H and W of any size: the input is mirrored up to the network's size multiple and the output cropped.
     ``precision`` bf16 / fp16 runs under autocast (faster on GPUs with tensor cores and on CPUs with AMX; costs
@@ -123,19 +123,24 @@ def run_network(model: UTILISE, x: np.ndarray | torch.Tensor, days: np.ndarray, 
     dtype = PRECISIONS[resolve_precision(precision, device.type)]
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None), \
             _cudnn_tf32(dtype is not None):
-        out = model(inputs, positions).float().cpu().numpy()
+        out = model(inputs, positions, decode=None if decode is None else torch.from_numpy(decode)
+                    ).float().cpu().numpy()
     return out[..., :h, :w].clip(0, 1)  # a residual network's sum can leave 0..1
 
 
 @dataclass
 class NetworkPredictor:
-    """U-TILISE on chips; occluded pixels are set to 1.0 as the network was trained to expect."""
+    """U-TILISE on chips; occluded pixels are set to 1.0 as the network was trained to expect.
+
+    A date with no gap in a chip keeps its input there (its every pixel is observed, and kept): the network
+    decodes only the chip's dates with a gap, unless ``every_date`` (outputs that replace observed pixels too)."""
 
     model: UTILISE
     window: int = 0
     window_overlap: int = 2
     precision: str = "fp32"
     name: str = "utilise"
+    every_date: bool = False
 
     @property
     def device(self) -> torch.device:
@@ -149,16 +154,22 @@ class NetworkPredictor:
         with torch.inference_mode():
             x = network_input_tensor(to_device(reflectance, device), to_device(~observed, device, bool),
                                      to_device(days, device), self.model.config.residual)
+        decode = None if self.every_date else ~observed.all(axis=(-2, -1))  # B x T: dates with a gap
         windows = time_windows(t, self.window, self.window_overlap)
         if len(windows) == 1:  # every date in one pass: its output as it is, not summed and divided by 1
-            return self._run(x, days)
-        total = np.zeros((b, t, self.model.config.output_dim, h, w), dtype=np.float32)
-        weight = np.zeros(t, dtype=np.float32)
-        for start, stop in windows:
-            ramp = self._time_ramp(start, stop, t)
-            total[:, start:stop] += self._run(x[:, start:stop], days[start:stop]) * ramp.reshape(-1, 1, 1, 1)
-            weight[start:stop] += ramp
-        return total / weight.reshape(1, t, 1, 1, 1)
+            out = self._run(x, days, decode)
+        else:
+            total = np.zeros((b, t, self.model.config.output_dim, h, w), dtype=np.float32)
+            weight = np.zeros(t, dtype=np.float32)
+            for start, stop in windows:
+                ramp = self._time_ramp(start, stop, t).reshape(-1, 1, 1, 1)
+                total[:, start:stop] += self._run(x[:, start:stop], days[start:stop],
+                                                  None if decode is None else decode[:, start:stop]) * ramp
+                weight[start:stop] += ramp[:, 0, 0, 0]
+            out = total / weight.reshape(1, t, 1, 1, 1)
+        if decode is not None:
+            out[~decode] = reflectance[~decode]
+        return out
 
     def _time_ramp(self, start: int, stop: int, length: int) -> np.ndarray:
         """Weights of a temporal window's dates: ramped where it overlaps a neighbour, 1 at the series ends."""
@@ -173,8 +184,8 @@ class NetworkPredictor:
             ramp[len(ramp) - n:] = shaped[len(ramp) - n:]
         return ramp
 
-    def _run(self, x: torch.Tensor, days: np.ndarray) -> np.ndarray:
-        return run_network(self.model, x, days, self.precision)
+    def _run(self, x: torch.Tensor, days: np.ndarray, decode: np.ndarray | None) -> np.ndarray:
+        return run_network(self.model, x, days, self.precision, decode)
 
 
 @dataclass

@@ -110,7 +110,7 @@ def load_predictor(options: FillOptions) -> tuple[Predictor, dict[str, str]]:
     tags = {"UTILISE_METHOD": options.method, "UTILISE_CHECKPOINT": checkpoint.name,
             "UTILISE_CHECKPOINT_SHA256": str(model.metadata.get("checkpoint_sha256", ""))}
     tags["UTILISE_PRECISION"] = precision
-    return NetworkPredictor(model, window=window, precision=precision), tags
+    return NetworkPredictor(model, window=window, precision=precision, every_date=options.regenerate_all), tags
 
 
 def _precision_said(checkpoint: Path, metadata: dict, asked: str, device_type: str) -> str:

@@ -42,11 +42,14 @@ def resize_matrix(n_in: int, n_out: int, dtype: torch.dtype, device: torch.devic
     return matrix.to(dtype=dtype, device=device)
 
 
-def aggregate_skip(attention: torch.Tensor, skip: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+def aggregate_skip(attention: torch.Tensor, skip: torch.Tensor, pad: torch.Tensor | None,
+                   queries: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Average an encoder map over time with the bottleneck attention, one head per channel group.
 
-    attention: G x B x T x T x h x w (query date, key date); skip: B x T x C x H x W with C divisible by G.
-    Returns B x T x C x H x W, stored channels-last (the layout the following convolution wants).
+    attention: G x B x T x T x h x w (query date, key date); skip: B x T x C x H x W with C divisible by G;
+    queries: per chip, the query dates wanted (None: every date). Returns N x C x H x W, the wanted frames in
+    (chip, date) order (N = B x T for every date), stored channels-last (the layout the following convolution
+    wants).
     """
     g, b, t, _, h, w = attention.shape
     height, width = skip.shape[-2:]
@@ -55,26 +58,29 @@ def aggregate_skip(attention: torch.Tensor, skip: torch.Tensor, pad: torch.Tenso
         # Padded key dates contribute nothing; the rows are intentionally not renormalised.
         # (Resizing is linear per key date, so masking before it is the same as after.)
         attention = attention * (~pad).to(attention.dtype)[None, :, None, :, None, None]
-    # Resize as two small matrix products, which leaves the result laid out B x H x W x (G T T).
-    att = attention.permute(1, 4, 5, 0, 2, 3).reshape(b, h, w, g * t * t)
-    rows = resize_matrix(h, height, att.dtype, att.device)
-    cols = resize_matrix(w, width, att.dtype, att.device)
-    att = torch.einsum("Yy,byxk->bYxk", rows, att)
-    att = torch.einsum("Xx,bYxk->bYXk", cols, att)
-    att = att.reshape(b, height * width * g, t, t)
-    # One (query x key) @ (key x channel) product per pixel and head. The skip map is channels-last
-    # (physically B x T x H x W x C), so each batch element is read in place through a strided view.
+    rows = resize_matrix(h, height, attention.dtype, attention.device)
+    cols = resize_matrix(w, width, attention.dtype, attention.device)
+    # The skip map is channels-last (physically B x T x H x W x C), so each chip is read in place through a
+    # strided view.
     frames_cl = skip.flatten(0, 1)
     if not frames_cl.is_contiguous(memory_format=torch.channels_last):
         skip = frames_cl.contiguous(memory_format=torch.channels_last).reshape(skip.shape)
-    out = skip.new_empty((b, t, height, width, c))
-    cg = c // g
-    for i in range(b):
+    sizes = [t] * b if queries is None else [len(q) for q in queries]
+    out = skip.new_empty((sum(sizes), height, width, c))
+    cg, start = c // g, 0
+    for i, q in enumerate(sizes):
+        chip = attention[:, i] if queries is None else attention[:, i, queries[i]]  # G x q x T x h x w
+        # Resized as two small matrix products, which leaves the result laid out H x W x (G q T).
+        att = chip.permute(3, 4, 0, 1, 2).reshape(h, w, g * q * t)
+        att = torch.einsum("Yy,yxk->Yxk", rows, att)
+        att = torch.einsum("Xx,Yxk->YXk", cols, att).reshape(height * width * g, q, t)
+        # One (query x key) @ (key x channel) product per pixel and head.
         frames = skip[i]
         keys = frames.as_strided((height * width * g, t, cg), (cg, frames.stride(0), 1), frames.storage_offset())
-        prod = torch.bmm(att[i], keys).reshape(height, width, g, t, cg)
-        out[i] = prod.permute(3, 0, 1, 2, 4).reshape(t, height, width, c)
-    return out.permute(0, 1, 4, 2, 3)
+        prod = torch.bmm(att, keys).reshape(height, width, g, q, cg)
+        out[start:start + q] = prod.permute(3, 0, 1, 2, 4).reshape(q, height, width, c)
+        start += q
+    return out.permute(0, 3, 1, 2)
 
 
 class UTILISE(nn.Module):
@@ -116,10 +122,13 @@ class UTILISE(nn.Module):
         if tuple(days.shape) != (b, t):
             raise InputShapeError(f"days must be B x T = {(b, t)}, got {tuple(days.shape)}")
 
-    def forward(self, x: torch.Tensor, days: torch.Tensor,
-                return_attention: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, days: torch.Tensor, return_attention: bool = False,
+                decode: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x: B x T x C_in x H x W; days: B x T -> B x T x C_out x H x W (and attention
-        n_head x B x T x T x H/2^(L-1) x W/2^(L-1) when ``return_attention``)."""
+        n_head x B x T x T x H/2^(L-1) x W/2^(L-1) when ``return_attention``).
+
+        ``decode`` B x T bool: the frames to decode (default: all). The others come out 0, as padded frames do:
+        the decoder, three quarters of the work, runs frame by frame, so a frame nobody needs is not decoded."""
         self.check_input(x, days)
         days = days.to(device=x.device, dtype=torch.float32)
         b, t, c, h, w = x.shape
@@ -129,32 +138,38 @@ class UTILISE(nn.Module):
             keep = torch.nonzero(~pad.flatten(), as_tuple=True)[0]
         else:
             pad = None
+        wanted = None if pad is None else ~pad
+        if decode is not None:
+            decode = decode.to(device=x.device, dtype=torch.bool)
+            wanted = decode if wanted is None else wanted & decode
+        if wanted is not None and bool(wanted.all()):
+            wanted = None
 
         # Channels-last lets the CPU (oneDNN) and GPU convolution kernels skip layout conversions.
         frames = x.reshape(b * t, c, h, w).contiguous(memory_format=torch.channels_last)
-        if keep is not None:
-            frames = frames[keep]
-        skips = [self.stem(frames)]
+        skips = [self.stem(frames if keep is None else frames[keep])]
         for block in self.encoder:
             skips.append(block(skips[-1]))
         # Padded frames are never encoded: their features are the pad value (0).
         skips = [self._unfold(s, b, t, keep) for s in skips]
 
         encoded, attention = self.temporal(skips[-1], days, pad)
-        # The decoder works frame by frame, so padded frames are dropped from here on.
+        # The decoder works frame by frame: only the wanted frames go on from here.
         out = encoded.flatten(0, 1)
-        if keep is not None:
-            out = out[keep]
+        queries = decoded = None
+        if wanted is not None:
+            queries = [torch.nonzero(row, as_tuple=True)[0] for row in wanted]
+            decoded = torch.nonzero(wanted.flatten(), as_tuple=True)[0]
+            out = out[decoded]
         for i, block in enumerate(self.decoder):
             level = self.config.levels - 2 - i
-            skip = aggregate_skip(attention, skips[level], pad).flatten(0, 1)
-            out = block(out, skip if keep is None else skip[keep])
+            out = block(out, aggregate_skip(attention, skips[level], pad, queries))
         out = self.head(out)
         if self.config.residual:
-            out = out + frames[:, :self.config.output_dim]
+            out = out + (frames if decoded is None else frames[decoded])[:, :self.config.output_dim]
         if self.config.output_activation == "sigmoid":
             out = torch.sigmoid(out)
-        out = self._unfold(out, b, t, keep)
+        out = self._unfold(out, b, t, decoded)
         return (out, attention) if return_attention else out
 
     @staticmethod
