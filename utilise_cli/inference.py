@@ -132,8 +132,9 @@ def run_network(model: UTILISE, x: np.ndarray | torch.Tensor, days: np.ndarray, 
 class NetworkPredictor:
     """U-TILISE on chips; occluded pixels are set to 1.0 as the network was trained to expect.
 
-    A date with no gap in a chip keeps its input there (its every pixel is observed, and kept): the network
-    decodes only the chip's dates with a gap, unless ``every_date`` (outputs that replace observed pixels too)."""
+    The network decodes only a chip's dates with something to fill (a pixel not observed then but on another
+    date), unless ``every_date`` (outputs that replace observed pixels too). The others keep their input: NaN where
+    a pixel is never observed, which no output keeps, and otherwise observed pixels, which every output keeps."""
 
     model: UTILISE
     window: int = 0
@@ -154,7 +155,8 @@ class NetworkPredictor:
         with torch.inference_mode():
             x = network_input_tensor(to_device(reflectance, device), to_device(~observed, device, bool),
                                      to_device(days, device), self.model.config.residual)
-        decode = None if self.every_date else ~observed.all(axis=(-2, -1))  # B x T: dates with a gap
+        fillable = ~observed & observed.any(axis=1, keepdims=True)
+        decode = None if self.every_date else fillable.any(axis=(-2, -1))  # B x T
         windows = time_windows(t, self.window, self.window_overlap)
         if len(windows) == 1:  # every date in one pass: its output as it is, not summed and divided by 1
             out = self._run(x, days, decode)
@@ -168,7 +170,8 @@ class NetworkPredictor:
                 weight[start:stop] += ramp[:, 0, 0, 0]
             out = total / weight.reshape(1, t, 1, 1, 1)
         if decode is not None:
-            out[~decode] = reflectance[~decode]
+            kept = ~decode
+            out[kept] = np.where(observed[kept][:, None], reflectance[kept], np.float32(np.nan))
         return out
 
     def _time_ramp(self, start: int, stop: int, length: int) -> np.ndarray:
