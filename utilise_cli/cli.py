@@ -252,8 +252,8 @@ def fill(
                                   "natively (CUDA GPUs, CPUs with AMX or AVX-512 BF16), else fp32. Or fp32, bf16, "
                                   "fp16 (autocast; the README gives the accuracy cost)."),
     regenerate_all: bool = typer.Option(_FILL.regenerate_all, "--regenerate-all", metavar="", help="Replace observed pixels by "
-                                        "the network's output too, decoding every date and chip (default: keep them as they are, and decode only "
-                                        "the dates a chip has something to fill on)."),
+                                        "the network's output too, decoding every date and chip (default: keep them "
+                                        "as they are, and decode only the dates a chip has something to fill on)."),
     dtype: str = typer.Option(_FILL.dtype, help="uint16 (DN = reflectance x 10000, nodata 0) or float32 (NaN "
                               "nodata)."),
     compress: str = typer.Option(_FILL.compress, help="Compression of the COGs: deflate (every reader opens it) or "
