@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utilise_cli.chips import blend_window
+from utilise_cli.chips import blend_window, to_fill
 from utilise_cli.cube import open_folder, read_stripe
 from utilise_cli.hardware import cpu_has_bf16, resolve_precision
 from utilise_cli.inference import network_input_tensor, run_network
@@ -110,7 +110,7 @@ def around_the_network(runs: int, auto: str) -> None:
     costs = {"adjusted input (prefill)": median_seconds(prefill, runs),
              "blending into the row buffer": median_seconds(lambda: accumulate(acc, wsum, 0, 96, prediction,
                                                                                window), runs)}
-    decode = (~observed & observed.any(axis=0)).any(axis=(1, 2))  # the dates a fill decodes
+    decode = to_fill(observed).any(axis=(1, 2))  # the dates a fill decodes
     print(f"\nshipped network, one chip of the sample ({len(days)} dates, {(~observed).mean():.0%} of pixel-dates "
           f"and {decode.sum()} dates with something to fill):")
     for precision in dict.fromkeys(("fp32", auto)):

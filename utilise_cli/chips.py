@@ -24,6 +24,12 @@ def chip_starts(size: int, chip: int, overlap: int) -> list[int]:
     return starts
 
 
+def to_fill(observed: np.ndarray) -> np.ndarray:
+    """... x T x H x W bool (dates on axis -3): pixels not observed on a date but on another date, what a fill
+    fills. A pixel never observed is not among them: it becomes nodata whatever a method says."""
+    return ~observed & observed.any(axis=-3, keepdims=True)
+
+
 def ramp_window(chip: int, overlap: int, floor: float = 1e-3) -> np.ndarray:
     """1-D blending weights: 1 in the centre, a cosine (Hann) ramp down over ``overlap`` pixels at each end,
     never below ``floor`` so every pixel keeps some weight."""

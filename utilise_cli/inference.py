@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .baselines import interpolate, interpolate_tensor, one_channel_more
-from .chips import ramp_window
+from .chips import ramp_window, to_fill
 from .hardware import resolve_precision
 from .network import UTILISE
 
@@ -155,8 +155,7 @@ class NetworkPredictor:
         with torch.inference_mode():
             x = network_input_tensor(to_device(reflectance, device), to_device(~observed, device, bool),
                                      to_device(days, device), self.model.config.residual)
-        fillable = ~observed & observed.any(axis=1, keepdims=True)
-        decode = None if self.every_date else fillable.any(axis=(-2, -1))  # B x T
+        decode = None if self.every_date else to_fill(observed).any(axis=(-2, -1))  # B x T
         windows = time_windows(t, self.window, self.window_overlap)
         if len(windows) == 1:  # every date in one pass: its output as it is, not summed and divided by 1
             out = self._run(x, days, decode)
@@ -164,10 +163,10 @@ class NetworkPredictor:
             total = np.zeros((b, t, self.model.config.output_dim, h, w), dtype=np.float32)
             weight = np.zeros(t, dtype=np.float32)
             for start, stop in windows:
-                ramp = self._time_ramp(start, stop, t).reshape(-1, 1, 1, 1)
-                total[:, start:stop] += self._run(x[:, start:stop], days[start:stop],
-                                                  None if decode is None else decode[:, start:stop]) * ramp
-                weight[start:stop] += ramp[:, 0, 0, 0]
+                ramp = self._time_ramp(start, stop, t)
+                part = self._run(x[:, start:stop], days[start:stop], None if decode is None else decode[:, start:stop])
+                total[:, start:stop] += part * ramp.reshape(-1, 1, 1, 1)
+                weight[start:stop] += ramp
             out = total / weight.reshape(1, t, 1, 1, 1)
         if decode is not None:
             kept = ~decode

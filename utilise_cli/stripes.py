@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from .chips import Panel, blend_window
+from .chips import Panel, blend_window, to_fill
 from .cog import FLAG_FILLED, FLAG_NEVER_OBSERVED, FLAG_OBSERVED, FLAG_SCREENED, StripeWriter, to_output_dtype
 from .cores import each_on_threads
 from .cube import read_stripe
@@ -112,9 +112,7 @@ def predict_row(plan: FillPlan, predictor: Predictor, options: FillOptions, days
     for x0 in panel.cols:
         local = slice(x0 - panel.lo, min(x0 + chip, panel.hi) - panel.lo)
         chip_obs = obs[:, :, local]
-        # Only pixels observed on some dates but not all have anything to fill (never-observed
-        # pixels become nodata whatever the network says).
-        if not options.regenerate_all and not (chip_obs.any(axis=0) & ~chip_obs.all(axis=0)).any():
+        if not options.regenerate_all and not to_fill(chip_obs).any():
             passed.append(x0)
             continue
         pending.append((x0, refl[:, :, :, local], chip_obs))
