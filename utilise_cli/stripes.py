@@ -368,7 +368,7 @@ def write_rows(row0: int, col0: int, acc: np.ndarray, wsum: np.ndarray, inputs: 
     their own value) and never-observed ones, and write every date, on up to WRITE_THREADS threads (each date has
     files of its own; numpy and GDAL's compression release the GIL); the temporaries are one date's per thread."""
     never = ~observed.any(axis=0)
-    flags = np.where(observed, FLAG_OBSERVED, FLAG_FILLED).astype(np.uint8)
+    flags = np.where(observed, np.uint8(FLAG_OBSERVED), np.uint8(FLAG_FILLED))  # no int64 array on the way
     flags[screened & ~observed] = FLAG_SCREENED
     flags[:, never] = FLAG_NEVER_OBSERVED
     report.filled_pixels += int(((flags == FLAG_FILLED) | (flags == FLAG_SCREENED)).sum())
