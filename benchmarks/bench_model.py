@@ -8,8 +8,9 @@ same network before the allocator tuning that ``load_model`` applies on CPU.
 Then the work a fill does per chip beside the forward pass, on a real chip: 128 x 128 pixels of the sample
 scenes inside their nodata border (12 dates, their masks and the cloud screen) and the shipped network, whose
 input is the series filled by the ``adjusted`` interpolation; and the blending of a chip's prediction into the
-row buffer (its dates with something to fill, as a fill blends it). Each as a share of the forward pass at the same precision as a fill runs it (only the dates with
-something to fill decoded); the pass over every date is printed beside it.
+row buffer (its dates with something to fill, as a fill blends it). Each as a share of the forward pass at the
+same precision as a fill runs it (only the dates with something to fill decoded); the pass over every date is
+printed beside it.
 
     python benchmarks/bench_model.py [--runs 7] [--threads N]
 """
