@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utilise_cli.chips import blend_window, to_fill
+from utilise_cli.chips import blend_window, dates_to_fill
 from utilise_cli.cube import open_folder, read_stripe
 from utilise_cli.hardware import cpu_has_bf16, resolve_precision
 from utilise_cli.inference import network_input_tensor, run_network
@@ -108,7 +108,7 @@ def around_the_network(runs: int, auto: str) -> None:
     acc = np.zeros((len(days), 4, 128, 512), np.float32)
     wsum = np.zeros((128, 512), np.float32)
     prediction, window = np.nan_to_num(reflectance), blend_window(128, 32)
-    decode = to_fill(observed).any(axis=(1, 2))  # the dates a fill decodes and blends
+    decode = dates_to_fill(observed)  # the dates a fill decodes and blends
     costs = {"adjusted input (prefill)": median_seconds(prefill, runs),
              "blending into the row buffer": median_seconds(lambda: accumulate(acc, wsum, 0, 96, prediction,
                                                                                window, decode), runs)}

@@ -24,10 +24,10 @@ def chip_starts(size: int, chip: int, overlap: int) -> list[int]:
     return starts
 
 
-def to_fill(observed: np.ndarray) -> np.ndarray:
-    """... x T x H x W bool (dates on axis -3): pixels not observed on a date but on another date, what a fill
-    fills. A pixel never observed is not among them: it becomes nodata whatever a method says."""
-    return ~observed & observed.any(axis=-3, keepdims=True)
+def dates_to_fill(observed: np.ndarray) -> np.ndarray:
+    """... x T x H x W bool (dates on axis -3) -> ... x T: the dates with a pixel to fill, one not observed then but
+    on another date. A pixel never observed is not one: it becomes nodata whatever a method says."""
+    return (~observed & observed.any(axis=-3, keepdims=True)).any(axis=(-2, -1))
 
 
 def ramp_window(chip: int, overlap: int, floor: float = 1e-3) -> np.ndarray:

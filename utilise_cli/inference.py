@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .baselines import interpolate, interpolate_tensor, one_channel_more
-from .chips import ramp_window, to_fill
+from .chips import dates_to_fill, ramp_window
 from .hardware import resolve_precision
 from .network import UTILISE
 
@@ -155,7 +155,7 @@ class NetworkPredictor:
         with torch.inference_mode():
             x = network_input_tensor(to_device(reflectance, device), to_device(~observed, device, bool),
                                      to_device(days, device), self.model.config.residual)
-        decode = None if self.every_date else to_fill(observed).any(axis=(-2, -1))  # B x T
+        decode = None if self.every_date else dates_to_fill(observed)  # B x T
         windows = time_windows(t, self.window, self.window_overlap)
         if len(windows) == 1:  # every date in one pass: its output as it is, not summed and divided by 1
             out = self._run(x, days, decode)
