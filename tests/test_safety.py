@@ -309,7 +309,8 @@ def test_a_cog_copied_with_an_uncompressed_temporary_file_equals_gdal_s_own_copy
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # a header cut short has no grid
 def test_a_cog_copy_left_truncated_without_an_error_is_refused_and_nothing_gets_its_name(tmp_path, monkeypatch):
     # On a thread, GDAL can fail to write a COG without raising (a full disk: 5 of 47 fills copying on 2 threads).
-    # Here a real copy is cut short after GDAL wrote it, as those were.
+    # Here every real copy (cog_writer's of the outputs, GDAL's of the flags) is cut short after it was written, as
+    # those were.
     import rasterio.shutil
 
     import utilise_cli.cog
@@ -327,14 +328,15 @@ def test_a_cog_copy_left_truncated_without_an_error_is_refused_and_nothing_gets_
             f.truncate(keep)
         problem = incomplete(tmp_path / "cut.tif")
         assert problem and says in problem, (keep, problem)
-    real_copy = rasterio.shutil.copy
+    def cut_short(write):
+        def written_then_cut(src, dst, *args, **options):
+            write(src, dst, *args, **options)
+            with open(dst, "r+b") as f:
+                f.truncate(Path(dst).stat().st_size // 2)
+        return written_then_cut
 
-    def copy_cut_short(src, dst, **options):
-        real_copy(src, dst, **options)
-        with open(dst, "r+b") as f:
-            f.truncate(Path(dst).stat().st_size // 2)
-
-    monkeypatch.setattr(utilise_cli.cog.rasterio.shutil, "copy", copy_cut_short)
+    monkeypatch.setattr(utilise_cli.cog, "write_cog", cut_short(utilise_cli.cog.write_cog))
+    monkeypatch.setattr(utilise_cli.cog.rasterio.shutil, "copy", cut_short(rasterio.shutil.copy))
     result = _fill(SAMPLE, tmp_path / "again")
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error: ")]  # (GDAL warns too)

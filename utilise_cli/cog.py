@@ -23,6 +23,7 @@ import rasterio.shutil
 from affine import Affine
 
 from .atomic import disk_full, staged
+from .cog_writer import write_cog
 from .cores import each_on_threads, work_threads
 from .errors import OutputError, first_line
 from rasterio.crs import CRS
@@ -158,10 +159,13 @@ def copy_to_cog(partial: str | Path, path: str | Path, predictor: int, resamplin
     partial, path = Path(partial), Path(path)
     with staged(path) as tmp:
         try:
-            with rasterio.Env(**COG_TEMPORARY):
-                rasterio.shutil.copy(partial, tmp, driver="COG", compress=compress.upper(),
-                                     level=COG_LEVEL, predictor=predictor, blocksize=512,
-                                     overview_resampling=resampling, BIGTIFF="IF_SAFER")
+            if compress == "deflate" and resampling == "average":  # the outputs (the flags are small)
+                write_cog(partial, tmp, predictor)
+            else:
+                with rasterio.Env(**COG_TEMPORARY):
+                    rasterio.shutil.copy(partial, tmp, driver="COG", compress=compress.upper(),
+                                         level=COG_LEVEL, predictor=predictor, blocksize=512,
+                                         overview_resampling=resampling, BIGTIFF="IF_SAFER")
             problem = incomplete(tmp)
             if problem:
                 raise OSError(errno.EIO, f"the copy came out incomplete: {problem}")

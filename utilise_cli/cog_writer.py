@@ -1,0 +1,367 @@
+"""A finished partial GeoTIFF turned into a Cloud-Optimized GeoTIFF here instead of by GDAL's COG driver, for
+the outputs whose overviews are averages: GDAL's layout (the directories first, then the smallest overview's tiles
+up to the full resolution's, each tile with its size before it and its last 4 bytes after it), DEFLATE with the
+horizontal or floating-point predictor, 512-px tiles, overviews down to one tile; but the tiles are compressed by
+ISA-L (python-isal), which deflated the tiles of a 2048^2 4-band output 2.7 times as fast as GDAL's copy does
+with libdeflate at level 1, into about as many bytes (2-core AMD EPYC).
+
+The overviews are GDAL's: each level half the one above it (rounded down), made from it by averaging the valid
+pixels that a pixel covers, weighted by the part of each that it covers (the level above may have an odd size),
+rounded half up for integers. Where every level halves exactly the pixels equal those of GDAL's COG driver; where
+one does not, GDAL works a level in chunks of rows and weighs the row at a chunk's edge otherwise, so that row can
+differ from its output (one row in 512 of a 1373 x 2745 image's first overview).
+
+The georeferencing and metadata (GeoTIFF keys, GDAL's nodata and metadata tags) are copied byte for byte from the
+partial file, which GDAL wrote.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import isal.isal_zlib
+import numpy as np
+import rasterio
+import rasterio.windows
+
+TILE = 512
+LEVEL = 1  # ISA-L's (of 0-3): 296 MB/s on a 2048^2 output date, level 2 268 MB/s for 0.6 % fewer bytes
+# Tags copied from the partial file's first directory to the full resolution's, and the nodata tag to every level.
+GEO_TAGS = (33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113)
+NODATA_TAG = 42113
+# What GDAL writes after the header so that its readers know the layout (GDAL's COG driver writes the same).
+GHOST = (b"LAYOUT=IFDS_BEFORE_DATA\nBLOCK_ORDER=ROW_MAJOR\nBLOCK_LEADER=SIZE_AS_UINT4\n"
+         b"BLOCK_TRAILER=LAST_4_BYTES_REPEATED\nKNOWN_INCOMPATIBLE_EDITION=NO\n ")
+GHOST_AREA = b"GDAL_STRUCTURAL_METADATA_SIZE=%06d bytes\n" % len(GHOST) + GHOST
+SHORT, LONG, LONG8 = 3, 4, 16
+TYPE_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 16: 8, 17: 8, 18: 8}
+
+
+def overview_shapes(height: int, width: int) -> list[tuple[int, int]]:
+    """(rows, columns) of each overview level, as GDAL's COG driver makes them: halved (rounded down) until the
+    level fits in one tile."""
+    shapes = []
+    while height > TILE or width > TILE:
+        height, width = max(height // 2, 1), max(width // 2, 1)
+        shapes.append((height, width))
+    return shapes
+
+
+# ---------------------------------------------------------------------------------------------------- overviews
+
+@dataclass(frozen=True)
+class Windows:
+    """Which pixels of the level above each pixel of a level covers, along one axis: from ``start`` on, with
+    ``weights`` (n x k; 0 past the window's end). ``halves``: every window is two whole pixels, 2i and 2i + 1."""
+
+    start: np.ndarray
+    weights: np.ndarray
+    halves: bool
+
+    @property
+    def stop(self) -> np.ndarray:
+        return self.start + (self.weights > 0).sum(axis=1)
+
+
+def average_windows(n_above: int, n: int) -> Windows:
+    """GDAL's average: pixel i covers [i r, (i + 1) r) of the level above (r = n_above / n), its partly covered
+    pixels weighted by the part covered."""
+    ratio = n_above / n
+    i = np.arange(n)
+    left, right = i * ratio, (i + 1) * ratio
+    start = (left + 1e-8).astype(np.int64)  # the epsilon keeps 2 x 0.5 from landing below 1
+    stop = np.minimum(np.maximum(np.ceil(right - 1e-8).astype(np.int64), start + 1), n_above)
+    width = int((stop - start).max())
+    weights = (np.arange(width) < (stop - start)[:, None]).astype(np.float64)
+    rows = np.arange(n)
+    weights[rows, 0] = np.where(stop - start == 1, 1.0, 1 - (left - start))
+    last = stop - start - 1
+    weights[rows[last > 0], last[last > 0]] = (1 - (stop - right))[last > 0]
+    halves = bool(np.array_equal(start, 2 * i) and np.all(stop - start == 2) and np.all(weights[:, :2] == 1))
+    return Windows(start, weights, halves)
+
+
+def _take(a: np.ndarray, windows: Windows, offset: int, axis: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each position k of a window, (the pixels at start + k - offset along ``axis``, their weights)."""
+    top = a.shape[axis] - 1
+    return [(np.take(a, np.minimum(windows.start - offset + k, top), axis=axis), windows.weights[:, k])
+            for k in range(windows.weights.shape[1])]
+
+
+def average(a: np.ndarray, y: Windows, x: Windows, offset: int, nodata: float) -> np.ndarray:
+    """The average of the valid pixels under each window of ``a`` (C x rows x columns of the level above, its first
+    row being row ``offset``), in a's dtype: integers rounded half up, nodata where no pixel is valid."""
+    integer = a.dtype.kind in "ui"
+    valid = a != nodata if not math.isnan(nodata) else ~np.isnan(a)
+    if integer and y.halves and x.halves:  # the common case, in integers: a 2 x 2 block each
+        first, n, m = int(y.start[0]) - offset, 2 * len(y.start), len(x.start)
+        blocks = [(a[:, first + i:first + n:2, j:2 * m:2], valid[:, first + i:first + n:2, j:2 * m:2])
+                  for i in (0, 1) for j in (0, 1)]
+        total = np.zeros(blocks[0][0].shape, np.uint32)
+        count = np.zeros(total.shape, np.uint8)
+        for values, ok in blocks:
+            total += values if nodata == 0 else np.where(ok, values, 0)  # nodata 0 adds nothing
+            count += ok
+        if count.min() == 4:
+            total += 2
+            return (total >> 2).astype(a.dtype)
+        out = (total + count // 2) // np.maximum(count, 1)
+        return np.where(count > 0, out, nodata).astype(a.dtype)
+    values = np.where(valid, a, 0).astype(np.float64)
+    weight = valid.astype(np.float64)
+    for windows, axis, first in ((x, 2, 0), (y, 1, offset)):
+        values = sum(v * w.reshape((-1, 1) if axis == 1 else (-1,)) for v, w in _take(values, windows, first, axis))
+        weight = sum(v * w.reshape((-1, 1) if axis == 1 else (-1,)) for v, w in _take(weight, windows, first, axis))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = values / weight
+    if integer:
+        mean = np.floor(mean + 0.5)
+    return np.where(weight > 0, mean, nodata).astype(a.dtype)
+
+
+class Overview:
+    """One level made from the rows of the level above as they come (``push``), which it keeps only until every
+    row it covers is made."""
+
+    def __init__(self, above: tuple[int, int], shape: tuple[int, int], nodata: float):
+        self.y, self.x = average_windows(above[0], shape[0]), average_windows(above[1], shape[1])
+        self.nodata = nodata
+        self.kept: np.ndarray | None = None  # rows of the level above from row `offset` on
+        self.offset = 0
+        self.done = 0  # rows of this level made
+
+    def push(self, rows: np.ndarray) -> np.ndarray:
+        """Take the next rows of the level above (C x n x columns); return the rows of this level they complete."""
+        self.kept = rows if self.kept is None else np.concatenate([self.kept, rows], axis=1)
+        have = self.offset + self.kept.shape[1]
+        stop = self.y.stop
+        end = self.done
+        while end < len(stop) and stop[end] <= have:
+            end += 1
+        if end == self.done:
+            return np.empty((self.kept.shape[0], 0, len(self.x.start)), self.kept.dtype)
+        y = Windows(self.y.start[self.done:end], self.y.weights[self.done:end], self.y.halves)
+        out = average(self.kept, y, self.x, self.offset, self.nodata)
+        self.done = end
+        if end < len(stop):
+            drop = min(int(self.y.start[end]) - self.offset, self.kept.shape[1])  # the next row may not be here yet
+            self.kept, self.offset = self.kept[:, drop:], self.offset + drop
+        else:
+            self.kept = None
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------- tiles
+
+def predict(strip: np.ndarray, predictor: int) -> np.ndarray:
+    """TIFF's predictor over a C x rows x columns strip of tiles TILE wide (restarting at each tile's left edge), its
+    tiles then taken pixel-interleaved. 2: each sample less the same band's sample to its left, in the strip's
+    integers (wrapping). 3 (floats) works on pixel-interleaved bytes, so see float_predict."""
+    out = strip.copy()
+    np.subtract(strip[:, :, 1:], strip[:, :, :-1], out=out[:, :, 1:])
+    out[:, :, ::TILE] = strip[:, :, ::TILE]
+    return out
+
+
+def float_predict(tile: np.ndarray) -> np.ndarray:
+    """TIFF's floating-point predictor over a rows x columns x C tile: each row's float32 bytes regrouped most
+    significant first, then each byte less the byte C before it."""
+    rows = tile.shape[0]
+    planes = np.ascontiguousarray(tile).reshape(rows, -1).astype("<f4").view(np.uint8).reshape(rows, -1, 4)
+    planes = np.ascontiguousarray(planes[:, :, ::-1].transpose(0, 2, 1)).reshape(rows, -1)
+    out = planes.copy()
+    stride = tile.shape[2]
+    np.subtract(planes[:, stride:], planes[:, :-stride], out=out[:, stride:])
+    return out
+
+
+class TileRows:
+    """The rows of one level, compressed a row of tiles at a time into a scratch file, each tile with GDAL's
+    leader (its size) and trailer (its last 4 bytes)."""
+
+    def __init__(self, shape: tuple[int, int], count: int, dtype: np.dtype, predictor: int, nodata: float,
+                 folder: Path):
+        self.height, self.width = shape
+        self.count, self.dtype, self.predictor, self.nodata = count, dtype, predictor, nodata
+        self.file: BinaryIO = tempfile.TemporaryFile(dir=folder, prefix=".utilise-tiles-")
+        self.sizes: list[int] = []  # of each tile, row by row
+        self.kept: np.ndarray | None = None
+        self.rows = 0
+
+    def push(self, rows: np.ndarray) -> None:
+        """Add the next rows (C x n x width); rows of tiles that are complete are compressed and written."""
+        self.kept = rows if self.kept is None else np.concatenate([self.kept, rows], axis=1)
+        self.rows += rows.shape[1]
+        while self.kept.shape[1] >= TILE or (self.rows == self.height and self.kept.shape[1]):
+            self._write(self.kept[:, :TILE])
+            self.kept = self.kept[:, TILE:]
+
+    def _write(self, strip: np.ndarray) -> None:
+        rows = strip.shape[1]
+        if rows < TILE or self.width % TILE:  # the last row or column of tiles, filled out with nodata
+            full = np.full((self.count, TILE, -(-self.width // TILE) * TILE), self.nodata, self.dtype)
+            full[:, :rows, :self.width] = strip
+            strip = full
+        if self.predictor == 2:
+            strip = predict(strip, 2)
+        for col in range(0, strip.shape[2], TILE):
+            tile = np.ascontiguousarray(strip[:, :, col:col + TILE].transpose(1, 2, 0))  # rows x columns x bands
+            if self.predictor == 3:
+                tile = float_predict(tile)
+            data = isal.isal_zlib.compress(tile, LEVEL)
+            self.file.write(struct.pack("<I", len(data)) + data + data[-4:])
+            self.sizes.append(len(data))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(self.sizes) + 8 * len(self.sizes)
+
+
+# ---------------------------------------------------------------------------------------------------- the file
+
+def read_tags(path: Path, codes: tuple[int, ...]) -> dict[int, tuple[int, int, bytes]]:
+    """{code: (type, count, value bytes)} of the given tags of the first directory of a little-endian TIFF or
+    BigTIFF (as GDAL writes them)."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+        if head[:2] != b"II":
+            raise ValueError(f"{path}: not a little-endian TIFF")
+        big = struct.unpack_from("<H", head, 2)[0] == 43
+        entry, count_format, offset_format = (20, "<Q", "<Q") if big else (12, "<H", "<I")
+        f.seek(struct.unpack_from("<Q", head, 8)[0] if big else struct.unpack_from("<I", head, 4)[0])
+        n = struct.unpack(count_format, f.read(struct.calcsize(count_format)))[0]
+        entries = f.read(n * entry)
+        tags = {}
+        for i in range(n):
+            raw = entries[i * entry:(i + 1) * entry]
+            code, kind = struct.unpack_from("<HH", raw)
+            if code not in codes:
+                continue
+            count = struct.unpack_from("<Q" if big else "<I", raw, 4)[0]
+            size = TYPE_SIZE[kind] * count
+            inline = 8 if big else 4
+            if size <= inline:
+                value = raw[entry - inline:entry - inline + size]
+            else:
+                here = f.tell()
+                f.seek(struct.unpack_from(offset_format, raw, entry - inline)[0])
+                value = f.read(size)
+                f.seek(here)
+            tags[code] = (kind, count, value)
+    return tags
+
+
+def _tag(kind: int, values: list[int] | tuple[int, ...]) -> tuple[int, int, bytes]:
+    code = {SHORT: "H", LONG: "I", LONG8: "Q"}[kind]
+    return kind, len(values), struct.pack(f"<{len(values)}{code}", *values)
+
+
+def _directory(shape: tuple[int, int], count: int, dtype: np.dtype, predictor: int, extra: dict,
+               overview: bool, big: bool) -> dict[int, tuple[int, int, bytes]]:
+    """The tags of one level, its tile offsets and sizes still zero."""
+    tiles = -(-shape[0] // TILE) * -(-shape[1] // TILE)
+    fmt = {"u": 1, "i": 2, "f": 3}[dtype.kind]
+    tags = {256: _tag(LONG, [shape[1]]), 257: _tag(LONG, [shape[0]]), 258: _tag(SHORT, [dtype.itemsize * 8] * count),
+            259: _tag(SHORT, [8]), 262: _tag(SHORT, [1]), 277: _tag(SHORT, [count]), 284: _tag(SHORT, [1]),
+            317: _tag(SHORT, [predictor]), 322: _tag(SHORT, [TILE]), 323: _tag(SHORT, [TILE]),
+            324: _tag(LONG8 if big else LONG, [0] * tiles), 325: _tag(LONG8 if big else LONG, [0] * tiles),
+            339: _tag(SHORT, [fmt] * count), **extra}
+    if count > 1:
+        tags[338] = _tag(SHORT, [0] * (count - 1))
+    if overview:
+        tags[254] = _tag(LONG, [1])
+    return dict(sorted(tags.items()))
+
+
+def _directory_bytes(tags: dict, at: int, next_at: int, big: bool) -> bytes:
+    """One directory placed at byte ``at`` (its values that do not fit an entry right after it), pointing to the
+    next at ``next_at``."""
+    entry, inline = (20, 8) if big else (12, 4)
+    head = struct.pack("<Q" if big else "<H", len(tags))
+    values_at = at + len(head) + entry * len(tags) + inline
+    entries, values = b"", b""
+    for code, (kind, count, value) in tags.items():
+        if len(value) <= inline:
+            field = value.ljust(inline, b"\0")
+        else:
+            field = struct.pack("<Q" if big else "<I", values_at + len(values))
+            values += value + b"\0" * (len(value) % 2)  # values start on a word boundary
+        entries += struct.pack("<HHQ" if big else "<HHI", code, kind, count) + field
+    return head + entries + struct.pack("<Q" if big else "<I", next_at) + values
+
+
+def _layout(directories: list[dict], start: int, big: bool) -> list[int]:
+    """Where each directory goes, one after another from ``start``."""
+    places = []
+    for tags in directories:
+        places.append(start)
+        start += len(_directory_bytes(tags, start, 0, big))
+        start += start % 2
+    places.append(start)
+    return places
+
+
+def write_cog(partial: str | Path, path: str | Path, predictor: int, bigtiff: bool | None = None) -> None:
+    """Write the COG of a closed partial GeoTIFF (tiled, any compression GDAL reads) to ``path``: DEFLATE (ISA-L,
+    level LEVEL) with ``predictor`` (2 integers, 3 floats), TILE-px tiles, pixel-interleaved, overviews averaged.
+    The partial's rows are read TILE at a time; every level is compressed
+    into a scratch file beside ``path`` and the COG is assembled from them. ``bigtiff``: None, only where the file
+    would pass 4 GB (classic TIFF offsets are 32 bits)."""
+    partial, path = Path(partial), Path(path)
+    with rasterio.open(partial) as src:
+        height, width, count = src.height, src.width, src.count
+        dtype = np.dtype(src.dtypes[0])
+        nodata = float(src.nodata) if src.nodata is not None else 0.0
+        shapes = [(height, width)] + overview_shapes(height, width)
+        levels = [TileRows(shape, count, dtype, predictor, nodata, path.parent) for shape in shapes]
+        try:
+            overviews = [Overview(shapes[k], shapes[k + 1], nodata) for k in range(len(shapes) - 1)]
+            for row in range(0, height, TILE):
+                rows = src.read(window=rasterio.windows.Window(0, row, width, min(TILE, height - row)))
+                levels[0].push(rows)
+                for overview, level in zip(overviews, levels[1:]):
+                    rows = overview.push(rows)
+                    level.push(rows)
+            _assemble(partial, path, levels, count, dtype, predictor, bigtiff)
+        finally:
+            for level in levels:
+                level.file.close()
+
+
+def _assemble(partial: Path, path: Path, levels: list[TileRows], count: int, dtype: np.dtype, predictor: int,
+              bigtiff: bool | None) -> None:
+    """Header, directories (full resolution first), then the levels' tiles from the smallest up."""
+    tags = read_tags(partial, GEO_TAGS)
+    nodata_tag = {NODATA_TAG: tags[NODATA_TAG]} if NODATA_TAG in tags else {}
+    data_bytes = sum(level.nbytes for level in levels)
+    big = bigtiff if bigtiff is not None else data_bytes + (1 << 20) + 16 * sum(len(x.sizes) for x in levels) >= 1 << 32
+    header = (b"II+\0" + struct.pack("<HHQ", 8, 0, 0)) if big else (b"II*\0" + struct.pack("<I", 0))
+    first = len(header) + len(GHOST_AREA)
+    first += first % 2
+    directories = [_directory((level.height, level.width), count, dtype, predictor,
+                              tags if k == 0 else nodata_tag, k > 0, big) for k, level in enumerate(levels)]
+    places = _layout(directories, first, big)
+    at = places[-1]
+    kind = LONG8 if big else LONG
+    for k in reversed(range(len(levels))):  # the smallest overview's tiles first
+        offsets = at + 4 + np.cumsum([0] + [size + 8 for size in levels[k].sizes[:-1]])
+        directories[k][324] = _tag(kind, offsets.tolist())
+        directories[k][325] = _tag(kind, levels[k].sizes)
+        at += levels[k].nbytes
+    with open(path, "wb") as out:
+        out.write(header[:4] + (struct.pack("<HHQ", 8, 0, first) if big else struct.pack("<I", first)))
+        out.write(GHOST_AREA)
+        out.write(b"\0" * (first - out.tell()))
+        for k, tags_k in enumerate(directories):
+            nxt = places[k + 1] if k + 1 < len(directories) else 0
+            out.write(_directory_bytes(tags_k, places[k], nxt, big))
+            out.write(b"\0" * (places[k + 1] - out.tell()))
+        for level in reversed(levels):
+            level.file.seek(0)
+            while chunk := level.file.read(1 << 22):
+                out.write(chunk)
