@@ -86,11 +86,23 @@ def average_windows(n_above: int, n: int) -> Windows:
     return Windows(start, weights, halves)
 
 
-def _take(a: np.ndarray, windows: Windows, offset: int, axis: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """For each position k of a window, (the pixels at start + k - offset along ``axis``, their weights)."""
-    top = a.shape[axis] - 1
-    return [(np.take(a, np.minimum(windows.start - offset + k, top), axis=axis), windows.weights[:, k])
-            for k in range(windows.weights.shape[1])]
+def _sum_windows(a: np.ndarray, windows: Windows, offset: int, axis: int) -> np.ndarray:
+    """The weighted sum over each window along ``axis`` of ``a`` (whose first element there is number
+    ``offset``): where every window is two whole pixels the two added in a's dtype, else weighted in float64."""
+    if windows.halves:
+        first, n = int(windows.start[0]) - offset, 2 * len(windows.start)
+        pair = [[slice(None)] * a.ndim for _ in range(2)]
+        pair[0][axis], pair[1][axis] = slice(first, first + n, 2), slice(first + 1, first + n, 2)
+        return a[tuple(pair[0])] + a[tuple(pair[1])]
+    a = a.astype(np.float64, copy=False)
+    top, shape = a.shape[axis] - 1, [1] * a.ndim
+    shape[axis] = -1
+    total = None
+    for k in range(windows.weights.shape[1]):
+        term = np.take(a, np.minimum(windows.start - offset + k, top), axis=axis)
+        term *= windows.weights[:, k].reshape(shape)
+        total = term if total is None else np.add(total, term, out=total)
+    return total
 
 
 def average(a: np.ndarray, y: Windows, x: Windows, offset: int, nodata: float) -> np.ndarray:
@@ -112,11 +124,17 @@ def average(a: np.ndarray, y: Windows, x: Windows, offset: int, nodata: float) -
             return (total >> 2).astype(a.dtype)
         out = (total + count // 2) // np.maximum(count, 1)
         return np.where(count > 0, out, nodata).astype(a.dtype)
-    values = np.where(valid, a, 0).astype(np.float64)
-    weight = valid.astype(np.float64)
+    every = bool(valid.all())
+    values = a.astype(np.uint32 if integer else np.float64) if every else \
+        np.where(valid, a, 0).astype(np.uint32 if integer else np.float64)
+    # the weights' sums: where every pixel is valid, those of the windows themselves
+    weight = np.ones((1, 1, a.shape[2]), np.uint32) if every else valid.astype(np.uint32)
     for windows, axis, first in ((x, 2, 0), (y, 1, offset)):
-        values = sum(v * w.reshape((-1, 1) if axis == 1 else (-1,)) for v, w in _take(values, windows, first, axis))
-        weight = sum(v * w.reshape((-1, 1) if axis == 1 else (-1,)) for v, w in _take(weight, windows, first, axis))
+        values = _sum_windows(values, windows, first, axis)
+        if not every or axis == 2:
+            weight = _sum_windows(weight, windows, first, axis)
+    if every:
+        weight = weight * _sum_windows(np.ones((1, a.shape[1], 1), np.uint32), y, offset, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = values / weight
     if integer:
