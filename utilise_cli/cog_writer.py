@@ -30,6 +30,7 @@ import rasterio
 import rasterio.windows
 
 TILE = 512
+READ_ROWS = 128  # rows of the partial read at a time: 8 MB at 8192 px x 4 bands
 LEVEL = 1  # ISA-L's (of 0-3): 296 MB/s on a 2048^2 output date, level 2 268 MB/s for 0.6 % fewer bytes
 # Tags copied from the partial file's first directory to the full resolution's, and the nodata tag to every level.
 GEO_TAGS = (33550, 33922, 34264, 34735, 34736, 34737, 42112, 42113)
@@ -168,7 +169,9 @@ class Overview:
         self.done = end
         if end < len(stop):
             drop = min(int(self.y.start[end]) - self.offset, self.kept.shape[1])  # the next row may not be here yet
-            self.kept, self.offset = self.kept[:, drop:], self.offset + drop
+            # a copy, so that the rows pushed are not all kept alive by a view of the last few
+            self.kept = self.kept[:, drop:].copy() if drop < self.kept.shape[1] else None
+            self.offset += drop
         else:
             self.kept = None
         return out
@@ -176,13 +179,13 @@ class Overview:
 
 # ---------------------------------------------------------------------------------------------------- tiles
 
-def predict(strip: np.ndarray, predictor: int) -> np.ndarray:
-    """TIFF's predictor over a C x rows x columns strip of tiles TILE wide (restarting at each tile's left edge), its
-    tiles then taken pixel-interleaved. 2: each sample less the same band's sample to its left, in the strip's
-    integers (wrapping). 3 (floats) works on pixel-interleaved bytes, so see float_predict."""
-    out = strip.copy()
-    np.subtract(strip[:, :, 1:], strip[:, :, :-1], out=out[:, :, 1:])
-    out[:, :, ::TILE] = strip[:, :, ::TILE]
+def predict(rows: np.ndarray) -> np.ndarray:
+    """TIFF's horizontal predictor over C x rows x columns in tiles TILE wide (restarting at each tile's left edge):
+    each sample less the same band's sample to its left, in the rows' integers (wrapping). (The floating-point
+    predictor works on pixel-interleaved bytes: see float_predict.)"""
+    out = rows.copy()
+    np.subtract(rows[:, :, 1:], rows[:, :, :-1], out=out[:, :, 1:])
+    out[:, :, ::TILE] = rows[:, :, ::TILE]
     return out
 
 
@@ -199,44 +202,71 @@ def float_predict(tile: np.ndarray) -> np.ndarray:
 
 
 class TileRows:
-    """The rows of one level, compressed a row of tiles at a time into a scratch file, each tile with GDAL's
-    leader (its size) and trailer (its last 4 bytes)."""
+    """The rows of one level as they come, each row of tiles compressed by one DEFLATE stream per tile, so that no
+    row of tiles is ever held whole (at 8192 px, 33 MB a full-resolution row of tiles of 4 bands). The streams'
+    pieces go to a scratch file as they come out; ``pieces`` says where each tile's lie."""
 
     def __init__(self, shape: tuple[int, int], count: int, dtype: np.dtype, predictor: int, nodata: float,
                  folder: Path):
         self.height, self.width = shape
+        self.columns = -(-self.width // TILE)
         self.count, self.dtype, self.predictor, self.nodata = count, dtype, predictor, nodata
         self.file: BinaryIO = tempfile.TemporaryFile(dir=folder, prefix=".utilise-tiles-")
-        self.sizes: list[int] = []  # of each tile, row by row
-        self.kept: np.ndarray | None = None
+        self.pieces: list[list[tuple[int, int]]] = []  # of each tile, row by row: (offset, bytes) in the file
+        self.sizes: list[int] = []  # of each tile once compressed
+        self.streams: list | None = None
         self.rows = 0
 
     def push(self, rows: np.ndarray) -> None:
-        """Add the next rows (C x n x width); rows of tiles that are complete are compressed and written."""
-        self.kept = rows if self.kept is None else np.concatenate([self.kept, rows], axis=1)
-        self.rows += rows.shape[1]
-        while self.kept.shape[1] >= TILE or (self.rows == self.height and self.kept.shape[1]):
-            self._write(self.kept[:, :TILE])
-            self.kept = self.kept[:, TILE:]
+        """Compress the next rows (C x n x width) into their tiles' streams, ending each row of tiles it completes
+        (the last one filled out with nodata rows)."""
+        done = 0
+        while done < rows.shape[1]:
+            if self.streams is None:
+                self.streams = [isal.isal_zlib.compressobj(LEVEL) for _ in range(self.columns)]
+                self.pieces += [[] for _ in range(self.columns)]
+            take = min(rows.shape[1] - done, TILE - self.rows % TILE)
+            self._feed(rows[:, done:done + take])
+            done += take
+            self.rows += take
+            if self.rows == self.height and self.rows % TILE:
+                self._feed(np.full((self.count, TILE - self.rows % TILE, self.width), self.nodata, self.dtype))
+            if self.rows % TILE == 0 or self.rows == self.height:
+                for tile, stream in zip(self.pieces[-self.columns:], self.streams):
+                    self._piece(tile, stream.flush())
+                    self.sizes.append(sum(size for _, size in tile))
+                self.streams = None
 
-    def _write(self, strip: np.ndarray) -> None:
-        rows = strip.shape[1]
-        if rows < TILE or self.width % TILE:  # the last row or column of tiles, filled out with nodata
-            full = np.full((self.count, TILE, -(-self.width // TILE) * TILE), self.nodata, self.dtype)
-            full[:, :rows, :self.width] = strip
-            strip = full
+    def _feed(self, rows: np.ndarray) -> None:
+        if self.width % TILE:  # the last column of tiles, filled out with nodata
+            full = np.full((self.count, rows.shape[1], self.columns * TILE), self.nodata, self.dtype)
+            full[:, :, :self.width] = rows
+            rows = full
         if self.predictor == 2:
-            strip = predict(strip, 2)
-        for col in range(0, strip.shape[2], TILE):
-            tile = np.ascontiguousarray(strip[:, :, col:col + TILE].transpose(1, 2, 0))  # rows x columns x bands
-            if self.predictor == 3:
-                tile = float_predict(tile)
-            data = isal.isal_zlib.compress(tile, LEVEL)
-            self.file.write(struct.pack("<I", len(data)) + data + data[-4:])
-            self.sizes.append(len(data))
+            rows = predict(rows)
+        assert self.streams is not None
+        for j, (tile, stream) in enumerate(zip(self.pieces[-self.columns:], self.streams)):
+            block = np.ascontiguousarray(rows[:, :, j * TILE:(j + 1) * TILE].transpose(1, 2, 0))  # pixel-interleaved
+            self._piece(tile, stream.compress(float_predict(block) if self.predictor == 3 else block))
+
+    def _piece(self, tile: list[tuple[int, int]], data: bytes) -> None:
+        if data:
+            tile.append((self.file.tell(), len(data)))
+            self.file.write(data)
+
+    def tiles(self):
+        """Each tile's bytes, row by row."""
+        for tile in self.pieces:
+            parts = []
+            for offset, size in tile:
+                self.file.seek(offset)
+                parts.append(self.file.read(size))
+            yield b"".join(parts)
 
     @property
     def nbytes(self) -> int:
+        """Bytes of this level's tiles in the COG, each with GDAL's leader (its size) and trailer (its last 4
+        bytes)."""
         return sum(self.sizes) + 8 * len(self.sizes)
 
 
@@ -327,8 +357,8 @@ def _layout(directories: list[dict], start: int, big: bool) -> list[int]:
 def write_cog(partial: str | Path, path: str | Path, predictor: int, bigtiff: bool | None = None) -> None:
     """Write the COG of a closed partial GeoTIFF (tiled, any compression GDAL reads) to ``path``: DEFLATE (ISA-L,
     level LEVEL) with ``predictor`` (2 integers, 3 floats), TILE-px tiles, pixel-interleaved, overviews averaged.
-    The partial's rows are read TILE at a time; every level is compressed
-    into a scratch file beside ``path`` and the COG is assembled from them. ``bigtiff``: None, only where the file
+    The partial's rows are read READ_ROWS at a time; every level is compressed into a scratch file beside ``path``
+    and the COG is assembled from them. ``bigtiff``: None, only where the file
     would pass 4 GB (classic TIFF offsets are 32 bits)."""
     partial, path = Path(partial), Path(path)
     with rasterio.open(partial) as src:
@@ -339,8 +369,8 @@ def write_cog(partial: str | Path, path: str | Path, predictor: int, bigtiff: bo
         levels = [TileRows(shape, count, dtype, predictor, nodata, path.parent) for shape in shapes]
         try:
             overviews = [Overview(shapes[k], shapes[k + 1], nodata) for k in range(len(shapes) - 1)]
-            for row in range(0, height, TILE):
-                rows = src.read(window=rasterio.windows.Window(0, row, width, min(TILE, height - row)))
+            for row in range(0, height, READ_ROWS):
+                rows = src.read(window=rasterio.windows.Window(0, row, width, min(READ_ROWS, height - row)))
                 levels[0].push(rows)
                 for overview, level in zip(overviews, levels[1:]):
                     rows = overview.push(rows)
@@ -380,6 +410,5 @@ def _assemble(partial: Path, path: Path, levels: list[TileRows], count: int, dty
             out.write(_directory_bytes(tags_k, places[k], nxt, big))
             out.write(b"\0" * (places[k + 1] - out.tell()))
         for level in reversed(levels):
-            level.file.seek(0)
-            while chunk := level.file.read(1 << 22):
-                out.write(chunk)
+            for data in level.tiles():
+                out.write(struct.pack("<I", len(data)) + data + data[-4:])
