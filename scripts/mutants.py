@@ -194,15 +194,15 @@ MUTATIONS = [
              "dates = None if options.regenerate_all else dates_to_fill(chip_obs)", "dates = dates_to_fill(chip_obs)",
              ("tests/test_stripes.py",)),
     Mutation("the COG's predictor runs on across tile edges", "cog_writer.py", "predict",
-             "out[:, :, ::TILE] = strip[:, :, ::TILE]", "pass", ("tests/test_cog_writer.py",)),
+             "out[:, :, ::TILE] = rows[:, :, ::TILE]", "pass", ("tests/test_cog_writer.py",)),
     Mutation("the COG's averaged overviews rounded down", "cog_writer.py", "average",
              "total += 2", "total += 0", ("tests/test_cog_writer.py",)),
     Mutation("the COG's overviews count partly covered pixels whole", "cog_writer.py", "average_windows",
              "weights[rows[last > 0], last[last > 0]] = (1 - (stop - right))[last > 0]", "pass",
              ("tests/test_cog_writer.py",)),
-    Mutation("the COG's tiles lack GDAL's trailer", "cog_writer.py", "TileRows._write",
-             "self.file.write(struct.pack(\"<I\", len(data)) + data + data[-4:])",
-             "self.file.write(struct.pack(\"<I\", len(data)) + data + data[-4:] * 0)", ("tests/test_safety.py",)),
+    Mutation("the COG's tiles lack GDAL's trailer", "cog_writer.py", "_assemble",
+             "out.write(struct.pack(\"<I\", len(data)) + data + data[-4:])",
+             "out.write(struct.pack(\"<I\", len(data)) + data + data[-4:] * 0)", ("tests/test_safety.py",)),
 ]
 
 

@@ -12,7 +12,7 @@ from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
 from utilise_cli.cog import COG_LEVEL
-from utilise_cli.cog_writer import write_cog
+from utilise_cli.cog_writer import TILE, write_cog
 
 CASES = {  # dtype: (nodata, predictor, bands) as fill writes them
     "uint16": (0, 2, 4),
@@ -62,10 +62,11 @@ def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("dtype", list(CASES))
-@pytest.mark.parametrize("shape", [(1100, 1300), (1030, 1373)])
+@pytest.mark.parametrize("shape", [(1100, 1300), (1030, 1373), (1025, 3)])
 def test_every_level_metadata_and_layout_equal_gdal_s_cog_driver(tmp_path, dtype, shape):
     # 1100 x 1300 halves exactly at each level; 1373 columns do not, so some pixels of the overviews average
-    # three columns, partly weighted (GDAL's chunk edges, which can differ, fall elsewhere here).
+    # three columns, partly weighted (GDAL's chunk edges, which can differ, fall elsewhere here); 1025 x 3 ends in
+    # an overview one pixel wide, its last tile row one row high.
     nodata, predictor, _ = CASES[dtype]
     data = _partial(tmp_path / ".p.tif", *shape, dtype)
     _gdal(tmp_path / ".p.tif", tmp_path / "gdal.tif", predictor)
@@ -85,8 +86,9 @@ def test_every_level_metadata_and_layout_equal_gdal_s_cog_driver(tmp_path, dtype
         assert (o.descriptions, o.scales, o.offsets) == (g.descriptions, g.scales, g.offsets)
     valid, errors, warnings = cog_validate(str(tmp_path / "ours.tif"), strict=True)
     assert valid and not errors and not warnings
-    # about the size of GDAL's (ISA-L against libdeflate, both at level 1)
-    assert abs((tmp_path / "ours.tif").stat().st_size / (tmp_path / "gdal.tif").stat().st_size - 1) < 0.03
+    # about the size of GDAL's (ISA-L against libdeflate, both at level 1), where the tiles hold more than padding
+    if min(shape) >= TILE:
+        assert abs((tmp_path / "ours.tif").stat().st_size / (tmp_path / "gdal.tif").stat().st_size - 1) < 0.03
     if predictor == 2:  # a reader that is not GDAL (tifffile decodes the floating-point predictor only with more)
         tifffile = pytest.importorskip("tifffile")
         pages = tifffile.TiffFile(tmp_path / "ours.tif").pages
