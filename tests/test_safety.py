@@ -278,8 +278,9 @@ def test_a_cog_whose_tiles_hold_only_nodata_passes_the_completeness_check(tmp_pa
 
 @pytest.mark.parametrize("compress", ["deflate", "zstd"])
 def test_a_cog_copied_with_an_uncompressed_temporary_file_equals_gdal_s_own_copy_at_every_level(tmp_path, compress):
-    """copy_to_cog has GDAL keep the overviews' temporary file uncompressed (faster); the COG must be the one
-    GDAL makes by default: same codec, same overviews, every level equal pixel for pixel."""
+    """copy_to_cog writes DEFLATE outputs with cog_writer and has GDAL copy ZSTD ones with the overviews'
+    temporary file uncompressed (faster); either COG must be the one GDAL makes by default: same codec, same
+    overviews, every level equal pixel for pixel."""
     import rasterio.shutil
     from rasterio.transform import from_origin
 
