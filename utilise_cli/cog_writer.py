@@ -150,6 +150,7 @@ class Overview:
 
     def __init__(self, above: tuple[int, int], shape: tuple[int, int], nodata: float):
         self.y, self.x = average_windows(above[0], shape[0]), average_windows(above[1], shape[1])
+        self.stop = self.y.stop  # nondecreasing: the row of the level above after each row's window
         self.nodata = nodata
         self.kept: np.ndarray | None = None  # rows of the level above from row `offset` on
         self.offset = 0
@@ -158,17 +159,13 @@ class Overview:
     def push(self, rows: np.ndarray) -> np.ndarray:
         """Take the next rows of the level above (C x n x columns); return the rows of this level they complete."""
         self.kept = rows if self.kept is None else np.concatenate([self.kept, rows], axis=1)
-        have = self.offset + self.kept.shape[1]
-        stop = self.y.stop
-        end = self.done
-        while end < len(stop) and stop[end] <= have:
-            end += 1
+        end = int(np.searchsorted(self.stop, self.offset + self.kept.shape[1], side="right"))  # rows now complete
         if end == self.done:
             return np.empty((self.kept.shape[0], 0, len(self.x.start)), self.kept.dtype)
         y = Windows(self.y.start[self.done:end], self.y.weights[self.done:end], self.y.halves)
         out = average(self.kept, y, self.x, self.offset, self.nodata)
         self.done = end
-        if end < len(stop):
+        if end < len(self.stop):
             drop = min(int(self.y.start[end]) - self.offset, self.kept.shape[1])  # the next row may not be here yet
             # a copy, so that the rows pushed are not all kept alive by a view of the last few
             self.kept = self.kept[:, drop:].copy() if drop < self.kept.shape[1] else None
@@ -194,7 +191,7 @@ def float_predict(tile: np.ndarray) -> np.ndarray:
     """TIFF's floating-point predictor over a rows x columns x C tile: each row's float32 bytes regrouped most
     significant first, then each byte less the byte C before it."""
     rows = tile.shape[0]
-    planes = np.ascontiguousarray(tile).reshape(rows, -1).astype("<f4").view(np.uint8).reshape(rows, -1, 4)
+    planes = np.ascontiguousarray(tile, "<f4").reshape(rows, -1).view(np.uint8).reshape(rows, -1, 4)
     planes = np.ascontiguousarray(planes[:, :, ::-1].transpose(0, 2, 1)).reshape(rows, -1)
     out = planes.copy()
     stride = tile.shape[2]
