@@ -86,12 +86,15 @@ def build_items(folder: Path, properties: dict | None = None, crs: str | None = 
 
 @pytest.fixture(scope="module")
 def stac_runs(tmp_path_factory):
-    """`utilise fill items.json` and `utilise fill sample_data`, both with the defaults."""
+    """`utilise fill items.json` and `utilise fill sample_data`, both with the defaults; the second with --out
+    relative to the working folder (as users type it)."""
     root = tmp_path_factory.mktemp("stac")
     items = build_items(root / "search")
-    for source, out in ((items, root / "from_stac"), (SAMPLE, root / "from_folder")):
-        result = runner.invoke(app, ["fill", str(source), "--out", str(out), "-q"])
-        assert result.exit_code == 0, result.output
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        for source, out in ((items, root / "from_stac"), (SAMPLE, Path("from_folder"))):
+            result = runner.invoke(app, ["fill", str(source), "--out", str(out), "-q"])
+            assert result.exit_code == 0, result.output
     return root
 
 

@@ -79,7 +79,9 @@ def write_catalog(out: str | os.PathLike, outputs: Sequence[DatedOutput], proper
 
     out = Path(out).resolve()
     catalog = pystac.Catalog(id="utilise-fill", description=description, title="utilise fill outputs")
-    ordered = sorted(outputs, key=lambda o: o.date)
+    # Absolute paths in: an asset href relative to the working folder (an --out typed as "out") would otherwise be
+    # kept as it is, and read relative to the item, pointing at out/out/NAME.tif.
+    ordered = sorted((DatedOutput(o.date, o.cog.resolve(), o.flags.resolve()) for o in outputs), key=lambda o: o.date)
     # Each item reads its COGs' headers and an overview, about 14 ms a date on one thread (GDAL and numpy release
     # the GIL). 10 dates on 2 threads: 0.13-0.15 -> 0.10 s alone, 0.12-0.14 -> 0.11 s within a fill (2-core EPYC).
     items = each_on_threads(lambda output: output_item(output, properties), ordered, ITEM_THREADS, "utilise-stac")
