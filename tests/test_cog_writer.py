@@ -1,6 +1,6 @@
 """cog_writer makes the COGs that GDAL's COG driver would make from the same partial file: the same pixels at every
 level, the same georeferencing and metadata, a layout the COG validator accepts, tiles that a TIFF reader other
-than GDAL decodes. (The flags, whose overviews take the nearest pixel, are still GDAL's copies.)"""
+than GDAL decodes: the outputs (overviews averaged) and their flags (overviews of the nearest pixel)."""
 
 from __future__ import annotations
 
@@ -14,18 +14,20 @@ from rio_cogeo.cogeo import cog_validate
 from utilise_cli.cog import COG_LEVEL
 from utilise_cli.cog_writer import TILE, write_cog
 
-CASES = {  # dtype: (nodata, predictor, bands) as fill writes them
-    "uint16": (0, 2, 4),
-    "float32": (float("nan"), 3, 2),
+CASES = {  # dtype: (nodata, predictor, bands, overview resampling) as fill writes them
+    "uint16": (0, 2, 4, "average"),
+    "float32": (float("nan"), 3, 2, "average"),
+    "uint8": (255, 2, 1, "nearest"),  # the flags
 }
 
 
 def _partial(path, height: int, width: int, dtype: str, seed: int = 0) -> np.ndarray:
     """A partial file as StripeWriter leaves it (ZSTD, 256 x 32 tiles, GDAL's metadata), with nodata in its lower
     half: in a block, in scattered pixels and along an edge."""
-    nodata, predictor, bands = CASES[dtype]
+    nodata, predictor, bands, _ = CASES[dtype]
     rng = np.random.default_rng(seed)
-    data = (rng.integers(1, 10000, (bands, height, width)) * (1e-4 if dtype == "float32" else 1)).astype(dtype)
+    most = 255 if dtype == "uint8" else 10000  # every pixel its own value: a wrong pick shows
+    data = (rng.integers(1, most, (bands, height, width)) * (1e-4 if dtype == "float32" else 1)).astype(dtype)
     gaps = np.zeros((height, width), bool)  # the first 512 rows have none (averaged in integers without counts)
     gaps[height * 3 // 5:height * 2 // 3, width // 4:width // 2] = True
     gaps[height // 2:] |= rng.random((height - height // 2, width)) < 0.03
@@ -42,9 +44,9 @@ def _partial(path, height: int, width: int, dtype: str, seed: int = 0) -> np.nda
     return data
 
 
-def _gdal(partial, path, predictor: int) -> None:
+def _gdal(partial, path, predictor: int, resampling: str) -> None:
     rasterio.shutil.copy(partial, path, driver="COG", compress="DEFLATE", level=COG_LEVEL, predictor=predictor,
-                         blocksize=512, overview_resampling="average")
+                         blocksize=512, overview_resampling=resampling)
 
 
 def _levels(path) -> list[np.ndarray]:
@@ -61,16 +63,19 @@ def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a == b) | (np.isnan(a) & np.isnan(b)) if a.dtype.kind == "f" else a == b
 
 
-@pytest.mark.parametrize("dtype", list(CASES))
-@pytest.mark.parametrize("shape", [(1100, 1300), (1030, 1373), (1025, 3)])
+@pytest.mark.parametrize("dtype, shape", [(dtype, shape) for dtype in CASES
+                                          for shape in [(1100, 1300), (1030, 1373), (1025, 3)]]
+                         + [("uint8", (1001, 777))])
 def test_every_level_metadata_and_layout_equal_gdal_s_cog_driver(tmp_path, dtype, shape):
     # 1100 x 1300 halves exactly at each level; 1373 columns do not, so some pixels of the overviews average
-    # three columns, partly weighted (GDAL's chunk edges, which can differ, fall elsewhere here); 1025 x 3 ends in
-    # an overview one pixel wide, its last tile row one row high.
-    nodata, predictor, _ = CASES[dtype]
+    # three columns, partly weighted (GDAL's chunk edges, which can differ, fall elsewhere here), and the nearest
+    # pixel is not every second one; 1025 x 3 ends in an overview one pixel wide, its last tile row one row high.
+    # 1001 rows: row 250 of the first overview lies on a tie of the nearest pixel's rounding (an average there
+    # falls on one of GDAL's chunk edges).
+    nodata, predictor, _, resampling = CASES[dtype]
     data = _partial(tmp_path / ".p.tif", *shape, dtype)
-    _gdal(tmp_path / ".p.tif", tmp_path / "gdal.tif", predictor)
-    write_cog(tmp_path / ".p.tif", tmp_path / "ours.tif", predictor)
+    _gdal(tmp_path / ".p.tif", tmp_path / "gdal.tif", predictor, resampling)
+    write_cog(tmp_path / ".p.tif", tmp_path / "ours.tif", predictor, resampling)
     gdal, ours = _levels(tmp_path / "gdal.tif"), _levels(tmp_path / "ours.tif")
     assert [x.shape for x in ours] == [x.shape for x in gdal] and len(ours) >= 2
     assert np.array_equal(ours[0], data, equal_nan=dtype == "float32")

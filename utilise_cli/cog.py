@@ -1,8 +1,8 @@
 """Writing one Cloud-Optimized GeoTIFF per date, stripe by stripe, never leaving a finished-looking partial file.
 
 Rows are streamed into a hidden tiled GeoTIFF (``.NAME.partial.tif``); when every row is written it is
-copied to COG under another hidden name (the outputs by cog_writer, the flags and ZSTD outputs by GDAL's COG
-driver, which only copies finished datasets) and renamed to its final name, so a file with the final name is
+copied to COG under another hidden name (by cog_writer; ZSTD outputs by GDAL's COG driver, which only copies
+finished datasets) and renamed to its final name, so a file with the final name is
 always complete.
 """
 
@@ -156,13 +156,13 @@ def copy_to_cog(partial: str | Path, path: str | Path, predictor: int, resamplin
                 ) -> Path:
     """Copy a closed partial GeoTIFF to a COG (``compress`` deflate or zstd at COG_LEVEL, 512-px blocks, overviews
     by ``resampling``) under a hidden name, check that every tile of it lies within the file, rename it to ``path``
-    and remove the partial file. DEFLATE with averaged overviews (the outputs) is cog_writer's, 1.8 times as fast
-    as GDAL's copy; the rest GDAL's. A failed copy raises OSError ENOSPC where the disk is full, else OutputError."""
+    and remove the partial file. DEFLATE (the outputs and their flags) is cog_writer's, 1.8 times as fast as GDAL's
+    copy; ZSTD GDAL's. A failed copy raises OSError ENOSPC where the disk is full, else OutputError."""
     partial, path = Path(partial), Path(path)
     with staged(path) as tmp:
         try:
-            if compress == "deflate" and resampling == "average":  # the outputs (the flags are small)
-                write_cog(partial, tmp, predictor)
+            if compress == "deflate":
+                write_cog(partial, tmp, predictor, resampling)
             else:
                 with rasterio.Env(**COG_TEMPORARY):
                     rasterio.shutil.copy(partial, tmp, driver="COG", compress=compress.upper(),

@@ -1,5 +1,5 @@
-"""A finished partial GeoTIFF turned into a Cloud-Optimized GeoTIFF here instead of by GDAL's COG driver, for
-the outputs whose overviews are averages: GDAL's layout (the directories first, then the smallest overview's tiles
+"""A finished partial GeoTIFF turned into a Cloud-Optimized GeoTIFF here instead of by GDAL's COG driver (the
+outputs, their overviews averaged, and the flags, theirs the nearest pixel): GDAL's layout (the directories first, then the smallest overview's tiles
 up to the full resolution's, each tile with its size before it and its last 4 bytes after it), DEFLATE with the
 horizontal or floating-point predictor, 512-px tiles, overviews down to one tile; but the tiles are compressed by
 ISA-L (python-isal) at about 300 MB/s, where GDAL's copy deflates with libdeflate at level 1 at about 110 MB/s with
@@ -7,9 +7,11 @@ its other work: a 2048^2 4-band date's COG in 0.34 instead of 0.61 s, 1.1-1.4 % 
 
 The overviews are GDAL's: each level half the one above it (rounded down), made from it by averaging the valid
 pixels that a pixel covers, weighted by the part of each that it covers (the level above may have an odd size),
-rounded half up for integers. Where every level halves exactly the pixels equal those of GDAL's COG driver; where
-one does not, GDAL works a level in chunks of rows and weighs the row at a chunk's edge otherwise, so that row can
-differ from its output (one row in 512 of a 1373 x 2745 image's first overview).
+rounded half up for integers; or the nearest pixel of the level above, the one at floor(i r + 0.5) for pixel i
+(r the ratio of the sizes, in float64 as GDAL computes it). Where every level halves exactly the averages equal
+those of GDAL's COG driver; where one does not, GDAL works a level in chunks of rows and weighs the row at a
+chunk's edge otherwise, so that row can differ from its output (one row in 512 of a 1373 x 2745 image's first
+overview). The nearest pixels equal GDAL's on every shape tried (tests/test_cog_writer.py).
 
 The georeferencing and metadata (GeoTIFF keys, GDAL's nodata and metadata tags) are copied byte for byte from the
 partial file, which GDAL wrote.
@@ -144,12 +146,30 @@ def average(a: np.ndarray, y: Windows, x: Windows, offset: int, nodata: float) -
     return np.where(weight > 0, mean, nodata).astype(a.dtype)
 
 
+def nearest_windows(n_above: int, n: int) -> Windows:
+    """GDAL's nearest: pixel i takes pixel floor(i r + 0.5) of the level above (r = n_above / n). Computed as GDAL
+    does, in float64 without an epsilon: an epsilon moves the ties that rounding leaves (row 250 of a 1001-row
+    image's first overview)."""
+    start = np.minimum(np.floor(np.arange(n) * (n_above / n) + 0.5).astype(np.int64), n_above - 1)
+    return Windows(start, np.ones((n, 1)), False)
+
+
+def nearest(a: np.ndarray, y: Windows, x: Windows, offset: int, nodata: float) -> np.ndarray:
+    """The pixel of ``a`` (C x rows x columns of the level above, its first row being row ``offset``) that each
+    window starts at (``nodata``: unused, as in :func:`average`)."""
+    return a[:, y.start - offset][:, :, x.start]
+
+
+RESAMPLING = {"average": (average_windows, average), "nearest": (nearest_windows, nearest)}
+
+
 class Overview:
     """One level made from the rows of the level above as they come (``push``), which it keeps only until every
-    row it covers is made."""
+    row it covers is made; ``resampling`` a key of RESAMPLING."""
 
-    def __init__(self, above: tuple[int, int], shape: tuple[int, int], nodata: float):
-        self.y, self.x = average_windows(above[0], shape[0]), average_windows(above[1], shape[1])
+    def __init__(self, above: tuple[int, int], shape: tuple[int, int], nodata: float, resampling: str = "average"):
+        windows, self.resample = RESAMPLING[resampling]
+        self.y, self.x = windows(above[0], shape[0]), windows(above[1], shape[1])
         self.stop = self.y.stop  # nondecreasing: the row of the level above after each row's window
         self.nodata = nodata
         self.kept: np.ndarray | None = None  # rows of the level above from row `offset` on
@@ -163,7 +183,7 @@ class Overview:
         if end == self.done:
             return np.empty((self.kept.shape[0], 0, len(self.x.start)), self.kept.dtype)
         y = Windows(self.y.start[self.done:end], self.y.weights[self.done:end], self.y.halves)
-        out = average(self.kept, y, self.x, self.offset, self.nodata)
+        out = self.resample(self.kept, y, self.x, self.offset, self.nodata)
         self.done = end
         if end < len(self.stop):
             drop = min(int(self.y.start[end]) - self.offset, self.kept.shape[1])  # the next row may not be here yet
@@ -352,9 +372,11 @@ def _layout(directories: list[Tags], start: int, big: bool) -> list[int]:
     return places
 
 
-def write_cog(partial: str | Path, path: str | Path, predictor: int, bigtiff: bool | None = None) -> None:
+def write_cog(partial: str | Path, path: str | Path, predictor: int, resampling: str = "average",
+              bigtiff: bool | None = None) -> None:
     """Write the COG of a closed partial GeoTIFF (tiled, any compression GDAL reads) to ``path``: DEFLATE (ISA-L,
-    level LEVEL) with ``predictor`` (2 integers, 3 floats), TILE-px tiles, pixel-interleaved, overviews averaged.
+    level LEVEL) with ``predictor`` (2 integers, 3 floats), TILE-px tiles, pixel-interleaved, overviews by
+    ``resampling`` (average or nearest).
     The partial's rows are read READ_ROWS at a time; every level is compressed into a scratch file beside ``path``
     and the COG is assembled from them. ``bigtiff``: None, only where the file would pass 4 GB (classic TIFF
     offsets are 32 bits)."""
@@ -366,7 +388,7 @@ def write_cog(partial: str | Path, path: str | Path, predictor: int, bigtiff: bo
         shapes = [(height, width)] + overview_shapes(height, width)
         levels = [TileRows(shape, count, dtype, predictor, nodata, path.parent) for shape in shapes]
         try:
-            overviews = [Overview(shapes[k], shapes[k + 1], nodata) for k in range(len(shapes) - 1)]
+            overviews = [Overview(shapes[k], shapes[k + 1], nodata, resampling) for k in range(len(shapes) - 1)]
             for row in range(0, height, READ_ROWS):
                 rows = src.read(window=rasterio.windows.Window(0, row, width, min(READ_ROWS, height - row)))
                 levels[0].push(rows)
