@@ -200,7 +200,7 @@ MUTATIONS = [
     Mutation("the COG's overviews count partly covered pixels whole", "cog_writer.py", "average_windows",
              "weights[rows[last > 0], last[last > 0]] = (1 - (stop - right))[last > 0]", "pass",
              ("tests/test_cog_writer.py",)),
-    Mutation("the COG's flags overviews take the pixel right of and below the centre", "cog_writer.py",
+    Mutation("the COG's flags overviews take the pixel under each window's centre", "cog_writer.py",
              "nearest_windows", "np.floor(np.arange(n) * (n_above / n) + 0.5)",
              "np.floor((np.arange(n) + 0.5) * (n_above / n))", ("tests/test_cog_writer.py",)),
     Mutation("the COG's flags overviews break rounding ties upwards", "cog_writer.py", "nearest_windows",
