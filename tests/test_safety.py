@@ -193,8 +193,11 @@ def test_an_interrupted_run_resumes_from_its_last_rows_and_ends_byte_identical(t
     total = whole.chips_run + whole.chips_skipped
     assert total >= 150  # 13 chip rows: a scene of many stripes
 
+    partials_before = []
+
     def interrupt(done: int, all_chips: int) -> None:  # a real SIGINT (Ctrl-C), landing wherever it lands
         if done >= 0.8 * all_chips:
+            partials_before.append(len(list(out.glob(".*.partial.tif"))))
             os.kill(os.getpid(), signal.SIGINT)
 
     out = tmp_path / "out"
@@ -206,12 +209,19 @@ def test_an_interrupted_run_resumes_from_its_last_rows_and_ends_byte_identical(t
     finally:
         signal.signal(signal.SIGINT, previous)
     assert not [p for p in out.glob("*.tif") if not p.name.startswith(".")]  # nothing under a final name
-    assert list(out.glob(".*.partial.tif")) and (out / ".utilise-progress.json").is_file()
+    # one panel: the COGs were built as the rows came, and their rows went into partial files at the interruption
+    assert partials_before[0] == (0 if panel_width == 0 else 24)
+    assert len(list(out.glob(".*.partial.tif"))) == 24 and (out / ".utilise-progress.json").is_file()
     resumed = fill(SAMPLE, out, options, predictor=ChipMean())
     assert resumed.chips_run + resumed.chips_skipped <= 0.3 * total
     assert len(resumed.outputs) == 12 and not list(out.glob(".*partial*"))
     for path in sorted(p for p in (tmp_path / "whole").glob("*.tif") if not p.name.startswith(".")):
-        assert (out / path.name).read_bytes() == path.read_bytes(), path.name
+        if (out / path.name).read_bytes() != path.read_bytes():  # say whether the pixels differ too
+            with rasterio.open(path) as whole_file, rasterio.open(out / path.name) as resumed_file:
+                a, b = whole_file.read(), resumed_file.read()
+            differ = ~((a == b) | (np.isnan(a) & np.isnan(b)))
+            raise AssertionError(f"{path.name}: not byte-identical; {int(differ.sum())} values differ, first at "
+                                 f"{np.argwhere(differ)[:3].tolist()}")
     report = json.loads((out / "fill_report.json").read_text())
     assert report["filled_pixel_dates"] == whole.filled_pixels
 
@@ -310,8 +320,8 @@ def test_a_cog_copied_with_an_uncompressed_temporary_file_equals_gdal_s_own_copy
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")  # a header cut short has no grid
 def test_a_cog_copy_left_truncated_without_an_error_is_refused_and_nothing_gets_its_name(tmp_path, monkeypatch):
     # On a thread, GDAL can fail to write a COG without raising (a full disk: 5 of 47 fills copying on 2 threads).
-    # Here every real copy (cog_writer's of the outputs, GDAL's of the flags) is cut short after it was written, as
-    # those were.
+    # Here every COG, however it is written (built as the rows come, by cog_writer or GDAL from a partial file), is
+    # cut short after it was written, as those were.
     import rasterio.shutil
 
     import utilise_cli.cog
@@ -336,14 +346,22 @@ def test_a_cog_copy_left_truncated_without_an_error_is_refused_and_nothing_gets_
                 f.truncate(Path(dst).stat().st_size // 2)
         return written_then_cut
 
+    build = utilise_cli.cog.CogBuilder.write
+
+    def built_then_cut(builder, header, dst, *args):
+        cut_short(lambda _, path: build(builder, header, path, *args))(None, dst)
+
     monkeypatch.setattr(utilise_cli.cog, "write_cog", cut_short(utilise_cli.cog.write_cog))
     monkeypatch.setattr(utilise_cli.cog.rasterio.shutil, "copy", cut_short(rasterio.shutil.copy))
-    result = _fill(SAMPLE, tmp_path / "again")
-    assert result.exit_code == 2, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]  # (GDAL warns too)
-    assert len(errors) == 1 and "_filled" in errors[0] and "came out incomplete" in errors[0], result.output
-    _nothing_final(tmp_path / "again")
-    assert not list((tmp_path / "again").glob(".*.tif.partial"))  # the hidden copies are gone too
+    monkeypatch.setattr(utilise_cli.cog.CogBuilder, "write", built_then_cut)
+    panels = ["--chip-size", "32", "--overlap", "8", "--panel-width", "64"]  # 2 column panels: partial files
+    for options, folder in (([], "again"), (panels, "panels"), (["--compress", "zstd"], "zstd")):
+        result = _fill(SAMPLE, tmp_path / folder, *options)
+        assert result.exit_code == 2, result.output
+        errors = [line for line in result.output.splitlines() if line.startswith("error: ")]  # (GDAL warns too)
+        assert len(errors) == 1 and "_filled" in errors[0] and "came out incomplete" in errors[0], result.output
+        _nothing_final(tmp_path / folder)
+        assert not list((tmp_path / folder).glob(".*.tif.partial"))  # the hidden copies are gone too
 
 
 # 1400k: the partial files fit, their COG copies do not, so the copies are the ones to hit the full disk (a fill

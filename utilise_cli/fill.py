@@ -53,8 +53,9 @@ def check_output_folder(out: Path) -> None:
 def _open_writers(plan: FillPlan, options: FillOptions, tags: dict[str, str], writers: Writers,
                   resume: bool = False) -> None:
     """Add a COG writer and a flags writer to ``writers`` for every date still to write (``resume``: reopen the
-    partial files of an interrupted run)."""
+    partial files of an interrupted run; else, with one column panel, COGs built as the rows come)."""
     grid = plan.cube.grid
+    streamed = not resume and len(plan.panels) == 1
     base_tags = {"UTILISE_VERSION": __version__, **tags,
                  "UTILISE_OBSERVED_PIXELS": "regenerated" if options.regenerate_all else "kept"}
     for i in plan.todo:
@@ -66,10 +67,10 @@ def _open_writers(plan: FillPlan, options: FillOptions, tags: dict[str, str], wr
             scene_tags["STAC_ITEMS"] = ",".join(scene.items)
         writers[i] = (
             StripeWriter(plan.outputs[i], grid.crs, grid.transform, grid.width, grid.height, len(plan.bands),
-                         options.dtype, plan.bands, scene_tags, "average", options.compress, resume),
+                         options.dtype, plan.bands, scene_tags, "average", options.compress, resume, streamed),
             StripeWriter(plan.flags[i], grid.crs, grid.transform, grid.width, grid.height, 1, "uint8",
                          [f"filled: {FLAG_MEANING}"],
-                         {**scene_tags, "FLAGS": FLAG_MEANING}, "nearest", options.compress, resume),
+                         {**scene_tags, "FLAGS": FLAG_MEANING}, "nearest", options.compress, resume, streamed),
         )
 
 
