@@ -1,8 +1,8 @@
-"""A finished partial GeoTIFF turned into a Cloud-Optimized GeoTIFF here instead of by GDAL's COG driver (the
-outputs, their overviews averaged, and the flags, theirs the nearest pixel): GDAL's layout (the directories first,
-then the smallest overview's tiles up to the full resolution's, each tile with its size before it and its last 4
-bytes after it), DEFLATE with the horizontal or floating-point predictor, 512-px tiles, overviews down to one tile;
-but the tiles are compressed by ISA-L (python-isal) at about 300 MB/s, where GDAL's copy deflates with libdeflate
+"""Cloud-Optimized GeoTIFFs made here instead of by GDAL's COG driver (the outputs, their overviews averaged, and the
+flags, theirs the nearest pixel), from a finished partial GeoTIFF (write_cog) or from rows as a fill writes them
+(CogBuilder, which write_cog uses too): GDAL's layout (the directories first, then the smallest overview's tiles up
+to the full resolution's, each tile with its size before it and its last 4 bytes after it), DEFLATE with the
+horizontal or floating-point predictor, 512-px tiles, overviews down to one tile; but the tiles are compressed by ISA-L (python-isal) at about 300 MB/s, where GDAL's copy deflates with libdeflate
 at level 1 at about 110 MB/s with its other work: a 2048^2 4-band date's COG in 0.34 instead of 0.61 s, 1.1-1.4 %
 larger; its flags in 29 instead of 39 ms, 15 % larger (2-core AMD EPYC).
 
