@@ -2,9 +2,10 @@
 flags, theirs the nearest pixel), from a finished partial GeoTIFF (write_cog) or from rows as a fill writes them
 (CogBuilder, which write_cog uses too): GDAL's layout (the directories first, then the smallest overview's tiles up
 to the full resolution's, each tile with its size before it and its last 4 bytes after it), DEFLATE with the
-horizontal or floating-point predictor, 512-px tiles, overviews down to one tile; but the tiles are compressed by ISA-L (python-isal) at about 300 MB/s, where GDAL's copy deflates with libdeflate
-at level 1 at about 110 MB/s with its other work: a 2048^2 4-band date's COG in 0.34 instead of 0.61 s, 1.1-1.4 %
-larger; its flags in 29 instead of 39 ms, 15 % larger (2-core AMD EPYC).
+horizontal or floating-point predictor, 512-px tiles, overviews down to one tile; but the tiles are compressed by
+ISA-L (python-isal) at about 300 MB/s, where GDAL's copy deflates with libdeflate at level 1 at about 110 MB/s with
+its other work: a 2048^2 4-band date's COG in 0.34 instead of 0.61 s, 1.1-1.4 % larger; its flags in 29 instead of
+39 ms, 15 % larger (2-core AMD EPYC).
 
 The overviews are GDAL's: each level half the one above it (rounded down), made from it by averaging the valid
 pixels that a pixel covers, weighted by the part of each that it covers (the level above may have an odd size),
