@@ -231,9 +231,9 @@ def copy_to_cog(partial: str | Path, path: str | Path, predictor: int, resamplin
                                      predictor=predictor, blocksize=512, overview_resampling=resampling,
                                      BIGTIFF="IF_SAFER")
 
-    finish_cog(path, copy)
+    done = finish_cog(path, copy)
     partial.unlink(missing_ok=True)
-    return Path(path)
+    return done
 
 
 def finish_cog(path: str | Path, write: Callable[[Path], None]) -> Path:

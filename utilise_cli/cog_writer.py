@@ -431,13 +431,15 @@ class CogBuilder:
     def push(self, rows: np.ndarray) -> None:
         """The next rows (C x n x width)."""
         self.rows += rows.shape[1]
-        if self.waiting is not None:
+        ours = self.waiting is not None
+        if ours:
             rows = np.concatenate([self.waiting, rows], axis=1)
         done = 0
         while rows.shape[1] - done >= READ_ROWS or (self.rows == self.levels[0].height and done < rows.shape[1]):
             self._compress(rows[:, done:done + READ_ROWS])
             done += READ_ROWS
-        self.waiting = rows[:, done:].copy() if done < rows.shape[1] else None  # not a view of all the rows
+        # a view of our own concatenation holds fewer than READ_ROWS extra rows; the caller's rows are copied
+        self.waiting = (rows[:, done:] if ours else rows[:, done:].copy()) if done < rows.shape[1] else None
 
     def _compress(self, rows: np.ndarray) -> None:
         self.levels[0].push(rows)
