@@ -220,6 +220,9 @@ MUTATIONS = [
     Mutation("the COG's tiles lack GDAL's trailer", "cog_writer.py", "_assemble",
              "out.write(struct.pack(\"<I\", len(data)) + data + data[-4:])",
              "out.write(struct.pack(\"<I\", len(data)) + data + data[-4:] * 0)", ("tests/test_safety.py",)),
+    Mutation("a batch of chips viewed in the stripe steps by rows instead of columns", "chips.py", "chip_batch",
+             "(step * stripe.strides[-1], *first.strides)", "(step * stripe.strides[-2], *first.strides)",
+             ("tests/test_chips.py",)),
 ]
 
 

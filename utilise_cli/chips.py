@@ -30,6 +30,31 @@ def dates_to_fill(observed: np.ndarray) -> np.ndarray:
     return (~observed & observed.any(axis=-3, keepdims=True)).any(axis=(-2, -1))
 
 
+def chip_batch(stripe: np.ndarray, starts: list[int], chip: int) -> np.ndarray:
+    """The chips of ``stripe`` (... x h x W) whose first columns are ``starts``, as B x ... x chip x chip.
+
+    Where every chip lies whole in the stripe and the starts are evenly spaced (all but a row's last few chips),
+    a view of the stripe whose first axis steps from chip to chip: no copy (the chips overlap, so the view must
+    only be read). Otherwise a copy, edge-padded where a chip runs past the stripe (rasters smaller than one
+    chip, the last chip row of a raster)."""
+    steps = set(np.diff(starts).tolist())
+    if stripe.shape[-2] == chip and starts[-1] + chip <= stripe.shape[-1] and len(steps) <= 1:
+        first = stripe[..., starts[0]: starts[0] + chip]
+        step = steps.pop() if steps else 0
+        return np.lib.stride_tricks.as_strided(first, (len(starts), *first.shape),
+                                               (step * stripe.strides[-1], *first.strides))
+    return np.stack([_pad_to(stripe[..., x0: x0 + chip], chip, chip) for x0 in starts])
+
+
+def _pad_to(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Edge-pad the last two axes up to height x width."""
+    ph, pw = height - array.shape[-2], width - array.shape[-1]
+    if ph <= 0 and pw <= 0:
+        return array
+    pad = [(0, 0)] * (array.ndim - 2) + [(0, max(ph, 0)), (0, max(pw, 0))]
+    return np.pad(array, pad, mode="edge")
+
+
 def ramp_window(chip: int, overlap: int, floor: float = 1e-3) -> np.ndarray:
     """1-D blending weights: 1 in the centre, a cosine (Hann) ramp down over ``overlap`` pixels at each end,
     never below ``floor`` so every pixel keeps some weight."""

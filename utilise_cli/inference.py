@@ -74,7 +74,10 @@ def model_input(model: UTILISE, reflectance: np.ndarray, hidden: np.ndarray, day
 
 
 def to_device(array: np.ndarray, device: torch.device, dtype: np.dtype | type = np.float32) -> torch.Tensor:
-    """A numpy array as a tensor on ``device``; through pinned memory to a GPU, so that the copy overlaps."""
+    """A numpy array as a tensor on ``device``; through pinned memory to a GPU, so that the copy overlaps. On the
+    CPU a view of the array, whatever its strides (a batch of chips that are views of one stripe stays one)."""
+    if device.type == "cpu":
+        return torch.from_numpy(np.asarray(array, dtype=dtype))
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=dtype))
     if device.type == "cuda":
         tensor = tensor.pin_memory()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from .chips import Panel, blend_window, dates_to_fill
+from .chips import Panel, blend_window, chip_batch, dates_to_fill
 from .cog import FLAG_FILLED, FLAG_NEVER_OBSERVED, FLAG_OBSERVED, FLAG_SCREENED, StripeWriter, to_output_dtype
 from .cores import each_on_threads
 from .cube import read_stripe
@@ -88,15 +88,6 @@ class RowPrediction:
     run: int
 
 
-def _pad_to(array: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Edge-pad the last two axes up to height x width (rasters smaller than one chip)."""
-    ph, pw = height - array.shape[-2], width - array.shape[-1]
-    if ph <= 0 and pw <= 0:
-        return array
-    pad = [(0, 0)] * (array.ndim - 2) + [(0, max(ph, 0)), (0, max(pw, 0))]
-    return np.pad(array, pad, mode="edge")
-
-
 def predict_row(plan: FillPlan, predictor: Predictor, options: FillOptions, days: np.ndarray, panel: Panel,
                 refl: np.ndarray, obs: np.ndarray,
                 add: Callable[[int, np.ndarray, np.ndarray | None], None] | None = None,
@@ -110,16 +101,14 @@ def predict_row(plan: FillPlan, predictor: Predictor, options: FillOptions, days
     something to fill, the only ones whose values count in a fill that keeps observed pixels (every other pixel
     of a date is its input or nodata in the output, whatever the sums say); None (``--regenerate-all``): all."""
     chip = plan.chip_size
-    pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]] = []
+    pending: list[tuple[int, np.ndarray | None]] = []
     passed = []
     for x0 in panel.cols:
-        local = slice(x0 - panel.lo, min(x0 + chip, panel.hi) - panel.lo)
-        chip_obs = obs[:, :, local]
-        dates = None if options.regenerate_all else dates_to_fill(chip_obs)
+        dates = None if options.regenerate_all else dates_to_fill(obs[:, :, x0 - panel.lo: x0 - panel.lo + chip])
         if dates is not None and not dates.any():
             passed.append(x0)
             continue
-        pending.append((x0, refl[:, :, :, local], chip_obs, dates))
+        pending.append((x0, dates))
     if add is not None:
         nothing = np.zeros(len(days), bool)
         for x0 in passed:
@@ -127,13 +116,13 @@ def predict_row(plan: FillPlan, predictor: Predictor, options: FillOptions, days
     chips, seconds = [], 0.0
     for b in range(0, len(pending), plan.batch_size):
         batch = pending[b: b + plan.batch_size]
-        h, w = batch[0][1].shape[-2:]
-        x = np.stack([_pad_to(item[1], chip, chip) for item in batch])
-        o = np.stack([_pad_to(item[2], chip, chip) for item in batch])
+        starts = [x0 - panel.lo for x0, _ in batch]
+        # Views of the stripe where the chips allow (np.stack's copies took 0.36 s of a 2048^2 fill).
+        x, o = chip_batch(refl, starts, chip), chip_batch(obs, starts, chip)
         tick = time.perf_counter()
-        pred = predictor(x, o, days)[..., :h, :w]
+        pred = predictor(x, o, days)[..., :refl.shape[-2], :min(chip, refl.shape[-1])]
         seconds += time.perf_counter() - tick
-        for (x0, _, _, dates), p in zip(batch, pred):
+        for (x0, dates), p in zip(batch, pred):
             if add is not None:
                 add(x0, p, dates)
             else:
