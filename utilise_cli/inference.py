@@ -22,6 +22,10 @@ from .network import UTILISE
 
 
 class Predictor(Protocol):
+    """Fills a batch: reflectance B x T x C x H x W (0..1, NaN = no data), observed B x T x H x W (bool), days T
+    (day of year) -> B x T x C x H x W. It must not write into its inputs: a fill's batches can be views of one
+    stripe in which neighbouring chips overlap (chips.chip_batch)."""
+
     name: str
 
     def __call__(self, reflectance: np.ndarray, observed: np.ndarray, days: np.ndarray) -> np.ndarray: ...
