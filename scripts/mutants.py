@@ -55,7 +55,7 @@ MUTATIONS = [
              "return [future.result() for future in futures]",
              "return [None if future.exception() else future.result() for future in futures]",
              ("tests/test_safety.py",)),
-    Mutation("a COG copy left truncated without an error gets its final name", "cog.py", "copy_to_cog",
+    Mutation("a COG copy left truncated without an error gets its final name", "cog.py", "finish_cog",
              "if problem:", "if False:", ("tests/test_safety.py",)),
     Mutation("the completeness check forgets the bytes GDAL repeats after each tile", "cog.py", "incomplete",
              "int(offset) + int(length) + trailer > size", "int(offset) + int(length) > size",
