@@ -191,7 +191,7 @@ MUTATIONS = [
     Mutation("a chip's dates blended: those with nothing to fill", "stripes.py", "accumulate",
              "picked = np.flatnonzero(dates)", "picked = np.flatnonzero(~dates)", ("tests/test_stripes.py",)),
     Mutation("--regenerate-all blends only a chip's dates with something to fill", "stripes.py", "predict_row",
-             "dates = None if options.regenerate_all else dates_to_fill(chip_obs)", "dates = dates_to_fill(chip_obs)",
+             "dates = None if options.regenerate_all else dates_to_fill(", "dates = dates_to_fill(",
              ("tests/test_stripes.py",)),
     Mutation("the COG's predictor runs on across tile edges", "cog_writer.py", "predict",
              "out[:, :, ::TILE] = rows[:, :, ::TILE]", "pass", ("tests/test_cog_writer.py",)),
