@@ -6,7 +6,8 @@
 # network goes, and whether reading and writing beside the network's passes would find idle CPU.
 # Forced on two cores without native bf16 (AMD EPYC, AVX2; the network in fp32) with SIZES=1024 it took 7 minutes;
 # on two cores of an AMD EPYC with AVX-512 BF16 (the network in bf16) the default sizes took 5 min 31 s
-# (2026-12-05), and SIZES="1024 2048 4096" adds the 4096^2 row (about 4 minutes more there). Run from the repository root:
+# (2026-12-05), and SIZES="1024 2048 4096" adds the 4096^2 row (its two fills took 224 s
+# more there, besides building the stack). Run from the repository root:
 #   bash scripts/bf16_check.sh            # refuses a CPU without native bf16 (auto would run fp32 there)
 #   FORCE=1 CORES=0,1 SIZES="1024 2048" bash scripts/bf16_check.sh
 set -euo pipefail
