@@ -364,11 +364,13 @@ def test_a_cog_copy_left_truncated_without_an_error_is_refused_and_nothing_gets_
         assert not list((tmp_path / folder).glob(".*.tif.partial"))  # the hidden copies are gone too
 
 
-# 1400k: the rows fit, their COGs do not, so the COGs' writing is what hits the full disk (a fill that missed its
-# failure would end "successfully" without them). The sample tiled to 512^2: the disk fills while rows are written
-# (on the writing threads), long before the end. ZSTD: the rows go to GDAL's partial files, whose errors need not
-# say the disk is full (a one-panel DEFLATE fill builds its COGs in scratch files of its own, whose errors do).
-@pytest.mark.parametrize("threads, size, tiles, codec", [(1, "600k", 1, "deflate"), (2, "1400k", 1, "deflate"),
+# 600k: the disk fills while rows are written. 1800k: the rows fit, the COGs laid out from them on 2 threads do not
+# (1700k-1900k since the COGs are built as the rows come; the whole fill takes 1.9 MB), so a COG's writing is what
+# hits the full disk (a fill that missed its failure would end "successfully" without it). The sample tiled to
+# 512^2: the disk fills while rows are written (on the writing threads), long before the end. ZSTD: the rows go to
+# GDAL's partial files, whose errors need not say the disk is full (a one-panel DEFLATE fill builds its COGs in
+# scratch files of its own, whose errors do).
+@pytest.mark.parametrize("threads, size, tiles, codec", [(1, "600k", 1, "deflate"), (2, "1800k", 1, "deflate"),
                                                          (4, "1000k", 4, "deflate"), (4, "1000k", 4, "zstd")])
 def test_a_full_disk_is_one_line_and_leaves_no_half_written_output(tmp_path, monkeypatch, threads, size, tiles, codec):
     import subprocess
