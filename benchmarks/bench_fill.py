@@ -10,11 +10,12 @@ processes: the folder of tiles (a task per tile) and the single tile (its chip r
 this process, sync), in fresh output folders, and prints wall times and the speed-up of 2 workers over 1.
 Cluster start-up is included, as a user pays it.
 
-With --panel-widths W1,W2 (0 = the whole width, the way fills ran before column panels): every method with
-each panel width, side by side, and each peak as a ratio to the first width's.
+With --panel-widths W1,W2 (0 = the whole width, the way fills ran before column panels) and --network-workers
+N1,N2: every method with each panel width and worker count, side by side, each peak and time as a ratio to the
+first case's.
 
     python benchmarks/bench_fill.py [--sizes 2048 4096] [--method utilise|linear] [--checkpoint PATH]
-                                    [--panel-widths 0,2048]
+                                    [--panel-widths 0,2048] [--network-workers 1,2]
     python benchmarks/bench_fill.py --workers [--tiles 4] [--sizes 256] [--one-tile 768] [--method utilise|linear]
 """
 
@@ -91,9 +92,12 @@ def peak_mb():
 """
 
 
-def run_case(folder: Path, out: Path, method: str, checkpoint: str | None, panel_width: int | None = None) -> dict:
-    """fill in a child process; returns its report figures and peak RSS. ``panel_width`` None: the default."""
+def run_case(folder: Path, out: Path, method: str, checkpoint: str | None, panel_width: int | None = None,
+             network_workers: int | None = None) -> dict:
+    """fill in a child process; returns its report figures and peak RSS. ``panel_width``, ``network_workers``
+    None: the default."""
     panel = "" if panel_width is None else f", panel_width={panel_width}"
+    panel += "" if network_workers is None else f", network_workers={network_workers}"
     code = PEAK_MB + f"""
 import json, sys
 from utilise_cli.fill import fill, FillOptions
@@ -154,6 +158,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--panel-widths", default=None, help="column panel widths to compare, separated by commas "
                         "(0: the whole width; default: fill's default only)")
+    parser.add_argument("--network-workers", default=None, help="fill's --network-workers to compare, separated by "
+                        "commas (default: fill's default only)")
     parser.add_argument("--workers", action="store_true", help="measure 2 dask worker processes against 1")
     parser.add_argument("--tiles", type=int, default=4, help="with --workers: number of tiles")
     parser.add_argument("--one-tile", type=int, default=768, help="with --workers: side of the single tile, pixels")
@@ -164,8 +170,10 @@ def main() -> None:
     args.sizes = args.sizes or [2048, 4096]
     methods = args.method.split(",")
     widths = [int(w) for w in args.panel_widths.split(",")] if args.panel_widths else [None]
-    print(f"{'size':>6s} {'method':>8s} {'panel':>6s} {'filled with':>16s} {'chips run/skipped':>18s} {'total s':>8s} "
-          f"{'network s':>9s} {'overhead':>8s} {'MPx-dates/s':>11s} {'peak RSS MB':>11s} {'estimate':>9s}")
+    chip_workers = [int(w) for w in args.network_workers.split(",")] if args.network_workers else [None]
+    print(f"{'size':>6s} {'method':>8s} {'panel':>6s} {'nw':>3s} {'filled with':>16s} {'chips run/skipped':>18s} "
+          f"{'total s':>8s} {'network s':>9s} {'overhead':>8s} {'MPx-dates/s':>11s} {'peak RSS MB':>11s} "
+          f"{'estimate':>9s}")
     peaks = {}
     for size in args.sizes:
         seconds = {}
@@ -175,28 +183,30 @@ def main() -> None:
             build_stack(size, folder)
             for method in methods:
                 first: dict = {}
-                for width in widths:
-                    r = run_case(folder, Path(tmp) / f"out_{method}_{width}", method, args.checkpoint, width)
+                for width, nw in [(width, nw) for nw in chip_workers for width in widths]:
+                    r = run_case(folder, Path(tmp) / f"out_{method}_{width}_{nw}", method, args.checkpoint, width, nw)
                     overhead = (r["seconds"] - r["network"]) / r["network"] if r["network"] > 0 else float("nan")
                     first = first or r
-                    peaks.setdefault((method, width), {})[size] = r["rss_mb"]
-                    if width == widths[0]:
+                    peaks.setdefault((method, width, nw), {})[size] = r["rss_mb"]
+                    if width == widths[0] and nw == chip_workers[0]:
                         seconds[method] = r["seconds"]
-                    print(f"{size:6d} {method:>8s} {'-' if width is None else width:>6} {r['used']:>16s} "
+                    print(f"{size:6d} {method:>8s} {'-' if width is None else width:>6} {'-' if nw is None else nw:>3} "
+                          f"{r['used']:>16s} "
                           f"{r['run']:>9d}/{r['skipped']:<8d} {r['seconds']:8.1f} {r['network']:9.1f} "
                           f"{overhead:8.0%} {size * size * 10 / 1e6 / r['seconds']:11.2f} {r['rss_mb']:11.0f} "
                           f"{r['estimate_mb']:5.0f} ({r['estimate_mb'] / r['rss_mb'] - 1:+.0%})")
-                    if len(widths) > 1 and width != widths[0]:
-                        print(f"{size:6d} {method:>8s} panel {width} / {widths[0]}: peak "
-                              f"{r['rss_mb'] / first['rss_mb']:.2f}x, time {r['seconds'] / first['seconds']:.2f}x")
+                    if r is not first:
+                        print(f"{size:6d} {method:>8s} panel {width} / {widths[0]}, network workers {nw} / "
+                              f"{chip_workers[0]}: peak {r['rss_mb'] / first['rss_mb']:.2f}x, "
+                              f"time {r['seconds'] / first['seconds']:.2f}x")
         if "auto" in seconds:
             for method, value in seconds.items():
                 if method != "auto":
                     print(f"{size:6d} auto / {method}: {seconds['auto'] / value:.2f}x")
-    for (method, width), by_size in peaks.items():
+    for (method, width, nw), by_size in peaks.items():
         if len(by_size) > 1:
             sizes = sorted(by_size)
-            panel = "" if width is None else f", panel width {width}"
+            panel = ("" if width is None else f", panel width {width}") + ("" if nw is None else f", {nw} workers")
             print(f"{method}{panel}: peak memory {sizes[-1]}^2 vs {sizes[0]}^2: "
                   f"{by_size[sizes[-1]] / by_size[sizes[0]]:.2f}x")
 

@@ -6,7 +6,8 @@ replaced in that process only; the fill itself is unchanged): opening the scenes
 (method auto), reading chip rows (decoding included) and the cloud screen inside it, stacking chips and
 blending them into the row buffer, writing rows to the partial files, the COG copies and the STAC catalog. What
 the timers do not cover is printed as "the rest". Each phase is also given as a share of the network's own time,
-the measure of issue #17's bound ("the fill within 10 % of the network's own time").
+the measure of issue #17's bound ("the fill within 10 % of the network's own time"). Fills run with one network
+worker (fill's default), the phases one after the other: with more (--network-workers) they overlap the network.
 
     python benchmarks/bench_phases.py [--size 2048] [--method utilise,auto,linear]
 """
@@ -31,10 +32,12 @@ PHASES = [
     ("reading chip rows", "utilise_cli.stripes", "read_stripe"),
     ("  the cloud screen (also in validation)", "utilise_cli.cube", "screen"),
     ("  the files' reads (also in validation)", "utilise_cli.windows", "WindowReader.read"),
+    ("chip rows' inputs (shared rows and new)", "utilise_cli.stripes", "ChipRowInputs.next"),
     ("row buffer: new rows in", "utilise_cli.stripes", "RowBuffer.extend"),
     ("blending chips in", "utilise_cli.stripes", "RowBuffer.add"),
-    # predict_row runs the network and blends each chip in (RowBuffer.add): what it does besides is stacking.
-    ("stacking chips for the network", "utilise_cli.stripes", "predict_row"),
+    # Collecting a chip row runs the network (one worker: each batch as it is collected) and blends each chip in
+    # (RowBuffer.add): what it does besides is stacking.
+    ("stacking chips for the network", "utilise_cli.stripes", "PendingRow.collect"),
     ("writing rows", "utilise_cli.stripes", "write_rows"),
     ("COG copies", "utilise_cli.fill", "finish_all"),
     ("STAC catalog", "utilise_cli.fill", "_write_catalog"),

@@ -33,6 +33,9 @@ class Mutation:
 
 
 MUTATIONS = [
+    Mutation("with workers, a chip row's rows are written with the next chip row's inputs", "stripes.py",
+             "run_stripes", "inputs, observed = job.refl[:, :, rows], job.obs[:, rows]",
+             "inputs, observed = queue[-1].refl[:, :, rows], queue[-1].obs[:, rows]", ("tests/test_stripes.py",)),
     Mutation("blending replaced by plain averaging", "stripes.py", "run_stripes",
              "window = blend_window(chip, plan.overlap)", "window = np.ones((chip, chip), np.float32)",
              ("tests/test_stripes.py",)),
@@ -64,8 +67,8 @@ MUTATIONS = [
              "candidates[name](inputs, kept, days)", "candidates[name](reflectance[chips], kept, days)",
              ("tests/test_validation.py",)),
     Mutation("a chip row is predicted from the rows read for it alone, not those it shares with the one before",
-             "stripes.py", "run_stripes", "refl, obs, _ = below if first == y0 else buffer.rows(y0, stop)",
-             "refl, obs, _ = below", ("tests/test_stripes.py", "tests/test_fill.py")),
+             "stripes.py", "ChipRowInputs.next", "shared = first - y0", "shared = 0",
+             ("tests/test_stripes.py", "tests/test_fill.py")),
     Mutation("rows are read again for every chip row that covers them", "stripes.py", "rows_to_read",
              "if k and order[k - 1][0] == p:", "if False:", ("tests/test_stripes.py",)),
     Mutation("self-validation prunes against linear, not the choice among the simpler methods", "validation.py",
@@ -190,7 +193,7 @@ MUTATIONS = [
              "every_date=options.regenerate_all", "every_date=False", ("tests/test_inference.py",)),
     Mutation("a chip's dates blended: those with nothing to fill", "stripes.py", "accumulate",
              "picked = np.flatnonzero(dates)", "picked = np.flatnonzero(~dates)", ("tests/test_stripes.py",)),
-    Mutation("--regenerate-all blends only a chip's dates with something to fill", "stripes.py", "predict_row",
+    Mutation("--regenerate-all blends only a chip's dates with something to fill", "stripes.py", "submit_row",
              "dates = None if options.regenerate_all else dates_to_fill(", "dates = dates_to_fill(",
              ("tests/test_stripes.py",)),
     Mutation("the COG's predictor runs on across tile edges", "cog_writer.py", "predict",

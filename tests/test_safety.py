@@ -128,6 +128,7 @@ def test_checkpoints_with_nan_or_misfit_weights_are_refused_in_one_line(tmp_path
 
 @pytest.mark.parametrize("args, words", [
     (["--batch-size", "-1"], ["--batch-size"]),
+    (["--network-workers", "0"], ["--network-workers", "1 or more"]),
     (["--time-window", "1"], ["--time-window", "at least 2"]),
     (["--scheduler", "foo"], ["--scheduler", "local:N"]),
     (["--scheduler", "tcp://127.0.0.1:9"], ["--scheduler", "no dask scheduler answered"]),

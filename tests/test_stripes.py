@@ -242,3 +242,22 @@ def test_a_quicklook_fed_panel_by_panel_equals_one_fed_whole_rows():
     assert whole.step == 4 and np.isfinite(whole.before).all()
     assert np.array_equal(whole.before, panels.before) and np.array_equal(whole.after, panels.after)
     assert np.array_equal(whole.flags, panels.flags)
+
+
+def test_network_workers_predict_a_chip_row_ahead_and_give_the_same_outputs(tmp_path):
+    # Two workers predict the next chip row while this thread blends and writes the one before: the chip rows'
+    # arrays must not change under them, the writes must take each chip row's own inputs, and the sums must come
+    # in the same order. 64-px chips give the sample's 149 x 149 px several chip rows that share rows.
+    from utilise_cli.cores import usable_cores
+
+    if usable_cores() < 2:
+        import pytest
+
+        pytest.skip("one usable core: a fill runs one worker whatever it is asked")
+    options = FillOptions(method="utilise", chip_size=64, overlap=16, dtype="float32")
+    one = fill(SAMPLE, tmp_path / "one", options)
+    two = fill(SAMPLE, tmp_path / "two", replace(options, network_workers=2))
+    assert two.chips_run == one.chips_run > 4 and two.network_seconds > 0
+    a, b = _read(tmp_path / "one"), _read(tmp_path / "two")
+    assert np.array_equal(a, b, equal_nan=True) and np.isfinite(a).mean() > 0.9
+    assert np.array_equal(_read(tmp_path / "one", "*_flags.tif"), _read(tmp_path / "two", "*_flags.tif"))

@@ -242,6 +242,10 @@ def fill(
                                 "ramp."),
     batch_size: int = typer.Option(_FILL.batch_size, help="Chips per forward pass; 0: 1 on a CPU (as fast as more, "
                                    "and less memory), 16 on a GPU."),
+    network_workers: int = typer.Option(_FILL.network_workers, help="Chips the network predicts at a time on a "
+                                        "CPU, the cores shared among them, while the rows before are blended and "
+                                        "written. 2 on a 2-core CPU: fills about 13 % faster for about 200 MB "
+                                        "more memory (shipped network in bf16). Outputs do not depend on it."),
     panel_width: int = typer.Option(_FILL.panel_width, help="Columns (pixels) filled at a time, top to bottom; "
                                     "memory grows with it, not with the raster's width. 0: the whole width. "
                                     "Outputs do not depend on it."),
@@ -294,7 +298,8 @@ def fill(
     check_scheduler(scheduler)
     options = FillOptions(
         read=read, bands=[b.strip() for b in bands.split(",")] if bands else None, method=method,
-        checkpoint=checkpoint, chip_size=chip_size, overlap=overlap, batch_size=batch_size, device=device,
+        checkpoint=checkpoint, chip_size=chip_size, overlap=overlap, batch_size=batch_size,
+        network_workers=network_workers, device=device,
         panel_width=panel_width,
         time_window=time_window, regenerate_all=regenerate_all, dtype=dtype, compress=compress, precision=precision,
         overwrite=overwrite, preview=preview, max_memory_mb=max_memory,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -209,3 +210,21 @@ class BaselinePredictor:
 
     def __call__(self, reflectance: np.ndarray, observed: np.ndarray, days: np.ndarray) -> np.ndarray:
         return np.stack([interpolate(self.method, r, o, days) for r, o in zip(reflectance, observed)])
+
+
+@contextlib.contextmanager
+def chip_workers(workers: int) -> Iterator[ThreadPoolExecutor]:
+    """``workers`` threads that each run the network on one chip at a time, the cores shared out among them
+    (torch's threads per forward pass: its number divided by ``workers``, restored afterwards). Two chips on one
+    core each outran one chip on two: 24 chips of 10 dates, shipped network in bf16, 2.48-2.65 against
+    2.87-3.04 s (2-core AMD EPYC), as torch's two threads wait for each other between operations; and the cores
+    they leave are used by whatever else runs meanwhile, which one chip's spinning threads would hold. On an
+    error, chips not yet begun are dropped."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // workers))
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="utilise-network")
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)

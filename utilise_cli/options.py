@@ -106,6 +106,7 @@ class FillOptions:
     chip_size: int = 128  # pixels; a multiple of 2 ** (levels - 1)
     overlap: int = 32  # pixels shared by neighbouring chips, blended
     batch_size: int = 0  # chips per forward pass; 0 = auto (plan.resolve_batch_size: 1 on a CPU, 16 on a GPU)
+    network_workers: int = 1  # chips the network predicts at a time on a CPU, the cores shared among them
     panel_width: int = 2048  # columns (pixels) filled at a time, top to bottom: memory grows with it; 0 = all
     device: str = "auto"  # auto | cpu | cuda
     time_window: int = 0  # dates per network pass (0 = the whole series at once)
@@ -131,6 +132,7 @@ class FillOptions:
             (0 <= self.overlap <= self.chip_size // 2,
              f"--overlap {self.overlap} must be between 0 and half the chip size ({self.chip_size // 2})"),
             (self.batch_size >= 0, f"--batch-size {self.batch_size} must be 1 or more chips (0: auto)"),
+            (self.network_workers >= 1, f"--network-workers {self.network_workers} must be 1 or more"),
             (self.panel_width == 0 or self.panel_width >= self.chip_size,
              f"--panel-width {self.panel_width} must be 0 (the whole width) or at least the chip size "
              f"({self.chip_size} px)"),

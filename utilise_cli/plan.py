@@ -15,6 +15,7 @@ import rasterio
 
 from . import __version__
 from .chips import Panel, chip_count, chip_starts, column_panels
+from .cores import work_threads
 from .cube import SceneCube, open_folder, read_margin
 from .errors import CheckpointError, OptionError, OutputError, SceneError
 from .hardware import cpu_has_bf16, no_gpu_for_torch, resolve_precision
@@ -77,6 +78,7 @@ class FillPlan:
     panels: list[Panel]  # column panels, filled one after the other (chips at their edges run in both)
     batch_size: int = 1  # chips per forward pass (resolve_batch_size)
     network: str = ""  # the network that fills, in words (checkpoint, device, precision); '' for a baseline
+    workers: int = 1  # batches predicted at a time (network_workers)
 
     @property
     def scenes(self) -> list[Scene]:
@@ -238,14 +240,18 @@ def plan_fill(source: str | Path, out: str | Path, options: FillOptions,
     seconds = chips * per_chip if options.method in ("utilise", "auto") else chips * 0.01 * t
     width = getattr(getattr(predictor, "model", None), "config", None)
     batch = resolve_batch_size(options.batch_size, predictor)
+    workers = network_workers(options.network_workers, predictor)
     device = getattr(predictor, "device", None)
-    memory = estimate_memory_mb(t, c, min(options.chip_size, grid.height), max(p.width for p in panels), batch,
-                                width.encoder_widths[0] if width is not None else 0, grid.height * grid.width,
+    # Each worker holds a batch's activations.
+    memory = estimate_memory_mb(t, c, min(options.chip_size, grid.height), max(p.width for p in panels),
+                                batch * workers, width.encoder_widths[0] if width is not None else 0,
+                                grid.height * grid.width,
                                 gpu=device is not None and device.type == "cuda",
                                 native_bf16=getattr(predictor, "precision", "fp32") in ("bf16", "fp16")
                                 and cpu_has_bf16(), block_cache_mb=_block_cache_mb(cube, panels))
     return FillPlan(source, cube, bands, options.chip_size, options.overlap, rows, cols, [p[0] for p in paths],
-                    [p[1] for p in paths], todo, seconds, memory, prints, panels, batch, describe_network(predictor))
+                    [p[1] for p in paths], todo, seconds, memory, prints, panels, batch, describe_network(predictor),
+                    workers)
 
 
 def describe_network(predictor: Predictor | PlannedPredictor | None) -> str:
@@ -268,6 +274,13 @@ def resolve_batch_size(batch_size: int, predictor: Predictor) -> int:
         return batch_size
     device = getattr(predictor, "device", None)
     return 16 if device is not None and device.type == "cuda" else 1
+
+
+def network_workers(asked: int, predictor: Predictor) -> int:
+    """Chips to predict at a time: ``asked`` for the network on a CPU (at most its usable cores, or the threads
+    set), else 1 (a GPU takes its chips in batches; a baseline is numpy's)."""
+    device = getattr(predictor, "device", None)
+    return work_threads(asked) if device is not None and device.type == "cpu" else 1
 
 
 def describe_plan(plan: FillPlan, options: FillOptions, available_mb: float) -> list[str]:

@@ -14,7 +14,8 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from collections import deque
+from typing import TYPE_CHECKING, Callable, ContextManager, Iterator
 
 import numpy as np
 
@@ -92,14 +93,18 @@ def predict_row(plan: FillPlan, predictor: Predictor, options: FillOptions, days
                 refl: np.ndarray, obs: np.ndarray,
                 add: Callable[[int, np.ndarray, np.ndarray | None], None] | None = None,
                 ) -> RowPrediction:
-    """Run the predictor on the chips of one chip row of a panel: refl T x C x h x w (reflectance) and obs
-    T x h x w of the panel's columns [lo, hi). Chips are named by their first raster column x0.
+    """Run the predictor on the chips of one chip row of a panel, here and now: see :func:`submit_row` and
+    :meth:`PendingRow.collect`."""
+    return submit_row(plan, predictor, options, days, panel, refl, obs, _InPlace()).collect(add)
 
-    With ``add``, each chip's values go to add(x0, values, dates) as soon as they exist (the passed-through
-    inputs first, then the predictions, each in column order: the order of sums of the returned RowPrediction's
-    use), so that a row's predictions are never all held at once. ``dates`` (T bool) are the chip's dates with
-    something to fill, the only ones whose values count in a fill that keeps observed pixels (every other pixel
-    of a date is its input or nodata in the output, whatever the sums say); None (``--regenerate-all``): all."""
+
+def submit_row(plan: FillPlan, predictor: Predictor, options: FillOptions, days: np.ndarray, panel: Panel,
+               refl: np.ndarray, obs: np.ndarray, executor: ThreadPoolExecutor | _InPlace, workers: int = 1,
+               ) -> PendingRow:
+    """Hand the chips of one chip row of a panel to ``executor`` (``workers`` threads; or _InPlace: each batch
+    runs when its result is asked for): refl T x C x h x w (reflectance) and obs T x h x w of the panel's
+    columns [lo, hi), which must not change until the row is collected. Chips are named by their first raster
+    column x0; those with nothing to fill do not run."""
     chip = plan.chip_size
     pending: list[tuple[int, np.ndarray | None]] = []
     passed = []
@@ -109,25 +114,64 @@ def predict_row(plan: FillPlan, predictor: Predictor, options: FillOptions, days
             passed.append(x0)
             continue
         pending.append((x0, dates))
-    if add is not None:
-        nothing = np.zeros(len(days), bool)
-        for x0 in passed:
-            add(x0, refl[:, :, :, x0 - panel.lo: x0 - panel.lo + chip], nothing)
-    chips, seconds = [], 0.0
+    # Network time: wall time where one batch runs at a time; with several workers, each worker's own CPU time
+    # (not the moments other threads held its core), summed and shared out among them.
+    clock = time.perf_counter if workers == 1 else time.thread_time
+    batches = []
     for b in range(0, len(pending), plan.batch_size):
         batch = pending[b: b + plan.batch_size]
         starts = [x0 - panel.lo for x0, _ in batch]
-        # Views of the stripe where the chips allow (np.stack's copies took 0.36 s of a 2048^2 fill).
-        x, o = chip_batch(refl, starts, chip), chip_batch(obs, starts, chip)
-        tick = time.perf_counter()
-        pred = predictor(x, o, days)[..., :refl.shape[-2], :min(chip, refl.shape[-1])]
-        seconds += time.perf_counter() - tick
-        for (x0, dates), p in zip(batch, pred):
-            if add is not None:
-                add(x0, p, dates)
-            else:
-                chips.append((x0, p, dates))
-    return RowPrediction(chips, passed, seconds, len(pending))
+        batches.append((batch, executor.submit(_predict_batch, predictor, refl, obs, starts, chip, days, clock)))
+    return PendingRow(refl, panel.lo, chip, len(days), passed, batches, workers)
+
+
+def _predict_batch(predictor: Predictor, refl: np.ndarray, obs: np.ndarray, starts: list[int], chip: int,
+                   days: np.ndarray, clock: Callable[[], float]) -> tuple[np.ndarray, float]:
+    """The predictions B x T x C x h x w of the chips of a stripe that start at columns ``starts``, and the
+    predictor's time by ``clock``."""
+    # Views of the stripe where the chips allow (np.stack's copies took 0.36 s of a 2048^2 fill).
+    x, o = chip_batch(refl, starts, chip), chip_batch(obs, starts, chip)
+    tick = clock()
+    pred = predictor(x, o, days)[..., :refl.shape[-2], :min(chip, refl.shape[-1])]
+    return pred, clock() - tick
+
+
+@dataclass
+class PendingRow:
+    """A chip row handed to the predictor: its inputs (T x C x h x w from panel column ``lo``), the x0 of chips
+    with nothing to fill, and per batch the chips' (x0, dates to fill) and the batch's predictions to come."""
+
+    refl: np.ndarray
+    lo: int
+    chip: int
+    dates: int
+    passed: list[int]
+    batches: list[tuple[list[tuple[int, np.ndarray | None]], Future | _Deferred]]
+    workers: int
+    seconds: float = 0.0  # the network's, made elsewhere
+
+    def collect(self, add: Callable[[int, np.ndarray, np.ndarray | None], None] | None = None) -> RowPrediction:
+        """The row's predictions (waiting for each batch in turn). With ``add``, each chip's values go to
+        add(x0, values, dates) as soon as they are there (the passed-through inputs first, then the
+        predictions, each in column order: the order of sums of the returned RowPrediction's use), so that a
+        row's predictions are never all held at once. ``dates`` (T bool) are the chip's dates with something to
+        fill, the only ones whose values count in a fill that keeps observed pixels (every other pixel of a
+        date is its input or nodata in the output, whatever the sums say); None (``--regenerate-all``): all."""
+        if add is not None:
+            nothing = np.zeros(self.dates, bool)
+            for x0 in self.passed:
+                add(x0, self.refl[:, :, :, x0 - self.lo: x0 - self.lo + self.chip], nothing)
+        chips, seconds = [], 0.0
+        for batch, future in self.batches:
+            pred, took = future.result()
+            seconds += took
+            for (x0, dates), p in zip(batch, pred):
+                if add is not None:
+                    add(x0, p, dates)
+                else:
+                    chips.append((x0, p, dates))
+        run = sum(len(batch) for batch, _ in self.batches)
+        return RowPrediction(chips, self.passed, self.seconds + seconds / self.workers, run)
 
 
 Position = tuple[int, int]  # (panel, raster rows of it written): how far a fill has gone
@@ -174,7 +218,7 @@ class _InPlace:
 
 class RowBuffer:
     """The rows of the raster not written yet, [start, start + held): weighted sums of predictions and the
-    weights (blending), the decoded inputs, the observed flags (kept pixels) and the screen's additions.
+    weights (blending), and the screen's additions. (The inputs and their observed flags are the chip rows'.)
 
     Arrays of ``capacity`` rows allocated once; rows taken are dropped (the rest moved to the front) when the next
     chip row comes, so that no stripe-sized array is allocated per chip row."""
@@ -183,12 +227,10 @@ class RowBuffer:
         self.start, self.held, self.taken = start, 0, 0
         self.acc = np.zeros((dates, bands, capacity, width), np.float32)
         self.wsum = np.zeros((capacity, width), np.float32)
-        self.inputs = np.zeros((dates, bands, capacity, width), np.float32)
-        self.observed = np.zeros((dates, capacity, width), bool)
         self.screened = np.zeros((dates, capacity, width), bool)
 
     def _arrays(self) -> list[tuple[np.ndarray, int]]:
-        return [(self.acc, 2), (self.wsum, 0), (self.inputs, 2), (self.observed, 1), (self.screened, 1)]
+        return [(self.acc, 2), (self.wsum, 0), (self.screened, 1)]
 
     def _drop_taken(self) -> None:
         n, rest = self.taken, self.held - self.taken
@@ -198,39 +240,30 @@ class RowBuffer:
                 view[:rest] = view[n:n + rest]  # numpy copies through a temporary only where the two overlap
         self.held, self.taken = rest, 0
 
-    def extend(self, y0: int, refl: np.ndarray, obs: np.ndarray, screened: np.ndarray) -> None:
-        """Hold the rows from raster row ``y0`` on that are not held yet (rows up to ``y0`` must be)."""
+    def extend(self, y0: int, screened: np.ndarray) -> None:
+        """Hold the rows from raster row ``y0`` on (``screened`` T x h x w: the screen's additions in them) that
+        are not held yet (rows up to ``y0`` must be)."""
         self._drop_taken()
         held_end = self.start + self.held
         if y0 > held_end:
             raise ValueError(f"rows {held_end}-{y0} would be missing from the row buffer")
-        y1 = y0 + refl.shape[2]
+        y1 = y0 + screened.shape[1]
         if y1 <= held_end:
             return
         new = slice(max(held_end - y0, 0), y1 - y0)
         at = slice(self.held, self.held + new.stop - new.start)
         self.acc[:, :, at], self.wsum[at] = 0, 0
-        self.inputs[:, :, at] = refl[:, :, new]
-        self.observed[:, at], self.screened[:, at] = obs[:, new], screened[:, new]
+        self.screened[:, at] = screened[:, new]
         self.held = at.stop
-
-    def rows(self, row0: int, row1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Held raster rows [row0, row1): inputs T x C x h x w, observed and screened T x h x w (views, valid until
-        the next :meth:`extend`)."""
-        if not self.start <= row0 <= row1 <= self.start + self.held:
-            raise ValueError(f"rows {row0}-{row1} are not all held ({self.start}-{self.start + self.held})")
-        at = slice(row0 - self.start, row1 - self.start)
-        return self.inputs[:, :, at], self.observed[:, at], self.screened[:, at]
 
     def add(self, y0: int, x0: int, pred: np.ndarray, window: np.ndarray, dates: np.ndarray | None = None) -> None:
         accumulate(self.acc[:, :, :self.held], self.wsum[:self.held], y0 - self.start, x0, pred, window, dates)
 
-    def take(self, stop: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Rows [start, stop) (first row, sums, weights, inputs, observed, screened), no longer held: views, valid
-        until the next :meth:`extend`."""
+    def take(self, stop: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """Rows [start, stop) (first row, sums, weights, screened), no longer held: views, valid until the next
+        :meth:`extend`."""
         n, row0 = stop - self.start, self.start
-        out = (row0, self.acc[:, :, :n], self.wsum[:n], self.inputs[:, :, :n], self.observed[:, :n],
-               self.screened[:, :n])
+        out = (row0, self.acc[:, :, :n], self.wsum[:n], self.screened[:, :n])
         self.start, self.taken = stop, n
         return out
 
@@ -260,13 +293,51 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
     # the chip row before is written (2048^2 linear: peak 822-834 -> 772-784 MB; 8192^2: 973 -> 844 MB).
     device = getattr(predictor, "device", None)
     ahead = row_predictions is None and device is not None and device.type == "cuda"
+    # With several workers (--network-workers, the network on a CPU: inference.chip_workers) chips are predicted
+    # a chip row ahead: while the workers predict it, this thread blends and writes the chip row before and reads
+    # the next, on the cores the workers leave between their operations.
+    workers = 1 if row_predictions is not None else plan.workers
     # Freed stripe memory goes back to the kernel after every chip row (2048^2 linear: 180 MB less peak, 2 % more
     # time), except for the network on a CPU, whose forward passes would then fault their pages in again (1024^2:
     # 9 % more time for 32 MB).
     release = release_freed_memory if device is None or device.type == "cuda" else (lambda: None)
     one_heap()  # the screen's threads would each keep a heap at its own peak
     buffer, current = None, -1
-    with (ThreadPoolExecutor(max_workers=1) if ahead else _InPlace()) as reader:
+
+    def finish(job: _ChipRow) -> None:
+        """Blend a chip row's values into its panel's row buffer and write the rows no later chip row touches."""
+        nonlocal buffer, current, chips_done
+        panel = plan.panels[job.panel]
+        if job.panel != current:
+            buffer = None  # the last panel's arrays go before the next are made
+            buffer, current = _panel_buffer(plan, panel, done[1] if job.panel == done[0] else 0), job.panel
+        buffer.extend(job.first, job.screened)
+
+        def add(x0: int, values: np.ndarray, dates: np.ndarray | None) -> None:
+            # Only the dates submit_row names: blending at 2048^2 x 10 dates, utilise, 0.84 -> 0.48 s with
+            # outputs equal bit for bit (2-core AMD EPYC).
+            buffer.add(job.y0, x0 - panel.lo, values, window, dates)
+
+        row = job.row.collect(add)
+        report.chips_skipped += len(row.passed)
+        report.chips_run += row.run
+        report.network_seconds += row.network_seconds
+        flush_to = flush_after[job.y0]
+        if flush_to > buffer.start:
+            row0, acc, wsum, screened = buffer.take(flush_to)
+            rows = slice(row0 - job.y0, flush_to - job.y0)
+            inputs, observed = job.refl[:, :, rows], job.obs[:, rows]
+            write_rows(row0, panel.col0, *(a[..., panel.owned] for a in (acc, wsum, inputs, observed, screened)),
+                       options, writers, report, quicklook)
+            if written:
+                written((job.panel, flush_to) if flush_to < grid.height else (job.panel + 1, 0))
+        release()
+        chips_done += len(panel.cols)
+        if progress:  # after the rows are written: an interruption here loses none of this chip row's work
+            progress(chips_done, plan.chips)
+
+    with (ThreadPoolExecutor(max_workers=1) if ahead else _InPlace()) as reader, \
+            (_workers_for(workers) if workers > 1 else _InPlace()) as executor:
         spans = [rows_to_read(order, k, chip, grid.height) for k in range(len(order))]
 
         def read(k: int) -> Future | _Deferred:
@@ -274,50 +345,83 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
             return reader.submit(read_stripe, cube, *spans[k], panel.lo, panel.hi)
 
         pending = read(0) if order else None
+        queue: deque[_ChipRow] = deque()
+        row_inputs, current_inputs = None, -1
         for k, (p, y0) in enumerate(order):
             panel = plan.panels[p]
-            # The last chip row's arrays, and views of the last panel's buffer, go before the next are made.
-            below = refl = obs = held = None
-            if p != current:
-                buffer = None
-                buffer, current = _panel_buffer(plan, panel, done[1] if p == done[0] else 0), p
+            if p != current_inputs:
+                row_inputs, current_inputs = ChipRowInputs(len(days), len(plan.bands), min(chip, grid.height),
+                                                           panel.width, 1 + (workers > 1)), p
             first, stop = spans[k]
             below = pending.result()
             if k + 1 < len(order):
                 pending = read(k + 1)
-            buffer.extend(first, *below)
-            # The chip row: the rows it shares with the one before, still held, and the rows just read.
-            refl, obs, _ = below if first == y0 else buffer.rows(y0, stop)
-
-            def add(x0: int, values: np.ndarray, dates: np.ndarray | None) -> None:
-                # Only the dates predict_row names: blending at 2048^2 x 10 dates, utilise, 0.84 -> 0.48 s with
-                # outputs equal bit for bit (2-core AMD EPYC).
-                buffer.add(y0, x0 - panel.lo, values, window, dates)
-
+            refl, obs = row_inputs.next(y0, first, below[0], below[1])
+            screened, below = below[2], None
             if row_predictions is None:
-                row = predict_row(plan, predictor, options, days, panel, refl, obs, add=add)
+                row = submit_row(plan, predictor, options, days, panel, refl, obs, executor, workers)
             else:
-                row = next(row_predictions)
-                # The same order of sums as in one process: outputs do not depend on where rows were predicted.
-                nothing = np.zeros(len(days), bool)
-                for x0 in row.passed:
-                    add(x0, refl[:, :, :, x0 - panel.lo: x0 - panel.lo + chip], nothing)
-                for x0, values, dates in row.chips:
-                    add(x0, values, dates)
-            report.chips_skipped += len(row.passed)
-            report.chips_run += row.run
-            report.network_seconds += row.network_seconds
-            flush_to = flush_after[y0]
-            if flush_to > buffer.start:
-                row0, *held = buffer.take(flush_to)
-                write_rows(row0, panel.col0, *(a[..., panel.owned] for a in held), options, writers, report,
-                           quicklook)
-                if written:
-                    written((p, flush_to) if flush_to < grid.height else (p + 1, 0))
-            release()
-            chips_done += len(panel.cols)
-            if progress:  # after the rows are written: an interruption here loses none of this chip row's work
-                progress(chips_done, plan.chips)
+                row = _predicted_elsewhere(next(row_predictions), refl, panel.lo, chip)
+            queue.append(_ChipRow(p, y0, first, refl, obs, screened, row))
+            refl = obs = row = None
+            # With workers, the chip row before is blended and written while they predict this one.
+            while len(queue) > (workers > 1):
+                finish(queue.popleft())
+        while queue:
+            finish(queue.popleft())
+
+
+class ChipRowInputs:
+    """The inputs of a panel's chip rows, each made of the rows it shares with the one before and the rows read
+    for it: reflectance T x C x h x w and observed T x h x w in ``copies`` sets of arrays allocated once, used in
+    turn, so that a chip row's stay as they are while the next one is made (2 with workers predicting a chip row
+    ahead; 1 without, the shared rows moved to the front)."""
+
+    def __init__(self, dates: int, bands: int, rows: int, width: int, copies: int) -> None:
+        self.sets = [(np.empty((dates, bands, rows, width), np.float32), np.empty((dates, rows, width), bool))
+                     for _ in range(copies)]
+        self.turn, self.y0 = 0, 0
+
+    def next(self, y0: int, first: int, refl: np.ndarray, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The chip row from raster row ``y0``, given its rows from ``first`` on (refl T x C x n x w, obs
+        T x n x w); the rows above ``first`` are the last chip row's. Views, valid until ``copies`` more calls."""
+        last = self.sets[self.turn]
+        self.turn = (self.turn + 1) % len(self.sets)
+        out_refl, out_obs = self.sets[self.turn]
+        shared = first - y0
+        if shared:
+            at = slice(y0 - self.y0, y0 - self.y0 + shared)
+            out_refl[:, :, :shared], out_obs[:, :shared] = last[0][:, :, at], last[1][:, at]
+        n = shared + refl.shape[2]
+        out_refl[:, :, shared:n], out_obs[:, shared:n] = refl, obs
+        self.y0 = y0
+        return out_refl[:, :, :n], out_obs[:, :n]
+
+
+@dataclass
+class _ChipRow:
+    """A chip row on its way: panel, first raster row, the first row read for it (the rows above are the chip row
+    before's), its inputs (T x C x h x w, T x h x w), the screen's additions in the rows read, its predictions."""
+
+    panel: int
+    y0: int
+    first: int
+    refl: np.ndarray
+    obs: np.ndarray
+    screened: np.ndarray
+    row: PendingRow
+
+
+def _workers_for(workers: int) -> ContextManager[ThreadPoolExecutor]:
+    from .inference import chip_workers  # torch: loaded by then, as the network is
+
+    return chip_workers(workers)
+
+
+def _predicted_elsewhere(row: RowPrediction, refl: np.ndarray, lo: int, chip: int) -> PendingRow:
+    """A chip row's predictions made elsewhere (a dask worker), to blend as :func:`submit_row`'s are."""
+    batches = [([(x0, dates)], _Deferred(lambda v=values: (v[None], 0.0), ())) for x0, values, dates in row.chips]
+    return PendingRow(refl, lo, chip, len(refl), row.passed, batches, 1, row.network_seconds)
 
 
 def _panel_buffer(plan: FillPlan, panel: Panel, start: int) -> RowBuffer:
