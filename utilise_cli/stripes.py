@@ -11,10 +11,10 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections import deque
 from typing import TYPE_CHECKING, Callable, ContextManager, Iterator
 
 import numpy as np
@@ -196,15 +196,16 @@ def rows_to_run(plan: FillPlan, done: Position = (0, 0)) -> list[tuple[int, int]
 
 
 class _Deferred:
-    """A task run when its result is asked for (once: run_stripes asks each pending read once)."""
+    """A task run when its result is asked for (once: each pending read, and each batch, is asked for once)."""
 
     def __init__(self, func: Callable, args: tuple) -> None:
         self.result = functools.partial(func, *args)
 
 
 class _InPlace:
-    """An executor that runs each task when its result is asked for (reading without a thread): the next chip
-    row is read after this one is written, so that the two rows' arrays are never held together."""
+    """An executor that runs each task when its result is asked for. Reading without a thread: the next chip row
+    is read after this one is written, so that the two rows' arrays are never held together. Predicting without
+    workers: each batch as its chip row is collected, its predictions blended before the next batch runs."""
 
     def __enter__(self) -> "_InPlace":
         return self
