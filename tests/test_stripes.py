@@ -8,6 +8,7 @@ import math
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import rasterio
 
 from utilise_cli.cube import open_folder, read_rows
@@ -251,8 +252,6 @@ def test_network_workers_predict_a_chip_row_ahead_and_give_the_same_outputs(tmp_
     from utilise_cli.cores import usable_cores
 
     if usable_cores() < 2:
-        import pytest
-
         pytest.skip("one usable core: a fill runs one worker whatever it is asked")
     options = FillOptions(method="utilise", chip_size=64, overlap=16, dtype="float32")
     one = fill(SAMPLE, tmp_path / "one", options)
