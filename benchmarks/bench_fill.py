@@ -190,14 +190,15 @@ def main() -> None:
                     peaks.setdefault((method, width, nw), {})[size] = r["rss_mb"]
                     if width == widths[0] and nw == chip_workers[0]:
                         seconds[method] = r["seconds"]
-                    print(f"{size:6d} {method:>8s} {'-' if width is None else width:>6} {'-' if nw is None else nw:>3} "
-                          f"{r['used']:>16s} "
-                          f"{r['run']:>9d}/{r['skipped']:<8d} {r['seconds']:8.1f} {r['network']:9.1f} "
+                    print(f"{size:6d} {method:>8s} {'-' if width is None else width:>6} "
+                          f"{'-' if nw is None else nw:>3} {r['used']:>16s} {r['run']:>9d}/{r['skipped']:<8d} "
+                          f"{r['seconds']:8.1f} {r['network']:9.1f} "
                           f"{overhead:8.0%} {size * size * 10 / 1e6 / r['seconds']:11.2f} {r['rss_mb']:11.0f} "
                           f"{r['estimate_mb']:5.0f} ({r['estimate_mb'] / r['rss_mb'] - 1:+.0%})")
                     if r is not first:
-                        print(f"{size:6d} {method:>8s} panel {width} / {widths[0]}, network workers {nw} / "
-                              f"{chip_workers[0]}: peak {r['rss_mb'] / first['rss_mb']:.2f}x, "
+                        case = [f"panel {width} / {widths[0]}"] if len(widths) > 1 else []
+                        case += [f"network workers {nw} / {chip_workers[0]}"] if len(chip_workers) > 1 else []
+                        print(f"{size:6d} {method:>8s} {', '.join(case)}: peak {r['rss_mb'] / first['rss_mb']:.2f}x, "
                               f"time {r['seconds'] / first['seconds']:.2f}x")
         if "auto" in seconds:
             for method, value in seconds.items():
