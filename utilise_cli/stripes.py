@@ -15,7 +15,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, ContextManager, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from .cog import FLAG_FILLED, FLAG_NEVER_OBSERVED, FLAG_OBSERVED, FLAG_SCREENED,
 from .cores import each_on_threads
 from .cube import read_stripe
 from .network import one_heap, release_freed_memory
-from .plan import FillOptions, FillPlan
+from .plan import FillOptions, FillPlan, network_workers
 
 if TYPE_CHECKING:
     from .inference import Predictor
@@ -296,13 +296,16 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
     ahead = row_predictions is None and device is not None and device.type == "cuda"
     # With several workers (--network-workers, the network on a CPU: inference.chip_workers) chips are predicted
     # a chip row ahead: while the workers predict it, this thread blends and writes the chip row before and reads
-    # the next, on the cores the workers leave between their operations.
-    workers = 1 if row_predictions is not None else plan.workers
+    # the next, on the cores the workers leave between their operations. Asked of the predictor that fills: with
+    # --method auto the plan's network may have lost to a baseline.
+    workers = 1 if row_predictions is not None else network_workers(plan.workers, predictor)
     # Freed stripe memory goes back to the kernel after every chip row (2048^2 linear: 180 MB less peak, 2 % more
     # time), except for the network on a CPU, whose forward passes would then fault their pages in again (1024^2:
     # 9 % more time for 32 MB).
     release = release_freed_memory if device is None or device.type == "cuda" else (lambda: None)
     one_heap()  # the screen's threads would each keep a heap at its own peak
+    if workers > 1:
+        from .inference import chip_workers  # torch: loaded by then, as the network is
     buffer, current = None, -1
 
     def finish(job: _ChipRow) -> None:
@@ -338,7 +341,7 @@ def run_stripes(plan: FillPlan, predictor: Predictor, options: FillOptions, writ
             progress(chips_done, plan.chips)
 
     with (ThreadPoolExecutor(max_workers=1) if ahead else _InPlace()) as reader, \
-            (_workers_for(workers) if workers > 1 else _InPlace()) as executor:
+            (chip_workers(workers) if workers > 1 else _InPlace()) as executor:
         spans = [rows_to_read(order, k, chip, grid.height) for k in range(len(order))]
 
         def read(k: int) -> Future | _Deferred:
@@ -411,12 +414,6 @@ class _ChipRow:
     obs: np.ndarray
     screened: np.ndarray
     row: PendingRow
-
-
-def _workers_for(workers: int) -> ContextManager[ThreadPoolExecutor]:
-    from .inference import chip_workers  # torch: loaded by then, as the network is
-
-    return chip_workers(workers)
 
 
 def _predicted_elsewhere(row: RowPrediction, refl: np.ndarray, lo: int, chip: int) -> PendingRow:
