@@ -367,7 +367,11 @@ def read_classes(cube: SceneCube, row0: int, row1: int, col0: int = 0, col1: int
         if cube.offset:
             reflectance[at] += np.float32(cube.offset)
         if cube.nodata is not None:
-            np.any(raw[at] == cube.nodata, axis=1, out=nodata[at])
+            # band by band: np.any(raw == nodata, axis=1) took 8.7 instead of 3.7 ms for 10 dates of 4 x 138 x
+            # 2048 px (a bool array of every band first, then a reduction over its short axis; 2-core AMD EPYC)
+            np.equal(raw[at, 0], cube.nodata, out=nodata[at])
+            for band in range(1, raw.shape[1]):
+                nodata[at] |= raw[at, band] == cube.nodata
         else:
             nodata[at] = False
         if not np.issubdtype(raw.dtype, np.integer):  # integers scale to finite numbers
