@@ -102,6 +102,27 @@ def test_scale_and_nodata_options_decode_as_documented(tmp_path):
     assert read_rows(plain, 0, plain.grid.height)[1].sum() > observed.sum()  # 6.5535 "reflectance" counted as data
 
 
+def test_a_pixel_without_data_in_any_one_band_is_no_data_in_all(tmp_path):
+    cube = open_folder(SAMPLE, ["B2", "B3", "B4", "B8"])
+    _, observed = read_rows(cube, 0, cube.grid.height)
+
+    def holes(dn: np.ndarray) -> np.ndarray:
+        """DN 0 (nodata) in one band per block: B2 in rows 20-29, B4 in 40-49, B8 in 60-69 (columns 30-59)."""
+        dn = dn.copy()
+        for band, row in ((0, 20), (2, 40), (3, 60)):
+            dn[band, row:row + 10, 30:60] = 0
+        return dn
+
+    holed = open_folder(_rewritten(SAMPLE, tmp_path / "holes", holes, nodata=0), ["B2", "B3", "B4", "B8"])
+    values, seen = read_rows(holed, 0, holed.grid.height)
+    hole = np.zeros(observed.shape[1:], bool)
+    for row in (20, 40, 60):
+        hole[row:row + 10, 30:60] = True
+    assert observed[:, hole].any() and not seen[:, hole].any()
+    assert np.isnan(values[:, :, hole]).all()  # every band, though three of the four have data there
+    assert np.array_equal(seen[:, ~hole], observed[:, ~hole])
+
+
 def _split_into_band_files(folder: Path) -> None:
     """The sample as one single-band GeoTIFF per band and date (``..._B04_...``), with its mask files."""
     for scene in SAMPLE.glob("*_T34VCL.tif"):
