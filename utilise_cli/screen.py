@@ -65,14 +65,22 @@ def _grow_along(mask: np.ndarray, px: int, axis: int) -> np.ndarray:
     must not import (`utilise --help` and `--dry-run` load no torch)."""
     n, length = mask.shape[axis], 2 * px + 1
     width = 1 << (length.bit_length() - 1)  # the largest power of 2 <= length
-    pad = [(0, 0)] * mask.ndim
-    pad[axis] = (px, px)
-    run = np.pad(mask, pad)  # run[i]: OR over `step` elements from i
+    run = _padded(mask, px, axis)  # run[i]: OR over `step` elements from i
     step = 1
     while step < width:
         run = _part(run, axis, 0, run.shape[axis] - step) | _part(run, axis, step, run.shape[axis])
         step *= 2
     return _part(run, axis, 0, n) | _part(run, axis, length - width, length - width + n)
+
+
+def _padded(a: np.ndarray, px: int, axis: int) -> np.ndarray:
+    """``a`` with ``px`` zeros before and after it along ``axis``. (np.pad's own bookkeeping costs more than the
+    copy: growing a 10 x 140 x 554-px piece by 3 px took 0.36 instead of 0.53 ms; 2-core AMD EPYC.)"""
+    shape = list(a.shape)
+    shape[axis] += 2 * px
+    out = np.zeros(shape, a.dtype)
+    _part(out, axis, px, px + a.shape[axis])[...] = a
+    return out
 
 
 def _part(a: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
@@ -219,9 +227,7 @@ def _box_count(mask: np.ndarray, px: int) -> np.ndarray:
     # instruction, half the bytes; 2-core AMD EPYC with AVX2).
     count = mask.astype(np.uint8)
     for axis in (1, 2):
-        pad = [(0, 0)] * 3
-        pad[axis] = (px, px)
-        padded, n = np.pad(count, pad), count.shape[axis]
+        padded, n = _padded(count, px, axis), count.shape[axis]
         count = _part(padded, axis, 0, n).copy()
         for d in range(1, 2 * px + 1):
             count += _part(padded, axis, d, d + n)
@@ -230,7 +236,10 @@ def _box_count(mask: np.ndarray, px: int) -> np.ndarray:
 
 def _screen(reflectance: np.ndarray, occluded: np.ndarray | None, bands: list[str],
             valid: np.ndarray | None) -> np.ndarray:
-    blue, red, nir = (reflectance[:, bands.index(b)] for b in ("B2", "B4", "B8"))
+    # Each band copied out of the stripe once: the passes below then run over contiguous memory, not over a
+    # piece's rows strided across the stripe's width and bands (with the copies of the bands a 140 x 2048 window
+    # screened in 61-64 ms on one core instead of 72-78; 2-core AMD EPYC with AVX-512).
+    blue, red, nir = (np.ascontiguousarray(reflectance[:, bands.index(b)]) for b in ("B2", "B4", "B8"))
     valid = np.isfinite(reflectance).all(axis=1) if valid is None else valid
     given = np.zeros(valid.shape, bool) if occluded is None else occluded
     clear = valid & ~given
