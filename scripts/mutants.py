@@ -230,6 +230,9 @@ MUTATIONS = [
     Mutation("a batch of chips viewed in the stripe steps by rows instead of columns", "chips.py", "chip_batch",
              "(step * stripe.strides[-1], *first.strides)", "(step * stripe.strides[-2], *first.strides)",
              ("tests/test_chips.py",)),
+    Mutation("the screen's padding all goes before the values (its grows and patch counts shift)", "screen.py",
+             "_padded", "_part(out, axis, px, px + a.shape[axis])[...] = a",
+             "_part(out, axis, 2 * px, 2 * px + a.shape[axis])[...] = a", ("tests/test_screen.py",)),
 ]
 
 
