@@ -233,6 +233,8 @@ MUTATIONS = [
     Mutation("the screen's padding all goes before the values (its grows and patch counts shift)", "screen.py",
              "_padded", "_part(out, axis, px, px + a.shape[axis])[...] = a",
              "_part(out, axis, 2 * px, 2 * px + a.shape[axis])[...] = a", ("tests/test_screen.py",)),
+    Mutation("an overview of a block without gaps rounds its averages half down", "cog_writer.py", "average",
+             "total += 2", "total += 1", ("tests/test_cog_writer.py",)),
 ]
 
 

@@ -122,14 +122,17 @@ def average(a: np.ndarray, y: Windows, x: Windows, offset: int, nodata: float) -
         first, n, m = int(y.start[0]) - offset, 2 * len(y.start), len(x.start)
         blocks = [(a[:, first + i:first + n:2, j:2 * m:2], valid[:, first + i:first + n:2, j:2 * m:2])
                   for i in (0, 1) for j in (0, 1)]
+        if valid.all():  # the usual block, every pixel with data: no counts (4 x 128 x 2048 px: 1.9-2.1 -> 1.2 ms)
+            total = np.add(blocks[0][0], blocks[1][0], dtype=np.uint32)
+            for values, _ in blocks[2:]:
+                total += values
+            total += 2
+            return (total >> 2).astype(a.dtype)
         total = np.zeros(blocks[0][0].shape, np.uint32)
         count = np.zeros(total.shape, np.uint8)
         for values, ok in blocks:
             total += values if nodata == 0 else np.where(ok, values, 0)  # nodata 0 adds nothing
             count += ok
-        if count.min() == 4:
-            total += 2
-            return (total >> 2).astype(a.dtype)
         out = (total + count // 2) // np.maximum(count, 1)
         return np.where(count > 0, out, nodata).astype(a.dtype)
     every = bool(valid.all())
