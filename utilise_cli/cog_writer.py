@@ -120,17 +120,17 @@ def average(a: np.ndarray, y: Windows, x: Windows, offset: int, nodata: float) -
     valid = a != nodata if not math.isnan(nodata) else ~np.isnan(a)
     if integer and y.halves and x.halves:  # the common case, in integers: a 2 x 2 block each
         first, n, m = int(y.start[0]) - offset, 2 * len(y.start), len(x.start)
-        blocks = [(a[:, first + i:first + n:2, j:2 * m:2], valid[:, first + i:first + n:2, j:2 * m:2])
-                  for i in (0, 1) for j in (0, 1)]
+        corners = [(slice(None), slice(first + i, first + n, 2), slice(j, 2 * m, 2)) for i in (0, 1) for j in (0, 1)]
         if valid.all():  # the usual block, every pixel with data: no counts (4 x 128 x 2048 px: 1.9-2.1 -> 1.2 ms)
-            total = np.add(blocks[0][0], blocks[1][0], dtype=np.uint32)
-            for values, _ in blocks[2:]:
-                total += values
+            total = np.add(a[corners[0]], a[corners[1]], dtype=np.uint32)
+            for corner in corners[2:]:
+                total += a[corner]
             total += 2
             return (total >> 2).astype(a.dtype)
-        total = np.zeros(blocks[0][0].shape, np.uint32)
+        total = np.zeros(a[corners[0]].shape, np.uint32)
         count = np.zeros(total.shape, np.uint8)
-        for values, ok in blocks:
+        for corner in corners:
+            values, ok = a[corner], valid[corner]
             total += values if nodata == 0 else np.where(ok, values, 0)  # nodata 0 adds nothing
             count += ok
         out = (total + count // 2) // np.maximum(count, 1)
