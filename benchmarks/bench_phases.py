@@ -8,6 +8,9 @@ blending them into the row buffer, writing rows to the partial files, the COG co
 the timers do not cover is printed as "the rest". Each phase is also given as a share of the network's own time,
 the measure of issue #17's bound ("the fill within 10 % of the network's own time"). Fills run with one network
 worker (fill's default), the phases one after the other: with more (--network-workers) they overlap the network.
+The time outside the network is also split by when it comes: before the first prediction (loading, opening the
+scenes, the first chip row's read), between predictions (what a pipeline could overlap with the network) and
+after the last (the last rows' writing, the COG copies, the catalog), each with the cores it keeps busy.
 
     python benchmarks/bench_phases.py [--size 2048] [--method utilise,auto,linear]
 """
@@ -66,10 +69,36 @@ for label, module, attribute in phases:
         owner = getattr(owner, part)
     setattr(owner, name, timed(label, getattr(owner, name)))
 
+# Each prediction's wall and process CPU times (start and end): what the fill does before the first, between them
+# and after the last, and on how many cores. (One network worker: nothing else runs while the network does.)
+import utilise_cli.stripes as stripes
+marks = []
+
+def marked(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            marks.append((wall, time.perf_counter(), cpu, time.process_time()))
+    return wrapper
+
+stripes._predict_batch = marked(stripes._predict_batch)
+
 from utilise_cli.fill import FillOptions, fill
 
+wall, cpu = time.perf_counter(), time.process_time()
 report = fill(sys.argv[1], sys.argv[2], FillOptions(method=sys.argv[4], overwrite=True))
-print(json.dumps(dict(total=report.seconds, network=report.network_seconds, used=report.method, phases=seconds)))
+wall_end, cpu_end = time.perf_counter(), time.process_time()
+spans = {}
+if marks:
+    inside = [sum(m[1] - m[0] for m in marks), sum(m[3] - m[2] for m in marks)]
+    spans = {"before the first prediction": [marks[0][0] - wall, marks[0][2] - cpu],
+             "between predictions": [marks[-1][1] - marks[0][0] - inside[0], marks[-1][3] - marks[0][2] - inside[1]],
+             "after the last": [wall_end - marks[-1][1], cpu_end - marks[-1][3]]}
+print(json.dumps(dict(total=report.seconds, network=report.network_seconds, used=report.method, phases=seconds,
+                      spans=spans)))
 """
 
 
@@ -99,6 +128,12 @@ def main() -> None:
             print(f"  {'phase':40s} {'seconds':>8s} {'of the network':>15s}")
             for label, sec in phases.items():
                 print(f"  {label:40s} {sec:8.2f} {sec / network:14.1%}")
+            # What could overlap the network (between its predictions) and what cannot (before and after them),
+            # and how many cores each keeps busy (process CPU over wall; an OpenMP thread spinning on after a
+            # prediction counts as busy).
+            print(f"  {'outside the network':40s} {'seconds':>8s} {'of the network':>15s} {'cores busy':>11s}")
+            for label, (sec, core_sec) in r["spans"].items():
+                print(f"  {label:40s} {sec:8.2f} {sec / network:14.1%} {core_sec / sec if sec else 0:11.2f}")
 
 
 if __name__ == "__main__":
