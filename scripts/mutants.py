@@ -235,6 +235,10 @@ MUTATIONS = [
              "_part(out, axis, 2 * px, 2 * px + a.shape[axis])[...] = a", ("tests/test_screen.py",)),
     Mutation("an overview of a block without gaps rounds its averages half down", "cog_writer.py", "average",
              "total += 2", "total += 1", ("tests/test_cog_writer.py",)),
+    Mutation("the completeness check sizes an overview by the factor GDAL reports, rounded up", "cog.py",
+             "incomplete", "levels = [(None, *sizes[0])] + [(i, *size) for i, size in enumerate(sizes[1:])]",
+             "levels = [(None, *sizes[0])] + [(i, -(-src.height // f), -(-src.width // f)) "
+             "for i, f in enumerate(src.overviews(band))]", ("tests/test_safety.py",)),
 ]
 
 

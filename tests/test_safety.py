@@ -287,6 +287,35 @@ def test_a_cog_whose_tiles_hold_only_nodata_passes_the_completeness_check(tmp_pa
             assert src.overviews(1) and np.array_equal(src.read(), data, equal_nan=dtype == "float32")
 
 
+@pytest.mark.parametrize("height, width", [(1025, 1025), (4100, 333)])
+def test_a_cog_whose_overviews_round_down_passes_the_completeness_check(tmp_path, height, width):
+    # Halved, 1025 rows make an overview of 512 (GDAL's and ours), which GDAL reports as factor 2: the check once
+    # took 1025 / 2 rounded up for that level, looked for a second row of tiles and refused every fill of such a
+    # raster. (4100 x 333: the third overview has 512 rows, not 4100 / 8 rounded up.) Built as a fill builds them,
+    # and copied from a partial file by our writer (DEFLATE) and by GDAL (ZSTD).
+    from rasterio.transform import from_origin
+
+    from utilise_cli.cog import StripeWriter, copy_to_cog, incomplete
+
+    data = np.random.default_rng(5).integers(1, 10000, (1, height, width), dtype=np.uint16)
+    grid = dict(crs="EPSG:32634", transform=from_origin(500000, 6500000, 10, 10))
+    streamed = StripeWriter(tmp_path / "streamed.tif", width=width, height=height, count=1, dtype="uint16",
+                            descriptions=["B2"], streamed=True, **grid)
+    for row in range(0, height, 96):
+        streamed.write_rows(row, data[:, row:row + 96])
+    cogs = [streamed.close()()]
+    for compress in ("deflate", "zstd"):
+        partial = tmp_path / f".{compress}.partial.tif"
+        with rasterio.open(partial, "w", driver="GTiff", width=width, height=height, count=1, dtype="uint16",
+                           nodata=0, tiled=True, blockxsize=256, blockysize=32, **grid) as dst:
+            dst.write(data)
+        cogs.append(copy_to_cog(partial, tmp_path / f"{compress}.tif", 2, "average", compress))
+    for cog in cogs:
+        assert incomplete(cog) == "", cog.name
+        with rasterio.open(cog) as src:
+            assert len(src.overviews(1)) == (1 if height == 1025 else 3) and np.array_equal(src.read(), data)
+
+
 @pytest.mark.parametrize("compress", ["deflate", "zstd"])
 def test_a_cog_copied_with_an_uncompressed_temporary_file_equals_gdal_s_own_copy_at_every_level(tmp_path, compress):
     """copy_to_cog writes DEFLATE outputs with cog_writer and has GDAL copy ZSTD ones with the overviews'

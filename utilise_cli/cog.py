@@ -269,10 +269,15 @@ def incomplete(path: str | Path) -> str:
         trailer = 4 if b"BLOCK_TRAILER=LAST_4_BYTES_REPEATED" in f.read(1024) else 0
     try:
         with rasterio.open(path) as src:
+            # Each level's own size: not the raster's divided by the factor GDAL reports, which it rounds (a level
+            # halved from 1025 rows has 512, not 1025 / 2 rounded up, and a second row of tiles that is not there).
+            sizes = [src.shape]
+            for i in range(len(src.overviews(1)) if src.count else 0):
+                with rasterio.open(path, overview_level=i) as level:
+                    sizes.append(level.shape)
             for band in range(1, src.count + 1):
                 rows, cols = src.block_shapes[band - 1]
-                levels = [(None, src.height, src.width)] + [
-                    (i, -(-src.height // f), -(-src.width // f)) for i, f in enumerate(src.overviews(band))]
+                levels = [(None, *sizes[0])] + [(i, *size) for i, size in enumerate(sizes[1:])]
                 for level, height, width in levels:
                     for i in range(-(-height // rows)):
                         for j in range(-(-width // cols)):
