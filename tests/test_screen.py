@@ -205,39 +205,53 @@ def test_the_screen_in_column_blocks_equals_the_screen_in_one_piece(threads):
         set_threads(0)
 
 
-def test_the_screen_s_margin_covers_its_longest_chain_without_masks(tmp_path):
+@pytest.mark.parametrize("masks", [False, True])
+def test_the_screen_s_margin_covers_its_longest_chain(tmp_path, masks):
     """Without masks a shadow's cloud can be a rim next to a patch pixel that is in a patch only through a dense
-    box further on: the verdict on the shadow depends on a pixel 21 px away. Cut into column pieces of any
-    width, the screen must flag what it flags in one piece, and a window of rows read from the files what the
-    whole raster read gives (with a 19-px margin, pieces and windows ending at the shadow lost it)."""
+    box further on: the verdict on the shadow depends on a pixel 21 px away. With masks (here: given, all clear) a
+    rim lies next to the mask, and the longest chain is a shadow 12 px from the patch pixel: 18 px. Cut into column
+    pieces of any width, the screen must flag what it flags in one piece, and a window of rows read from the files
+    what the whole raster read gives (with margins of 19 and 17 px, pieces and windows ending at the shadow lost
+    it)."""
     t, h, w, a = 10, 12, 64, 30  # a: the patch pixel; the dense box is centred at a + 3 and reaches a + 6
     blue, red, nir = np.full((t, h, w), 0.05, np.float32), np.full((t, h, w), 0.05, np.float32), \
         np.full((t, h, w), 0.3, np.float32)
     event = 5
     for column in (a, a + 4, a + 5, a + 6):  # brighter in blue and red: the box at a + 3 alone is dense (4 of 7)
         blue[event, :, column], red[event, :, column] = 0.3, 0.3
-    blue[event, :, a - 3] = 0.085  # a rim: a weak blue brightening within 3 px of the patch pixel at a
-    nir[event, :, a - 15] = 0.15  # a shadow candidate 12 px from the rim, 21 px from the box's far edge
+    if masks:
+        shadow = a - 12  # a shadow candidate 12 px from the patch pixel, 18 px from the box's far edge
+    else:
+        blue[event, :, a - 3] = 0.085  # a rim: a weak blue brightening within 3 px of the patch pixel at a
+        shadow = a - 15  # 12 px from the rim, 21 px from the box's far edge
+    nir[event, :, shadow] = 0.15
     reflectance = np.stack([blue, blue, red, nir], axis=1)
     bands = ["B2", "B3", "B4", "B8"]
-    whole = screen(reflectance, None, bands, block=10_000)
-    assert whole[event, :, a - 15].all() and whole[event, :, a - 3].all()
+    given = np.zeros((t, h, w), bool) if masks else None
+    whole = screen(reflectance, given, bands, block=10_000)
+    assert whole[event, :, shadow].all() and whole[event, :, a].all()
     assert whole.sum() == whole[event].sum()  # the clear dates are left alone
     set_threads(1)
     try:
         for block in range(1, w + 1):
-            assert np.array_equal(screen(reflectance, None, bands, block=block), whole), block
+            assert np.array_equal(screen(reflectance, given, bands, block=block), whole), block
     finally:
         set_threads(0)
-    # The same series with the chain along the rows, as float32 GeoTIFFs without mask files (the screen alone).
+    # The same series with the chain along the rows, as float32 GeoTIFFs (with mask files where masks are given).
     profile = dict(driver="GTiff", width=h, height=w, count=4, dtype="float32", crs="EPSG:32634",
                    transform=rasterio.transform.from_origin(500_000, 6_500_000, 10, 10))
     for i in range(t):
-        with rasterio.open(tmp_path / f"202105{i + 1:02d}_S2_T34VCL.tif", "w", **profile) as dst:
+        scene = tmp_path / f"202105{i + 1:02d}_S2_T34VCL.tif"
+        with rasterio.open(scene, "w", **profile) as dst:
             dst.write(reflectance[i].swapaxes(-1, -2))
             for band, name in enumerate(bands, start=1):
                 dst.set_band_description(band, name)
-    cube = open_folder(tmp_path, bands, ReadOptions())
+        if masks:
+            with rasterio.open(scene.with_name(scene.stem + "_mask.tif"), "w", **{**profile, "count": 1,
+                                                                                   "dtype": "uint8"}) as dst:
+                dst.write(np.zeros((1, w, h), np.uint8))
+    cube = open_folder(tmp_path, bands, ReadOptions(mask_buffer=0))
+    assert cube.has_masks == masks
     screened = read_stripe(cube, 0, w)[2]
     assert np.array_equal(screened, whole.swapaxes(-1, -2))
     for y in range(1, w):

@@ -32,7 +32,7 @@ from .dates import day_positions
 from .errors import OptionError, SceneError
 from .options import ReadOptions
 from .scenes import BandRef, Scene, discover_scenes
-from .screen import SCREEN_MARGIN_PX, grow, screen
+from .screen import grow, screen, screen_margin
 from .sentinel2 import DN_SCALE, SCL_NODATA, SCL_OCCLUDED
 from .windows import WindowReader
 
@@ -330,7 +330,7 @@ def _baseline(text: str) -> float:
 
 def read_margin(cube: SceneCube) -> int:
     """Pixels read around a window on every side: the masks' buffer, and the cloud screen's reach where it is on."""
-    return max((rule.buffer for rule in cube.rules), default=0) + (SCREEN_MARGIN_PX if cube.screen else 0)
+    return max((rule.buffer for rule in cube.rules), default=0) + (screen_margin(cube.has_masks) if cube.screen else 0)
 
 
 def read_classes(cube: SceneCube, row0: int, row1: int, col0: int = 0, col1: int | None = None,
