@@ -453,3 +453,34 @@ def test_bands_overwrite_and_float32_outputs(tmp_path):
     assert len(redo.outputs) == 12
     with rasterio.open(redo.outputs[0]) as src:
         assert src.tags()["UTILISE_METHOD"] == "adjusted"
+
+
+@pytest.mark.parametrize("rows, cols", [(slice(0, 165), slice(70, 73)), (slice(80, 81), slice(0, 149))])
+def test_a_strip_a_few_pixels_across_fills_with_the_network(tmp_path, rows, cols):
+    # A crop 3 px wide or 1 row high: mirrored to the network's size multiple alone, its coarsest level was one
+    # pixel across, which reflect padding cannot mirror ("Padding size should be less than the corresponding
+    # input dimension", from the self-validation or the fill).
+    window = rasterio.windows.Window.from_slices(rows, cols)
+    folder = tmp_path / "strip"
+    folder.mkdir()
+    for pair in scenes_and_masks(SAMPLE):
+        for path in pair:
+            with rasterio.open(path) as src:
+                profile = {**src.profile, "width": window.width, "height": window.height, "tiled": False,
+                           "transform": src.window_transform(window)}
+                profile.pop("blockxsize", None), profile.pop("blockysize", None)
+                with rasterio.open(folder / path.name, "w", **profile) as dst:
+                    dst.write(src.read(window=window))
+                    dst.descriptions = src.descriptions
+    for method in ("auto", "utilise"):
+        report = fill(folder, tmp_path / method, FillOptions(method=method))
+        assert report.chips_run and report.filled_pixels > 20, method
+        outputs = read_outputs(tmp_path / method)
+        for scene, _ in scenes_and_masks(folder):
+            with rasterio.open(scene) as src:
+                given = src.read()
+            filled = outputs[scene.name[:8] + "_filled.tif"]
+            flags = outputs[scene.name[:8] + "_filled_flags.tif"][0]
+            assert filled.shape == given.shape
+            assert np.array_equal(filled[:, flags == 0], given[:, flags == 0])  # observed: kept
+            assert (filled[:, (flags == 1) | (flags == 2)] > 0).all()  # filled: a value, not nodata

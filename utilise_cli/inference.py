@@ -117,16 +117,20 @@ def run_network(model: UTILISE, x: np.ndarray | torch.Tensor, days: np.ndarray, 
     """Network output for input x B x T x C x H x W (gaps already set to 1; numpy, or a tensor on the model's
     device) and days T or B x T; ``decode`` B x T bool: only those frames decoded, the others 0 (default: all).
 
-    H and W of any size: the input is mirrored up to the network's size multiple and the output cropped.
+    H and W of any size: the input is mirrored up to the network's size multiple (and to at least two pixels at its
+    coarsest level, where reflect padding mirrors one pixel over the next) and the output cropped.
     ``precision`` bf16 / fp16 runs under autocast (faster on GPUs with tensor cores and on CPUs with AMX; costs
     a little accuracy); auto picks bf16 where the hardware has it (:func:`resolve_precision`)."""
     device = next(model.parameters()).device
     inputs = x if isinstance(x, torch.Tensor) else to_device(x, device)
     b, t, c, h, w = inputs.shape
     m = model.config.size_multiple
-    if h % m or w % m:
-        inputs = inputs.index_select(-2, _mirror_index(h, h + -h % m, device))
-        inputs = inputs.index_select(-1, _mirror_index(w, w + -w % m, device))
+    # A raster 3 px wide (or a chip of 8 px) would leave its coarsest level one pixel wide, which reflect padding
+    # cannot mirror: at least 2 * m px.
+    padded_h, padded_w = (max(n + -n % m, 2 * m) for n in (h, w))
+    if (padded_h, padded_w) != (h, w):
+        inputs = inputs.index_select(-2, _mirror_index(h, padded_h, device))
+        inputs = inputs.index_select(-1, _mirror_index(w, padded_w, device))
     positions = torch.as_tensor(np.asarray(days, np.float32), device=device).expand(b, t)
     dtype = PRECISIONS[resolve_precision(precision, device.type)]
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None), \
