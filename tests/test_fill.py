@@ -466,9 +466,9 @@ def test_a_strip_a_few_pixels_across_fills_with_the_network(tmp_path, rows, cols
     for pair in scenes_and_masks(SAMPLE):
         for path in pair:
             with rasterio.open(path) as src:
-                profile = {**src.profile, "width": window.width, "height": window.height, "tiled": False,
-                           "transform": src.window_transform(window)}
-                profile.pop("blockxsize", None), profile.pop("blockysize", None)
+                profile = {key: value for key, value in src.profile.items() if key not in ("blockxsize", "blockysize")}
+                profile.update(width=window.width, height=window.height, tiled=False,
+                               transform=src.window_transform(window))
                 with rasterio.open(folder / path.name, "w", **profile) as dst:
                     dst.write(src.read(window=window))
                     dst.descriptions = src.descriptions
