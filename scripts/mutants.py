@@ -239,6 +239,8 @@ MUTATIONS = [
              "_part(out, axis, 2 * px, 2 * px + a.shape[axis])[...] = a", ("tests/test_screen.py",)),
     Mutation("an overview of a block without gaps rounds its averages half down", "cog_writer.py", "average",
              "total += 2", "total += 1", ("tests/test_cog_writer.py",)),
+    Mutation("a scene or mask without a CRS goes on into the cube", "cube.py", "open_cube",
+             "if grid.crs is None:", "if grid.crs is None and what == 'nothing':", ("tests/test_fill.py",)),
     Mutation("a chip is mirrored only up to the network's size multiple, however thin", "inference.py",
              "run_network", "max(n + -n % m, 2 * m)", "n + -n % m", ("tests/test_fill.py",)),
     Mutation("the completeness check sizes an overview by the factor GDAL reports, rounded up", "cog.py",

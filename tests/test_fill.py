@@ -331,6 +331,25 @@ def _no_mask(folder: Path) -> str:
     return mask.name.replace("_mask", "")
 
 
+def _no_crs(path: Path) -> str:
+    """``path`` rewritten without its CRS (not georeferenced), as some exports come."""
+    with rasterio.open(path) as src:
+        data, profile, descriptions = src.read(), src.profile, src.descriptions
+    profile.pop("crs")
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        dst.descriptions = descriptions
+    return path.name
+
+
+def _scene_without_crs(folder: Path) -> str:
+    return _no_crs(sorted(folder.glob("*_T34VCL.tif"))[1])
+
+
+def _mask_without_crs(folder: Path) -> str:
+    return _no_crs(sorted(folder.glob("*_mask.tif"))[2])
+
+
 def _empty(folder: Path) -> str:
     for p in folder.iterdir():
         p.unlink()
@@ -341,6 +360,7 @@ def _empty(folder: Path) -> str:
     (_empty, "no GeoTIFF scenes"), (_no_date, "no acquisition date"), (_same_date, "two scenes on the same date"),
     (_no_mask, "no cloud mask"), (_other_grid, "on another grid"), (_missing_band, "has no band B8"),
     (_corrupt, "not a readable raster"), (_cut_off, "cannot read its pixels"),
+    (_scene_without_crs, "has no CRS"), (_mask_without_crs, "--crs like --transform like"),
 ])
 def test_bad_scene_folders_fail_cleanly(tmp_path, breaker, expected):
     folder = copy_sample(tmp_path)

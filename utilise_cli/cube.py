@@ -157,6 +157,12 @@ def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, sca
         grids = {"scene": _grid_of(file(scene.path))}
         if scene.mask_kind != "none":
             grids["mask"] = _grid_of(file(scene.mask.path))
+        for what, grid in grids.items():
+            if grid.crs is None:  # nothing to put the outputs (or --align) on
+                path = scene.path if what == "scene" else scene.mask.path
+                fix = (f"rio edit-info {path.name} --like {scene.path.name} --crs like --transform like"
+                       if what == "mask" else f"rio edit-info {path.name} --crs EPSG:<its zone's code>")
+                raise SceneError(f"{path}: has no CRS (not georeferenced); give it one (`{fix}`) and rerun")
         if reference is None:
             reference, ref_file = grids["scene"], file(scene.path)
             if nodata is None:
