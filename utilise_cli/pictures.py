@@ -74,6 +74,9 @@ def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
 
 PREVIEW_PANEL_PX = 420  # each date's panels are at least 400 px wide, whatever the raster's size
 PREVIEW_COLUMNS = 3  # dates per row of the grid (each date: input and filled side by side)
+# A panel's height over its width at most (and at least): a strip 3 px wide and 165 rows high made a figure 231
+# inches tall (23,000 px) that took half a minute; the image keeps its own aspect inside the panel.
+PREVIEW_ASPECT = (0.25, 3.0)
 SCREENED_RGB = (0.0, 0.9, 1.0)  # cyan: pixels only the cloud screen masked
 
 
@@ -91,7 +94,7 @@ def fill_preview_figure(before: np.ndarray, after: np.ndarray, flags: np.ndarray
     cols = min(PREVIEW_COLUMNS, t)
     rows = -(-t // cols)
     panel_w = PREVIEW_PANEL_PX / dpi
-    panel_h = panel_w * h / max(w, 1)
+    panel_h = panel_w * min(max(h / max(w, 1), PREVIEW_ASPECT[0]), PREVIEW_ASPECT[1])
     height = rows * (panel_h + 0.3) + 0.4
     fig, axes = plt.subplots(rows, 2 * cols, figsize=(2 * cols * panel_w, height), dpi=dpi, squeeze=False)
     for ax in axes.ravel():
@@ -104,7 +107,7 @@ def fill_preview_figure(before: np.ndarray, after: np.ndarray, flags: np.ndarray
         right.imshow(true_colour(after[i], (0.0, 0.0, 0.0)), interpolation="nearest")
         for value, colour in ((FLAG_FILLED, OCCLUDED_RGB), (FLAG_SCREENED, SCREENED_RGB)):
             area = flags[i] == value
-            if area.any() and not area.all():
+            if area.any() and not area.all() and min(area.shape) >= 2:  # a contour needs two rows and columns
                 right.contour(area, levels=[0.5], colors=[colour], linewidths=0.6)
         left.set_title(f"{titles[i]} input", fontsize=9)
         right.set_title(f"{titles[i]} filled", fontsize=9)
