@@ -153,6 +153,12 @@ def test_bbox_cuts_the_area_and_keeps_the_pixels(tmp_path):
         assert col == int(col) and row == int(row)  # on the same pixel grid
         window = a.read(window=((int(row), int(row) + b.height), (int(col), int(col) + b.width)))
         assert np.array_equal(window, b.read())
+    # A box beside the scene (one degree east and north): refused in one line, not filled with no data and then
+    # blamed on the masks ("no pixel of any date is observed ...; pass --mask-kind binary").
+    away = f"{west + 1},{south + 1},{east + 1},{north + 1}"
+    one_line_error(runner.invoke(app, ["fill", str(items), "--out", str(tmp_path / "away"), "-q", "--bbox", away]),
+                   items.name, "--bbox", "meets no item")
+    assert not (tmp_path / "away").exists()
 
 
 def test_offsets_come_from_the_items_metadata():
