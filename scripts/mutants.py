@@ -242,7 +242,7 @@ MUTATIONS = [
     Mutation("a scene or mask without a CRS goes on into the cube", "cube.py", "open_cube",
              "if grid.crs is None:", "if grid.crs is None and what == 'nothing':", ("tests/test_fill.py",)),
     Mutation("a --bbox beside every item goes on to odc-stac", "stac.py", "target_grid",
-             "if stac.bbox is not None and not any(", "if stac.bbox is None and not any(", ("tests/test_stac.py",)),
+             "if stac.bbox is not None and footprints and not any(", "if stac.bbox is None and footprints and not any(", ("tests/test_stac.py",)),
     Mutation("a preview outlines the filled areas of a raster one row high", "pictures.py", "fill_preview_figure",
              "if area.any() and not area.all() and min(area.shape) >= 2:", "if area.any() and not area.all():",
              ("tests/test_fill.py",)),

@@ -481,6 +481,8 @@ def test_a_strip_a_few_pixels_across_fills_with_the_network(tmp_path, rows, cols
     # pixel across, which reflect padding cannot mirror ("Padding size should be less than the corresponding
     # input dimension", from the self-validation or the fill); and its preview's outlines, a contour of one row,
     # raised matplotlib's TypeError.
+    import matplotlib.image
+
     window = rasterio.windows.Window.from_slices(rows, cols)
     folder = tmp_path / "strip"
     folder.mkdir()
@@ -496,8 +498,6 @@ def test_a_strip_a_few_pixels_across_fills_with_the_network(tmp_path, rows, cols
     for method in ("auto", "utilise"):
         report = fill(folder, tmp_path / method, FillOptions(method=method, preview=True))
         assert report.chips_run and report.filled_pixels > 20, method
-        import matplotlib.image
-
         picture = matplotlib.image.imread(report.preview)  # outlines only where a contour can be drawn
         assert 400 <= picture.shape[1] and picture.shape[0] <= 3 * picture.shape[1], picture.shape
         outputs = read_outputs(tmp_path / method)

@@ -117,13 +117,17 @@ def _grid_of(array: xr.DataArray) -> Grid:
     return Grid(array.rio.crs, array.rio.transform(), array.rio.width, array.rio.height)
 
 
+def boxes_meet(box: Sequence[float], other: Sequence[float]) -> bool:
+    """Whether two (left, bottom, right, top) boxes in one CRS overlap (edges touching do not count)."""
+    return box[0] < other[2] and other[0] < box[2] and box[1] < other[3] and other[1] < box[3]
+
+
 def _overlaps(grid: Grid, reference: Grid) -> bool:
     """Whether ``grid``'s footprint meets ``reference``'s (compared in the reference CRS)."""
-    left, bottom, right, top = array_bounds(grid.height, grid.width, grid.transform)
+    bounds = array_bounds(grid.height, grid.width, grid.transform)
     if grid.crs and reference.crs and grid.crs != reference.crs:
-        left, bottom, right, top = transform_bounds(grid.crs, reference.crs, left, bottom, right, top)
-    r_left, r_bottom, r_right, r_top = array_bounds(reference.height, reference.width, reference.transform)
-    return left < r_right and right > r_left and bottom < r_top and top > r_bottom
+        bounds = transform_bounds(grid.crs, reference.crs, *bounds)
+    return boxes_meet(bounds, array_bounds(reference.height, reference.width, reference.transform))
 
 
 def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, scale: float = DN_SCALE,

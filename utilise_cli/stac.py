@@ -24,7 +24,7 @@ import xarray as xr
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-from .cube import Grid, MaskRule, SceneCube, decoding, with_screen
+from .cube import Grid, MaskRule, SceneCube, boxes_meet, decoding, with_screen
 from .errors import SceneError, first_line
 from .options import ReadOptions, StacOptions
 from .scenes import BandRef, Scene
@@ -214,17 +214,13 @@ def target_grid(items: Sequence, choice: AssetChoice, stac: StacOptions, source:
         native_resolution = abs(src.transform.a)
     if stac.crs is None and stac.resolution is None and stac.bbox is None:
         return {"geobox": native}
-    if stac.bbox is not None and not any(_meets(stac.bbox, item.bbox) for item in items if item.bbox):
+    footprints = [item.bbox for item in items if item.bbox]  # lon/lat; items without one are not judged
+    if stac.bbox is not None and footprints and not any(boxes_meet(stac.bbox, box) for box in footprints):
         raise SceneError(f"{source}: --bbox {','.join(f'{v:g}' for v in stac.bbox)} (lon/lat) meets no item's "
                          f"footprint (together {','.join(f'{v:.5g}' for v in _items_bbox(items))}); pass a box "
                          "within them")
     return {"crs": stac.crs or native.crs, "resolution": stac.resolution or native_resolution,
             "bbox": stac.bbox or _items_bbox(items)}
-
-
-def _meets(box: Sequence[float], other: Sequence[float]) -> bool:
-    """Whether two west, south, east, north boxes overlap (edges touching do not count)."""
-    return box[0] < other[2] and other[0] < box[2] and box[1] < other[3] and other[1] < box[3]
 
 
 def _items_bbox(items: Sequence) -> tuple[float, float, float, float]:
