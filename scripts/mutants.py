@@ -255,6 +255,15 @@ MUTATIONS = [
              "incomplete", "levels = [(None, *sizes[0])] + [(i, *size) for i, size in enumerate(sizes[1:])]",
              "levels = [(None, *sizes[0])] + [(i, -(-src.height // f), -(-src.width // f)) "
              "for i, f in enumerate(src.overviews(band))]", ("tests/test_safety.py",)),
+    Mutation("SIGTERM is left to Python's default, which ends a fill with its rows lost", "cli.py", "user_errors",
+             "signal.signal(signal.SIGTERM, _terminated)", "signal.signal(signal.SIGTERM, previous)",
+             ("tests/test_safety.py",)),
+    Mutation("a resumed training run takes last.pth's weights, not those its state was saved with", "train.py",
+             "train", 'model.load_state_dict(state["model"] if "model" in state else read_checkpoint(run / "last.pth")[1])',
+             'model.load_state_dict(read_checkpoint(run / "last.pth")[1])', ("tests/test_train_eval.py",)),
+    Mutation("a resumed training run keeps the log rows of the epoch it runs again", "train.py", "train",
+             "_drop_rounds_after(run / name, epoch)", "_drop_rounds_after(run / name, epoch + 1)",
+             ("tests/test_train_eval.py",)),
 ]
 
 

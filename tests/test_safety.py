@@ -227,6 +227,51 @@ def test_an_interrupted_run_resumes_from_its_last_rows_and_ends_byte_identical(t
     assert report["filled_pixel_dates"] == whole.filled_pixels
 
 
+def test_sigterm_stops_a_fill_as_ctrl_c_does_and_the_same_command_resumes(tmp_path, monkeypatch):
+    # A batch system's time limit or `kill` sends SIGTERM: Python's default ends the process at once, with the rows
+    # the fill holds lost. The CLI handles it as Ctrl-C: one line, exit 143, rows kept, the same command resumes.
+    import utilise_cli.fill
+
+    class Killed(Exception):
+        pass
+
+    def killed(signum, frame):  # where the CLI sets no handler of its own, the test fails here (not the process)
+        raise Killed
+
+    whole = _fill(SAMPLE, tmp_path / "whole", "--chip-size", "16", "--overlap", "4", "--dtype", "float32")
+    assert whole.exit_code == 0, whole.output
+    original = utilise_cli.fill.fill
+
+    def fill_then_terminated(*args, progress, **kwargs):
+        def progress_then_sigterm(done: int, total: int) -> None:
+            progress(done, total)
+            if done >= 0.6 * total:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        return original(*args, progress=progress_then_sigterm, **kwargs)
+
+    previous = signal.signal(signal.SIGTERM, killed)
+    try:
+        monkeypatch.setattr(utilise_cli.fill, "fill", fill_then_terminated)
+        out = tmp_path / "out"
+        stopped = _fill(SAMPLE, out, "--chip-size", "16", "--overlap", "4", "--dtype", "float32")
+        assert signal.getsignal(signal.SIGTERM) is killed  # the CLI's handler is gone after the command
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped.exit_code == 143, stopped.output
+    assert stopped.output.strip().splitlines()[-1].startswith("terminated (SIGTERM): finished outputs and the rows")
+    _nothing_final(out)
+    assert (out / ".utilise-progress.json").is_file()
+    monkeypatch.setattr(utilise_cli.fill, "fill", original)
+    resumed = _fill(SAMPLE, out, "--chip-size", "16", "--overlap", "4", "--dtype", "float32")
+    assert resumed.exit_code == 0, resumed.output
+    chips = [int(r.output.split(" chips run")[0].rsplit(" ", 1)[1]) for r in (whole, resumed)]
+    assert chips[1] <= 0.5 * chips[0]  # only the chip rows below the kept rows ran again
+    outputs = sorted(p.name for p in (tmp_path / "whole").glob("*.tif"))
+    assert len(outputs) == 24 and sorted(p.name for p in out.glob("*.tif")) == outputs
+    assert all((out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes() for name in outputs)
+
+
 def test_an_interrupted_run_with_other_options_starts_again(tmp_path):
     from utilise_cli.fill import FillOptions, fill
 

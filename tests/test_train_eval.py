@@ -158,3 +158,21 @@ def test_resuming_after_one_epoch_gives_the_weights_of_two_epochs_straight(data,
                                "--resume", "-q"]).exit_code == 0
     a, b = (torch.load(p / "last.pth", weights_only=True)["state_dict"] for p in (straight, resumed))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_stopped_between_its_checkpoint_and_its_state_resumes_as_if_straight(data, tmp_path):
+    # A stop (Ctrl-C, SIGTERM) after an epoch's last.pth is written and before its resume.pt is: the state of the
+    # epoch before must resume with the weights it was saved with, and the logs lose the epoch run again.
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    args = [str(data / "tiny.yaml"), "-q"]
+    assert runner.invoke(app, ["train", *args, "--out", str(straight), "--epochs", "2"]).exit_code == 0
+    assert runner.invoke(app, ["train", *args, "--out", str(run), "--epochs", "1"]).exit_code == 0
+    first_state = (run / "resume.pt").read_bytes()
+    assert runner.invoke(app, ["train", *args, "--out", str(run), "--epochs", "2", "--resume"]).exit_code == 0
+    (run / "resume.pt").write_bytes(first_state)  # epoch 2's last.pth and logs, epoch 1's state
+    assert runner.invoke(app, ["train", *args, "--out", str(run), "--epochs", "2", "--resume"]).exit_code == 0
+    a, b = (torch.load(p / "last.pth", weights_only=True)["state_dict"] for p in (straight, run))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r.split(",")[0] for r in (run / "log.csv").read_text().splitlines()] == ["epoch", "1", "2"]
+    health = (run / "health.csv").read_text().splitlines()
+    assert health == (straight / "health.csv").read_text().splitlines()

@@ -9,7 +9,9 @@ import functools
 import inspect
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
@@ -31,22 +33,47 @@ F = TypeVar("F", bound=Callable[..., object])
 log = logging.getLogger("utilise")
 
 
-def user_errors(func: F) -> F:
-    """Turn the project's errors into one line on stderr and exit code 2 (no traceback)."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a batch system's time limit), raised in the main thread: handled as Ctrl-C is, so that an
+    interrupted fill keeps its rows and resumes (Python's default would end the process with nothing kept)."""
 
-    @functools.wraps(func)
-    def wrapper(*args: object, **kwargs: object) -> object:
-        try:
-            return func(*args, **kwargs)
-        except UtiliseError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted: finished outputs and the rows written so far are kept; run the same command "
-                       "again to resume", err=True)
-            raise typer.Exit(130) from None
 
-    return wrapper  # type: ignore[return-value]
+def _terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut short the keeping of the rows
+    raise Terminated
+
+
+INTERRUPTED = "nothing is left half-written; run the same command again"
+
+
+def user_errors(interrupted: str = INTERRUPTED) -> Callable[[F], F]:
+    """Turn the project's errors into one line on stderr and exit code 2 (no traceback); Ctrl-C and SIGTERM into
+    one line saying what is kept (``interrupted``) and exit code 130 or 143 (128 + the signal's number)."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: object, **kwargs: object) -> object:
+            # Only the main thread can set a handler; a SIGTERM the caller chose to ignore stays ignored.
+            main = threading.current_thread() is threading.main_thread()
+            previous = signal.getsignal(signal.SIGTERM) if main else signal.SIG_IGN
+            if previous != signal.SIG_IGN:
+                signal.signal(signal.SIGTERM, _terminated)
+            try:
+                return func(*args, **kwargs)
+            except UtiliseError as err:
+                typer.echo(f"error: {err}", err=True)
+                raise typer.Exit(2) from None
+            except KeyboardInterrupt as err:
+                which = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+                typer.echo(f"{which}: {interrupted}", err=True)
+                raise typer.Exit(128 + (signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)) from None
+            finally:
+                if previous != signal.SIG_IGN:  # None: set outside Python, which is the default here
+                    signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -174,7 +201,7 @@ def main(
 
 
 @app.command()
-@user_errors
+@user_errors()
 def info(
     checkpoint: str = typer.Argument(..., help="A U-TILISE checkpoint: released (.pth), made by `utilise train`, "
                                      "or 'shipped' (the packaged weights)."),
@@ -216,7 +243,7 @@ _FILL = FillOptions()
 
 
 @app.command()
-@user_errors
+@user_errors("finished outputs and the rows written so far are kept; run the same command again to resume")
 @read_options
 @log_options
 @device_option
@@ -369,7 +396,7 @@ def _float_list(text: str, option: str) -> list[float]:
 
 
 @app.command()
-@user_errors
+@user_errors()
 @read_options
 @log_options
 def prepare(
@@ -407,7 +434,7 @@ def prepare(
 
 
 @app.command()
-@user_errors
+@user_errors()
 @log_options
 def simulate(
     dataset: Path = typer.Argument(..., help="Dataset file made by `utilise prepare`."),
@@ -429,7 +456,8 @@ def simulate(
 
 
 @app.command()
-@user_errors
+@user_errors("the epochs finished are kept in the run folder (last.pth, best.pth); add --resume to the same "
+             "command to continue from the last")
 @log_options
 def train(
     config: Path = typer.Argument(..., help="Training configuration (YAML); see configs/shipped.yaml."),
@@ -468,7 +496,7 @@ def train(
 
 
 @app.command("eval")
-@user_errors
+@user_errors()
 @log_options
 @device_option
 def evaluate_command(
@@ -511,7 +539,7 @@ def evaluate_command(
 
 
 @app.command()
-@user_errors
+@user_errors()
 @read_options
 @log_options
 @device_option

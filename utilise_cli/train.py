@@ -3,7 +3,8 @@
 The run folder holds config.yaml (the merged configuration), log.csv (one row per validation round), health.csv
 (live ReLU units and gradient norm per layer and epoch; training stops when the head dies),
 best.pth (the round with the highest validation PSNR on simulated gaps) and last.pth in our checkpoint
-format, resume.pt (optimizer, scheduler and random states) and val_EPOCH.png validation quicklooks.
+format, resume.pt (the weights with their optimizer, scheduler and random states) and val_EPOCH.png validation
+quicklooks.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .atomic import staged
+from .atomic import staged, write_text
 from .errors import DatasetError, UtiliseError, first_line
 from .datasets.masks import load_mask_libraries
 from .datasets.torch_data import SequenceDataset, collate
@@ -229,6 +230,14 @@ def _log_row(path: Path, row: RoundResult) -> None:
         writer.writerow(dataclasses.astuple(row))
 
 
+def _drop_rounds_after(path: Path, epoch: int) -> None:
+    """Keep a log's header and its rows of epochs up to ``epoch``: a resumed run runs the later ones again."""
+    if path.exists():
+        header, *rows = path.read_text().splitlines(keepends=True)
+        kept = [r for r in rows if r.split(",", 1)[0].isdigit() and int(r.split(",", 1)[0]) <= epoch]
+        write_text(path, "".join([header, *kept]))
+
+
 def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
           progress: Callable[[int, int, float], None] | None = None) -> list[RoundResult]:
     """Train and write the run folder (see module docstring). Returns one result per epoch run here."""
@@ -259,14 +268,16 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.milestones, gamma=config.gamma)
     epoch, step, best, elapsed = 0, 0, math.inf, 0.0
     if resume and state_path.exists():
-        _, weights, _ = read_checkpoint(run / "last.pth")
-        model.load_state_dict(weights)
         state = torch.load(state_path, map_location="cpu", weights_only=False)
+        # The weights the state was saved with: last.pth is an epoch ahead where a run stopped between the two.
+        model.load_state_dict(state["model"] if "model" in state else read_checkpoint(run / "last.pth")[1])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         epoch, step, best, elapsed = state["epoch"], state["step"], state["best"], state["elapsed"]
         train_set.rng.bit_generator.state = state["data_rng"]
         torch.set_rng_state(state["torch_rng"])
+        for name in ("log.csv", "health.csv"):
+            _drop_rounds_after(run / name, epoch)
         log.info("resuming %s at epoch %d (step %d)", run, epoch, step)
 
     loader = DataLoader(train_set, batch_size=config.batch_size, collate_fn=collate, num_workers=0)
@@ -305,7 +316,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, resume: bool = False,
             save_checkpoint(model, run / "best.pth", meta)
         save_checkpoint(model, run / "last.pth", meta)
         with staged(state_path) as tmp:
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "epoch": epoch,
                         "step": step, "best": best, "elapsed": row.seconds,
                         "data_rng": train_set.rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, tmp)
         if arrays:
