@@ -264,6 +264,17 @@ MUTATIONS = [
     Mutation("a resumed training run keeps the log rows of the epoch it runs again", "train.py", "train",
              "_drop_rounds_after(run / name, epoch)", "_drop_rounds_after(run / name, epoch + 1)",
              ("tests/test_train_eval.py",)),
+    Mutation("the skips' attention is resized over the whole map at once, however long the series",
+             "network/utilise.py", "aggregate_skip",
+             "band = max(1, AGGREGATE_BYTES // max(1, width * g * q * t * attention.element_size()))",
+             "band = height",
+             ("tests/test_network.py",)),
+    Mutation("each band of rows of the skips is aggregated with the map's first rows", "network/utilise.py",
+             "aggregate_skip", "frames.storage_offset() + y0 * frames.stride(-2))", "frames.storage_offset())",
+             ("tests/test_network.py",)),
+    Mutation("the memory estimate leaves out --method auto's first phase", "plan.py", "estimate_memory_mb",
+             "return _BASE_MB + cache + network / 1e6 + max(filling, validating)",
+             "return _BASE_MB + cache + network / 1e6 + filling", ("tests/test_stripes.py",)),
 ]
 
 

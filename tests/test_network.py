@@ -102,6 +102,55 @@ def test_resize_matrix_matches_torch_bilinear_and_pooling():
     assert torch.allclose(down, F.adaptive_avg_pool2d(a, (3, 4)), atol=1e-6)
 
 
+@pytest.mark.parametrize("band_rows", [1, 3, 100])  # the resized attention of 1, 3 or every row of the map at a time
+def test_skips_aggregated_a_band_of_rows_at_a_time_equal_the_whole_map_at_once(monkeypatch, band_rows):
+    import utilise_cli.network.utilise as utilise
+
+    torch.manual_seed(0)
+    g, b, t, h, size, c = 2, 2, 7, 4, 32, 8
+    attention = torch.softmax(torch.randn(g, b, t, t, h, h), dim=3)
+    skip = torch.randn(b, t, c, size, size)
+    pad = torch.zeros(b, t, dtype=torch.bool)
+    pad[1, -2:] = True
+    queries = [torch.tensor([0, 2, 3, 6]), torch.tensor([1, 4])]
+    monkeypatch.setattr(utilise, "AGGREGATE_BYTES", 1 << 40)
+    whole = [utilise.aggregate_skip(attention, skip, pad, q) for q in (None, queries)]
+    monkeypatch.setattr(utilise, "AGGREGATE_BYTES", band_rows * size * g * t * t * attention.element_size())
+    for q, expected in zip((None, queries), whole):
+        # the same products; resizing a band's rows is a smaller matrix product, which may round in another order
+        assert torch.allclose(utilise.aggregate_skip(attention, skip, pad, q), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_long_series_costs_memory_in_proportion_to_its_dates():
+    # The skips' attention resized to a 128-px chip is H x W x heads x T x T: the whole map at once made a pass of
+    # 48 dates take 2244-2498 bytes per pixel-date against 1649-1660 at 12 (fp32, 2-core AMD EPYC); a band of rows
+    # at a time, 1292-1567 (32 and 64 MB a band).
+    import subprocess
+    import sys
+
+    code = """
+import sys, torch
+from utilise_cli.network import load_model
+from utilise_cli.network.allocator import reuse_freed_memory
+from utilise_cli.weights import DEFAULT_WEIGHTS
+reuse_freed_memory()
+model = load_model(DEFAULT_WEIGHTS).eval()
+t = int(sys.argv[1])
+x, days = torch.rand(1, t, model.config.input_dim, 128, 128), torch.arange(t, dtype=torch.float32)[None] * 5
+def peak():
+    return int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) * 1024
+before = peak()
+with torch.no_grad():
+    model(x, days)
+print((peak() - before) / (t * 128 * 128))
+"""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads the peak from /proc")
+    per_pixel_date = {t: float(subprocess.run([sys.executable, "-c", code, str(t)], capture_output=True, text=True,
+                                              check=True).stdout) for t in (12, 48)}
+    assert per_pixel_date[48] < 1.15 * per_pixel_date[12], per_pixel_date
+
+
 def test_training_mode_backward_pass():
     torch.manual_seed(0)
     model = UTILISE(NetworkConfig(encoder_widths=(8, 8, 16), decoder_widths=(8, 8, 16))).train()

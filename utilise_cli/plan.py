@@ -56,6 +56,13 @@ _MB_PER_RASTER_MEGAPIXEL = 0.8
 # on an H100 machine (shipped network, 10 dates, batch 4 and 16): peak RSS 2287-2314 MB at 1024^2 and 2497-2621 MB
 # at 2048^2, about 1500 MB above the same estimate without the network term.
 _CUDA_HOST_MB = 1500
+# --method auto scores the methods on up to SELF_VALIDATION_CHIPS chips first, holding them beside the network's
+# activations (before the stripes and outputs exist): the peak is the larger of the two phases. What that phase
+# holds besides the libraries and one pass, per chip pixel-date: 145-148 bytes, fitted to auto fills of 70 dates
+# (149 x 165 px, 4 chips: 1762 MB; 512^2, 8 chips: 2413 MB; 2-core AMD EPYC, bf16), where the fill's own estimate
+# was 1374 and 2159 MB. At 10 dates the phase stays below the fill (1024^2: 677 against 770 MB).
+SELF_VALIDATION_CHIPS = 8
+_VALIDATION_BYTES_PER_CHIP_PIXEL_DATE = 160
 
 
 @dataclass
@@ -248,7 +255,8 @@ def plan_fill(source: str | Path, out: str | Path, options: FillOptions,
                                 grid.height * grid.width,
                                 gpu=device is not None and device.type == "cuda",
                                 native_bf16=getattr(predictor, "precision", "fp32") in ("bf16", "fp16")
-                                and cpu_has_bf16(), block_cache_mb=_block_cache_mb(cube, panels))
+                                and cpu_has_bf16(), block_cache_mb=_block_cache_mb(cube, panels),
+                                validation_chips=min(chips, SELF_VALIDATION_CHIPS) if options.method == "auto" else 0)
     return FillPlan(source, cube, bands, options.chip_size, options.overlap, rows, cols, [p[0] for p in paths],
                     [p[1] for p in paths], todo, seconds, memory, prints, panels, batch, describe_network(predictor),
                     workers)
@@ -331,12 +339,13 @@ def _block_cache_mb(cube: SceneCube, panels: list[Panel]) -> float:
 
 def estimate_memory_mb(dates: int, bands: int, stripe_rows: int, width: int, batch: int, network_width: int,
                        raster_pixels: int = 0, gpu: bool = False, native_bf16: bool = False,
-                       block_cache_mb: float = CACHE_MB) -> float:
+                       block_cache_mb: float = CACHE_MB, validation_chips: int = 0) -> float:
     """Peak resident memory of a fill in MB (see the constants above); ``width``: the columns of the widest column
     panel (a stripe spans a panel, not the raster); ``network_width`` 0 for a baseline; ``raster_pixels``: height
     x width of the raster; ``gpu``: the network runs on a CUDA device (its activations are not in this memory);
     ``native_bf16``: it runs in bf16 on a CPU that has bf16 (smaller activations than float32); ``block_cache_mb``:
-    GDAL's block cache the reads want (the fit counts the default cap, CACHE_MB; a larger one adds the rest)."""
+    GDAL's block cache the reads want (the fit counts the default cap, CACHE_MB; a larger one adds the rest);
+    ``validation_chips``: the chips --method auto scores the methods on first (0: none)."""
     stripe = 4 * dates * bands * stripe_rows * width * _STRIPE_COPIES
     if gpu and network_width:
         network = _CUDA_HOST_MB * 1e6
@@ -345,7 +354,9 @@ def estimate_memory_mb(dates: int, bands: int, stripe_rows: int, width: int, bat
         network = per_pixel_date * batch * dates * stripe_rows ** 2 * network_width / 32
     outputs = dates * min(_OUTPUT_MB_PER_COLUMN_DATE * width, _OUTPUT_MB_CEILING_PER_DATE)
     cache = max(0.0, block_cache_mb - CACHE_MB)
-    return _BASE_MB + outputs + cache + (stripe + network) / 1e6 + _MB_PER_RASTER_MEGAPIXEL * raster_pixels / 1e6
+    filling = outputs + stripe / 1e6 + _MB_PER_RASTER_MEGAPIXEL * raster_pixels / 1e6
+    validating = _VALIDATION_BYTES_PER_CHIP_PIXEL_DATE * validation_chips * dates * stripe_rows ** 2 / 1e6
+    return _BASE_MB + cache + network / 1e6 + max(filling, validating)
 
 
 def available_memory_mb() -> float:
