@@ -172,10 +172,10 @@ def test_the_memory_estimate_counts_the_network_where_it_runs():
     assert estimate(16, True) == estimate(1, True) > estimate(4, False)  # on the GPU: CUDA's libraries instead
     assert estimate(1, True, network=0) == estimate(1, False, network=0)  # a baseline uses no GPU
     # --method auto first scores the methods on a few chips held beside a pass: for a narrow long series that phase
-    # is the peak (70 dates, 149 px wide, 4 chips: 1762 MB measured, 1374 estimated without it), not for a usual fill
+    # is the peak (70 dates, 149 px wide, 4 chips: 1902 MB measured, 1374 estimated without it), not for a usual fill
     narrow = [estimate_memory_mb(70, 4, 128, 149, 1, 32, 149 * 165, native_bf16=True, validation_chips=n)
               for n in (0, 4)]
-    assert narrow[1] > max(narrow[0] + 300, 1762)
+    assert narrow[1] > max(narrow[0] + 300, 1902)
     assert estimate_memory_mb(10, 4, 128, 2048, 1, 32, 2048 * 2048, validation_chips=8) == estimate(1, False)
 
 

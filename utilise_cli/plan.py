@@ -57,12 +57,14 @@ _MB_PER_RASTER_MEGAPIXEL = 0.8
 # at 2048^2, about 1500 MB above the same estimate without the network term.
 _CUDA_HOST_MB = 1500
 # --method auto scores the methods on up to SELF_VALIDATION_CHIPS chips first, holding them beside the network's
-# activations (before the stripes and outputs exist): the peak is the larger of the two phases. What that phase
-# holds besides the libraries and one pass, per chip pixel-date: 145-148 bytes, fitted to auto fills of 70 dates
-# (149 x 165 px, 4 chips: 1762 MB; 512^2, 8 chips: 2413 MB; 2-core AMD EPYC, bf16), where the fill's own estimate
-# was 1374 and 2159 MB. At 10 dates the phase stays below the fill (1024^2: 677 against 770 MB).
+# activations (before the stripes and outputs exist): the peak is the larger of the two phases. What that phase holds
+# besides the libraries and a pass: the chips and their copies (140 bytes per chip pixel-date) and the interpolations'
+# temporaries for a batch (280 bytes per pixel-date: `adjusted` on one 70-date chip +322 MB). Fitted to auto fills of
+# 70 dates (149 x 165 px, 4 chips: 1902 MB; 512^2, 8 chips: 2464 MB; 2-core AMD EPYC, bf16), erring 7-9 % high, where
+# the fill's own estimate was 1374 and 2159 MB. At 10 dates the phase stays below the fill (1024^2: 229 against 390 MB).
 SELF_VALIDATION_CHIPS = 8
-_VALIDATION_BYTES_PER_CHIP_PIXEL_DATE = 160
+_VALIDATION_BYTES_PER_CHIP_PIXEL_DATE = 140
+_VALIDATION_BYTES_PER_BATCH_PIXEL_DATE = 280
 
 
 @dataclass
@@ -355,7 +357,8 @@ def estimate_memory_mb(dates: int, bands: int, stripe_rows: int, width: int, bat
     outputs = dates * min(_OUTPUT_MB_PER_COLUMN_DATE * width, _OUTPUT_MB_CEILING_PER_DATE)
     cache = max(0.0, block_cache_mb - CACHE_MB)
     filling = outputs + stripe / 1e6 + _MB_PER_RASTER_MEGAPIXEL * raster_pixels / 1e6
-    validating = _VALIDATION_BYTES_PER_CHIP_PIXEL_DATE * validation_chips * dates * stripe_rows ** 2 / 1e6
+    validating = ((_VALIDATION_BYTES_PER_CHIP_PIXEL_DATE * validation_chips + _VALIDATION_BYTES_PER_BATCH_PIXEL_DATE
+                   * batch) * dates * stripe_rows ** 2 / 1e6 if validation_chips else 0.0)
     return _BASE_MB + cache + network / 1e6 + max(filling, validating)
 
 
