@@ -87,6 +87,32 @@ def test_baseline_04_offset_is_applied_from_the_tags_or_asked_for(tmp_path):
     _nothing_final(tmp_path / "ask")
 
 
+def test_a_series_across_baseline_04_reads_each_date_with_its_own_offset(tmp_path):
+    """A year's series often spans 25 January 2022: the later dates' raw DN carry +1000 (tagged), the earlier
+    ones none. Each date is decoded with its own offset, so the fill equals the sample's."""
+    shifted = lambda dn: np.where(dn == 0, 0, dn.astype(np.int32) + 1000)  # noqa: E731
+    mixed = _copy(tmp_path / "mixed", shifted, tags={"PROCESSING_BASELINE": "04.00", "BOA_ADD_OFFSET_B2": "-1000"})
+    early = sorted(p.name for p in SAMPLE.glob("*_T34VCL.tif"))[:5]
+    for name in early:
+        shutil.copy(SAMPLE / name, mixed / name)
+    assert _fill(mixed, tmp_path / "mixed_out").exit_code == 0
+    assert _fill(SAMPLE, tmp_path / "plain_out").exit_code == 0
+    a, b = read_outputs(tmp_path / "mixed_out"), read_outputs(tmp_path / "plain_out")
+    assert len(a) == 24 and a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    dry = runner.invoke(app, ["fill", str(mixed), "--out", str(tmp_path / "dry"), "--dry-run", "-q"])
+    assert "offset 0 on 5 dates (2021-04-03..2021-05-21), -0.1 on 7 dates (2021-06-02..2021-07-25)" in dry.output
+    # a later date that says baseline 04.00 but not its offset stops the fill, naming that file
+    late = sorted(mixed.glob("*_T34VCL.tif"))[-1]
+    with rasterio.open(late) as src:
+        profile, data, names = src.profile, src.read(), src.descriptions
+    with rasterio.open(late, "w", **profile) as dst:
+        dst.write(data)
+        dst.descriptions = names
+        dst.update_tags(PROCESSING_BASELINE="04.00")
+    one_line_error(_fill(mixed, tmp_path / "ask"), late.name, "--offset -0.1", "04.00")
+    _nothing_final(tmp_path / "ask")
+
+
 def test_a_folder_with_nothing_observed_is_an_error_that_names_the_likely_mask_kind(tmp_path):
     cloudy = _copy(tmp_path / "cloudy", masks=lambda m: np.ones_like(m))
     one_line_error(_fill(cloudy, tmp_path / "o1"), "no pixel of any date is observed")

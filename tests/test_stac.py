@@ -188,6 +188,21 @@ def test_raw_baseline_04_items_decode_to_the_same_reflectance(tmp_path):
         np.testing.assert_allclose(values, read_outputs(tmp_path / "harmonised")[name], atol=1e-6)
 
 
+def test_items_across_baseline_04_decode_each_date_with_its_own_offset(tmp_path):
+    """A search spanning 25 January 2022: the later items raw DN (+1000, baseline 04.00), the earlier ones not."""
+    raw = build_items(tmp_path / "raw", {"s2:processing_baseline": "04.00"}, dates=4, relative=False, add_dn=1000)
+    plain = build_items(tmp_path / "plain", dates=4, relative=False)
+    mixed = pystac.ItemCollection([*list(pystac.ItemCollection.from_file(str(plain)))[:2],
+                                   *list(pystac.ItemCollection.from_file(str(raw)))[2:]])
+    mixed.save_object(str(tmp_path / "mixed.json"))
+    options = FillOptions(method="linear", dtype="float32", read=ReadOptions(screen=False))
+    report = fill(tmp_path / "mixed.json", tmp_path / "out_mixed", options)
+    fill(plain, tmp_path / "out_plain", options)
+    assert len(report.outputs) == 4
+    for name, values in read_outputs(tmp_path / "out_mixed").items():
+        np.testing.assert_allclose(values, read_outputs(tmp_path / "out_plain")[name], atol=1e-6)
+
+
 def test_items_in_two_crs_need_crs_and_then_fill(tmp_path):
     items = build_items(tmp_path / "search", crs="EPSG:32633", dates=4)
     one_line_error(runner.invoke(app, ["fill", str(items), "--out", str(tmp_path / "o"), "-q"]),

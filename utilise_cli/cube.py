@@ -10,7 +10,7 @@ and STAC assets through dask.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -75,7 +75,7 @@ class SceneCube:
     grid: Grid
     rules: list[MaskRule]
     scale: float
-    offset: float
+    offsets: tuple[float, ...]  # per date, reflectance added after the scale (raw DN of baseline 04.00+: -0.1)
     nodata: float | None
     origin: str = ""  # a STAC input's items and the assets chosen, for --dry-run and the log
     screen: bool = False  # add the clouds and shadows the masks miss (utilise_cli.screen) while decoding
@@ -131,7 +131,7 @@ def _overlaps(grid: Grid, reference: Grid) -> bool:
 
 
 def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, scale: float = DN_SCALE,
-              offset: float = 0.0, nodata: float | None = None, align: bool = False,
+              offsets: Sequence[float] | float = 0.0, nodata: float | None = None, align: bool = False,
               chunk_rows: int = 512) -> SceneCube:
     """Stack scenes into a lazy cube on the first scene's grid.
 
@@ -205,8 +205,10 @@ def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, sca
                                coords={"time": time, "band": list(scenes[0].bands), **coords})
     mask_cube = xr.DataArray(da.stack(masks), dims=("time", "y", "x"), coords={"time": time, **coords})
     reflectance = reflectance.rio.write_crs(reference.crs).rio.write_transform(reference.transform)
-    return SceneCube(reflectance, mask_cube, list(scenes), reference, list(rules), scale, offset, nodata,
-                     windows=None if reprojected else WindowReader(scenes))
+    if isinstance(offsets, (int, float)):
+        offsets = [offsets] * len(scenes)
+    return SceneCube(reflectance, mask_cube, list(scenes), reference, list(rules), scale,
+                     tuple(float(o) for o in offsets), nodata, windows=None if reprojected else WindowReader(scenes))
 
 
 def guess_mask_kind(values: np.ndarray) -> str:
@@ -228,8 +230,8 @@ def open_folder(folder: str | Path, bands: Sequence[str], read: ReadOptions = Re
     """The lazy cube of a folder of dated scenes: find scenes and masks, then stack them (see ReadOptions)."""
     scenes = discover_scenes(folder, bands, read.mask_pattern, read.date_pattern, read.mask_kind, read.mask_band)
     rules = [MaskRule(s.mask_kind, read.cloud_threshold, read.scl_classes, read.mask_buffer) for s in scenes]
-    scale, offset = decoding(scenes[0], read)
-    cube = open_cube(scenes, rules, scale, offset, read.nodata, read.align, chunk_rows)
+    scale, offsets = scene_decoding(scenes, read)
+    cube = open_cube(scenes, rules, scale, offsets, read.nodata, read.align, chunk_rows)
     return with_screen(cube, read.screen)
 
 
@@ -286,9 +288,9 @@ def sample_values(src: rasterio.DatasetReader, index: int, nodata: float) -> np.
 
 
 def decoding(scene: Scene, read: ReadOptions) -> tuple[float, float]:
-    """(scale, offset) of the scenes: the options where given, else worked out from the first scene's data type,
-    tags and a sample of its first band (sample_values), and said in the log. Raises OptionError when the data do
-    not say it unambiguously, or when the decoded values cannot be reflectance."""
+    """(scale, offset) of one scene: the options where given, else worked out from its data type, tags
+    (:func:`tag_offset`) and a sample of its first band (sample_values), and said in the log. Raises OptionError
+    when the data do not say it unambiguously, or when the decoded values cannot be reflectance."""
     ref = next(iter(scene.bands.values()))
     name = Path(str(ref.path)).name
     with rasterio.open(ref.path) as src:
@@ -310,23 +312,76 @@ def decoding(scene: Scene, read: ReadOptions) -> tuple[float, float]:
                               "nor DN (0..10000); pass --scale (and --offset)")
     offset = read.offset
     if offset is None:
-        added = next((v for k, v in tags.items() if k.upper().startswith("BOA_ADD_OFFSET")), None)
-        baseline = next((v for k, v in tags.items() if "PROCESSING_BASELINE" in k.upper()), None)
-        if added is not None:
-            offset = float(added) * scale
-            log.info("%s: BOA_ADD_OFFSET %s in the tags: reading it with offset %g", name, added, offset)
-        elif baseline is not None and _baseline(baseline) >= 4.0:
-            raise OptionError(f"{ref.path}: processing baseline {baseline} without a BOA_ADD_OFFSET tag: raw DN "
-                              "carry +1000 unless the product is harmonised; pass --offset -0.1 (raw DN) or "
-                              "--offset 0 (harmonised)")
-        else:
-            offset = 0.0
+        offset = tag_offset(tags, scale, ref.path)
+        if offset:
+            log.info("%s: BOA_ADD_OFFSET in the tags: reading it with offset %g", name, offset)
     decoded = values * scale + offset
     if decoded.size and not (0.001 <= float(np.median(decoded)) <= 1.5):
         raise OptionError(f"{ref.path}: with --scale {scale:g} --offset {offset:g} the median reflectance is "
                           f"{float(np.median(decoded)):.4g}, outside 0.001..1.5; pass the --scale and --offset "
                           "that turn these values into reflectance 0..1")
     return scale, offset
+
+
+def tag_offset(tags: dict[str, str], scale: float, path: Path | str) -> float:
+    """A file's offset in reflectance from its tags: BOA_ADD_OFFSET (DN) x scale; 0 where there is none (harmonised
+    data). Raises OptionError for a processing baseline of 04.00 or later without it (raw or harmonised cannot
+    be told apart)."""
+    added = next((v for k, v in tags.items() if k.upper().startswith("BOA_ADD_OFFSET")), None)
+    if added is not None:
+        return float(added) * scale
+    baseline = next((v for k, v in tags.items() if "PROCESSING_BASELINE" in k.upper()), None)
+    if baseline is not None and _baseline(baseline) >= 4.0:
+        raise OptionError(f"{path}: processing baseline {baseline} without a BOA_ADD_OFFSET tag: raw DN "
+                          "carry +1000 unless the product is harmonised; pass --offset -0.1 (raw DN) or "
+                          "--offset 0 (harmonised)")
+    return 0.0
+
+
+def scene_decoding(scenes: Sequence[Scene], read: ReadOptions,
+                   offsets: Sequence[float | None] | None = None) -> tuple[float, tuple[float, ...]]:
+    """(scale, offset of each scene): :func:`decoding` of the first scene, then each scene's own offset, since a
+    series may cross processing baseline 04.00 (25 January 2022), from which raw DN carry +1000. An offset comes
+    from ``--offset`` for every scene where given, else from ``offsets`` (STAC metadata; None: not said), else
+    the scene's tags (:func:`tag_offset`); the first scene of every other offset is checked as the first is."""
+    if read.offset is not None:
+        scale, offset = decoding(scenes[0], read)
+        return scale, (offset,) * len(scenes)
+    given = list(offsets) if offsets is not None else [None] * len(scenes)
+    scale, first = decoding(scenes[0], replace(read, offset=given[0]))
+    found = [first]
+    checked = {first}
+    for scene, offset in zip(scenes[1:], given[1:]):
+        if offset is None:
+            offset = first if offsets is not None else tag_offset(_tags(scene), scale, scene.path)
+        if offset not in checked:
+            decoding(scene, replace(read, scale=scale, offset=offset))
+            checked.add(offset)
+        found.append(offset)
+    if len(checked) > 1:
+        log.info("the dates carry different offsets (raw DN of processing baseline 04.00 and later carry +1000): %s",
+                 describe_offsets([s.date for s in scenes], found))
+    return scale, tuple(found)
+
+
+def _tags(scene: Scene) -> dict[str, str]:
+    """The tags of a scene's first band: its file's and the band's own."""
+    ref = next(iter(scene.bands.values()))
+    with rasterio.open(ref.path) as src:
+        return {**src.tags(), **src.tags(ref.index)}
+
+
+def describe_offsets(dates: Sequence, offsets: Sequence[float]) -> str:
+    """'offset -0.1', or per offset its dates' count and span: 'offset 0 on 6 dates (2021-04-03..2021-12-20),
+    -0.1 on 6 dates (2022-01-27..2022-06-10)'."""
+    values = sorted(set(offsets), key=list(offsets).index)
+    if len(values) == 1:
+        return f"offset {values[0]:g}"
+    parts = []
+    for value in values:
+        at = [d for d, o in zip(dates, offsets) if o == value]
+        parts.append(f"{value:g} on {len(at)} date{'s' if len(at) > 1 else ''} ({at[0]}..{at[-1]})")
+    return "offset " + ", ".join(parts)
 
 
 def _baseline(text: str) -> float:
@@ -374,8 +429,9 @@ def read_classes(cube: SceneCube, row0: int, row1: int, col0: int = 0, col1: int
         at = slice(dates.start, dates.stop)
         # One pass to float32 instead of a cast, a product and a sum over the window (the same values).
         np.multiply(raw[at], np.float32(cube.scale), out=reflectance[at], dtype=np.float32)
-        if cube.offset:
-            reflectance[at] += np.float32(cube.offset)
+        for t in dates:
+            if cube.offsets[t]:
+                reflectance[t] += np.float32(cube.offsets[t])
         if cube.nodata is not None:
             # band by band: np.any(raw == nodata, axis=1) took 8.7 instead of 3.7 ms for 10 dates of 4 x 138 x
             # 2048 px (a bool array of every band first, then a reduction over its short axis; 2-core AMD EPYC)

@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import logging
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import urlparse
@@ -24,7 +24,7 @@ import xarray as xr
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-from .cube import Grid, MaskRule, SceneCube, boxes_meet, decoding, with_screen
+from .cube import Grid, MaskRule, SceneCube, boxes_meet, describe_offsets, scene_decoding, with_screen
 from .errors import SceneError, first_line
 from .options import ReadOptions, StacOptions
 from .scenes import BandRef, Scene
@@ -275,16 +275,16 @@ def open_stac(source: str | Path, bands: Sequence[str], read: ReadOptions = Read
     grid = Grid(CRS.from_wkt(geobox.crs.to_wkt()), geobox.transform, geobox.width, geobox.height)
     reflectance = reflectance.rio.write_crs(grid.crs).rio.write_transform(grid.transform)
     rule = MaskRule(choice.mask_kind, read.cloud_threshold, read.scl_classes, read.mask_buffer)
-    scale, offset = _decoding(items, scenes[0], choice, read)
+    scale, offsets = _decoding([by_date[date] for date in dates], scenes, choice, read)
     nodata = read.nodata
     if nodata is None:
         raster = items[0].assets[next(iter(choice.bands.values()))].extra_fields.get("raster:bands") or [{}]
         nodata = float(raster[0].get("nodata", 0.0) or 0.0)
     origin = (f"{len(items)} STAC items on {len(dates)} dates; assets "
               f"{', '.join(f'{b}={k}' for b, k in choice.bands.items())}, mask {choice.mask} ({choice.mask_kind}); "
-              f"scale {scale:g}, offset {offset:g}")
+              f"scale {scale:g}, {describe_offsets(dates, offsets)}")
     log.info("%s: %s", source.name, origin)
-    return with_screen(SceneCube(reflectance, mask, scenes, grid, [rule] * len(scenes), scale, offset, nodata, origin),
+    return with_screen(SceneCube(reflectance, mask, scenes, grid, [rule] * len(scenes), scale, offsets, nodata, origin),
                        read.screen)
 
 
@@ -307,15 +307,19 @@ def _ref_path(href: str) -> Path | str:
     return VSI_PREFIX[scheme] + (href if scheme.startswith("http") else href.split("://", 1)[1])
 
 
-def _decoding(items: Sequence, scene: Scene, choice: AssetChoice, read: ReadOptions) -> tuple[float, float]:
-    """(scale, offset): the options where given, else the items' metadata (:func:`item_offset`), checked against
-    a sample of the first item's first band by :func:`cube.decoding`."""
+def _decoding(groups: Sequence[Sequence], scenes: Sequence[Scene], choice: AssetChoice,
+              read: ReadOptions) -> tuple[float, tuple[float, ...]]:
+    """(scale, offset of each scene): the options where given, else each date's items' metadata
+    (:func:`item_offset`), checked against a sample of the first band by :func:`cube.scene_decoding`.
+    ``groups``: the items of each scene."""
     first_band = next(iter(choice.bands.values()))
-    offsets = {item_offset(item, first_band) for item in items}
-    if read.offset is None and len(offsets - {None}) > 1:
-        log.warning("the items mix harmonised and raw DN (processing baselines before and after 04.00); reading "
-                    "all with the first item's offset. Search one baseline, or fill them separately")
-    offset = read.offset if read.offset is not None else item_offset(items[0], first_band)
-    if read.offset is None and offset is not None:
-        log.info("offset %g from the items' metadata (processing baseline / boa_offset_applied)", offset)
-    return decoding(scene, replace(read, offset=offset))
+    offsets = []
+    for scene, group in zip(scenes, groups):
+        said = {item_offset(item, first_band) for item in group} - {None}
+        if read.offset is None and len(said) > 1:
+            log.warning("the items of %s mix harmonised and raw DN (processing baselines before and after 04.00); "
+                        "reading that date with its first item's offset", scene.date)
+        offsets.append(item_offset(group[0], first_band))
+    if read.offset is None and any(o is not None for o in offsets):
+        log.info("offsets from the items' metadata (processing baseline / boa_offset_applied)")
+    return scene_decoding(scenes, read, offsets)
