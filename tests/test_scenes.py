@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import rasterio
 
 from utilise_cli.scenes import discover_scenes
 from utilise_cli.sentinel2 import band_key
 
-from .conftest import shared_path
+from .conftest import ROOT, one_line_error, read_outputs, shared_path
+
+SAMPLE = ROOT / "sample_data"
 
 
 def test_band_names():
@@ -38,3 +44,79 @@ def test_an_unreadable_scene_is_named_once_with_gdal_s_reason(tmp_path):
     message = str(caught.value)
     assert message.count(str(scene)) == 1
     assert "(not recognized as being in a supported file format)" in message
+
+
+def _safe_products(root: Path, raw_from: int = 99, dates: int = 4) -> Path:
+    """The sample's first dates as unzipped L2A SAFE products, laid out as ESA ships them: R10m (B02, B03, B04,
+    B08 and the aerosol, water-vapour and true-colour layers), R20m (the bands again at 20 m, B8A, SCL) and R60m
+    (SCL again). Products from index ``raw_from`` on are baseline 04.00 with raw DN (+1000), the rest 03.00."""
+    from affine import Affine
+
+    root.mkdir()
+    for n, scene in enumerate(sorted(SAMPLE.glob("*_T34VCL.tif"))[:dates]):
+        date, raw = scene.name[:8], n >= raw_from
+        with rasterio.open(scene) as src, rasterio.open(scene.with_name(scene.stem + "_mask.tif")) as msk:
+            bands = {f"B0{k}": np.where(b > 0, b + (1000 if raw else 0), 0).astype(np.uint16)
+                     for k, b in zip((2, 3, 4, 8), src.read())}
+            scl = np.where(msk.read(1) > 0, 9, 4).astype(np.uint8)
+            crs, t = src.crs, src.transform
+        product = root / f"S2B_MSIL2A_{date}T100019_N{'0400' if raw else '0300'}_R122_T34VCL_{date}T121000.SAFE"
+        img = product / "GRANULE" / f"L2A_T34VCL_A021000_{date}T100019" / "IMG_DATA"
+        layers = {"R10m": {**bands, "AOT": bands["B02"], "WVP": bands["B03"], "TCI": (bands["B04"] // 40)},
+                  "R20m": {"B02": bands["B02"], "B8A": bands["B08"], "SCL": scl, "AOT": bands["B02"]},
+                  "R60m": {"SCL": scl}}
+        for folder, files in layers.items():
+            step = {"R10m": 1, "R20m": 2, "R60m": 6}[folder]
+            (img / folder).mkdir(parents=True)
+            for name, values in files.items():
+                values = values[::step, ::step]
+                with rasterio.open(img / folder / f"T34VCL_{date}T100019_{name}_{folder[1:]}.jp2", "w",
+                                   driver="JP2OpenJPEG", width=values.shape[1], height=values.shape[0], count=1,
+                                   dtype=values.dtype, crs=crs, transform=t @ Affine.scale(step),
+                                   QUALITY=100, REVERSIBLE="YES") as dst:
+                    dst.write(values[None])
+    return root
+
+
+def test_sentinel2_safe_products_are_read_as_shipped_each_with_its_baseline_s_offset(tmp_path):
+    """A folder of unzipped L2A products: the 10 m bands (not the 20 m copies, not the aerosol or true-colour
+    layers), the 20 m SCL put on their grid, and raw DN of baseline 04.00 products read with -0.1, so a series
+    across that baseline fills as the same series all harmonised does."""
+    from typer.testing import CliRunner
+
+    from utilise_cli.cli import app
+    from utilise_cli.fill import fill
+    from utilise_cli.options import ReadOptions
+    from utilise_cli.plan import FillOptions
+
+    mixed, plain = _safe_products(tmp_path / "mixed", raw_from=2), _safe_products(tmp_path / "plain")
+    scenes = discover_scenes(mixed)
+    assert [s.offset for s in scenes] == [0.0, 0.0, -0.1, -0.1]
+    assert all(s.bands[b].path.name.endswith(f"_B0{b[1]}_10m.jp2") for s in scenes for b in s.bands)
+    assert all(s.mask.path.name.endswith("_SCL_20m.jp2") and s.mask_kind == "scl" for s in scenes)
+    assert scenes[2].product.startswith("S2B_MSIL2A_20210501T100019_N0400")
+    dry = CliRunner().invoke(app, ["fill", str(mixed), "--out", str(tmp_path / "dry"), "--dry-run", "-q"])
+    assert dry.exit_code == 0 and scenes[2].product in dry.output, dry.output
+    assert "offset 0 on 2 dates (2021-04-03..2021-04-18), -0.1 on 2 dates (2021-05-01..2021-05-13)" in dry.output
+    # The screen off: its thresholds would turn float rounding of the two decodings into a few flipped pixels.
+    options = FillOptions(method="linear", dtype="float32", read=ReadOptions(screen=False))
+    assert len(fill(mixed, tmp_path / "out_mixed", options).outputs) == 4
+    fill(plain, tmp_path / "out_plain", options)
+    got, want = read_outputs(tmp_path / "out_mixed"), read_outputs(tmp_path / "out_plain")
+    assert len(got) == 8 and got.keys() == want.keys()
+    for name in got:
+        np.testing.assert_allclose(got[name], want[name], atol=1e-6, err_msg=name)
+    with rasterio.open(tmp_path / "out_mixed" / "20210501_filled.tif") as src:
+        assert src.res == (20.0, 20.0)  # the 10 m bands' grid (the sample's pixels are 20 m)
+
+
+def test_a_zipped_safe_product_is_named_with_the_fix(tmp_path):
+    from typer.testing import CliRunner
+
+    from utilise_cli.cli import app
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "S2A_MSIL2A_20220612T100031_N0400_R122_T34VCL_20220612T161010.zip").write_bytes(b"PK")
+    result = CliRunner().invoke(app, ["fill", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "-q"])
+    one_line_error(result, "S2A_MSIL2A_20220612T100031_N0400_R122_T34VCL_20220612T161010.zip", "unzip")
+    assert not (tmp_path / "out").exists()

@@ -33,7 +33,7 @@ from .errors import OptionError, SceneError
 from .options import ReadOptions
 from .scenes import BandRef, Scene, discover_scenes
 from .screen import grow, screen, screen_margin
-from .sentinel2 import DN_SCALE, SCL_NODATA, SCL_OCCLUDED
+from .sentinel2 import DN_SCALE, SCL_NODATA, SCL_OCCLUDED, baseline_number
 from .windows import WindowReader
 
 log = logging.getLogger(__name__)
@@ -231,7 +231,9 @@ def open_folder(folder: str | Path, bands: Sequence[str], read: ReadOptions = Re
     scenes = discover_scenes(folder, bands, read.mask_pattern, read.date_pattern, read.mask_kind, read.mask_band)
     rules = [MaskRule(s.mask_kind, read.cloud_threshold, read.scl_classes, read.mask_buffer) for s in scenes]
     scale, offsets = scene_decoding(scenes, read)
-    cube = open_cube(scenes, rules, scale, offsets, read.nodata, read.align, chunk_rows)
+    # SAFE products hold their masks (SCL) and some bands at 20 m: put on the first 10 m band's grid without asking
+    align = read.align or all(s.product for s in scenes)
+    cube = open_cube(scenes, rules, scale, offsets, read.nodata, align, chunk_rows)
     return with_screen(cube, read.screen)
 
 
@@ -331,29 +333,29 @@ def tag_offset(tags: dict[str, str], scale: float, path: Path | str) -> float:
     if added is not None:
         return float(added) * scale
     baseline = next((v for k, v in tags.items() if "PROCESSING_BASELINE" in k.upper()), None)
-    if baseline is not None and _baseline(baseline) >= 4.0:
+    if baseline is not None and baseline_number(baseline) >= 4.0:
         raise OptionError(f"{path}: processing baseline {baseline} without a BOA_ADD_OFFSET tag: raw DN "
                           "carry +1000 unless the product is harmonised; pass --offset -0.1 (raw DN) or "
                           "--offset 0 (harmonised)")
     return 0.0
 
 
-def scene_decoding(scenes: Sequence[Scene], read: ReadOptions,
-                   offsets: Sequence[float | None] | None = None) -> tuple[float, tuple[float, ...]]:
+def scene_decoding(scenes: Sequence[Scene], read: ReadOptions) -> tuple[float, tuple[float, ...]]:
     """(scale, offset of each scene): :func:`decoding` of the first scene, then each scene's own offset, since a
     series may cross processing baseline 04.00 (25 January 2022), from which raw DN carry +1000. An offset comes
-    from ``--offset`` for every scene where given, else from ``offsets`` (STAC metadata; None: not said), else
-    the scene's tags (:func:`tag_offset`); the first scene of every other offset is checked as the first is."""
+    from ``--offset`` for every scene where given, else from what the scene's source states (``Scene.offset``:
+    a SAFE product's baseline, STAC metadata), else its local file's tags (:func:`tag_offset`), else (a remote
+    file) the first scene's; the first scene of every other offset is checked as the first is."""
     if read.offset is not None:
         scale, offset = decoding(scenes[0], read)
         return scale, (offset,) * len(scenes)
-    given = list(offsets) if offsets is not None else [None] * len(scenes)
-    scale, first = decoding(scenes[0], replace(read, offset=given[0]))
+    scale, first = decoding(scenes[0], replace(read, offset=scenes[0].offset))
     found = [first]
     checked = {first}
-    for scene, offset in zip(scenes[1:], given[1:]):
+    for scene in scenes[1:]:
+        offset = scene.offset
         if offset is None:
-            offset = first if offsets is not None else tag_offset(_tags(scene), scale, scene.path)
+            offset = tag_offset(_tags(scene), scale, scene.path) if scene.files else first
         if offset not in checked:
             decoding(scene, replace(read, scale=scale, offset=offset))
             checked.add(offset)
@@ -382,15 +384,6 @@ def describe_offsets(dates: Sequence, offsets: Sequence[float]) -> str:
         at = [d for d, o in zip(dates, offsets) if o == value]
         parts.append(f"{value:g} on {len(at)} date{'s' if len(at) > 1 else ''} ({at[0]}..{at[-1]})")
     return "offset " + ", ".join(parts)
-
-
-def _baseline(text: str) -> float:
-    """Processing baseline as a number: '04.00', '4.0' and 'N0400' are all 4.0; 0 when unreadable."""
-    value = str(text).strip().upper().lstrip("N").replace("_", ".")
-    try:
-        return int(value) / 100 if value.isdigit() and len(value) == 4 else float(value)
-    except ValueError:
-        return 0.0
 
 
 def read_margin(cube: SceneCube) -> int:

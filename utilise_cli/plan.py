@@ -300,7 +300,7 @@ def describe_plan(plan: FillPlan, options: FillOptions, available_mb: float) -> 
     for i, (scene, path) in enumerate(zip(plan.scenes, plan.outputs)):
         state = "to write" if i in plan.todo else "exists, skipped"
         inputs = (f"items {', '.join(scene.items)}" if scene.items else
-                  f"{', '.join(p.name for p in scene.files)}  mask {Path(str(scene.mask.path)).name}")
+                  f"{scene.product or ', '.join(p.name for p in scene.files)}  mask {Path(str(scene.mask.path)).name}")
         lines.append(f"  {scene.date}  {inputs} ({scene.mask_kind})  -> {path.name} ({state})")
     network = []
     if plan.network:

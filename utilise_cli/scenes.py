@@ -21,7 +21,7 @@ from rasterio.errors import RasterioIOError
 from .dates import date_from_name, date_from_tags
 from .errors import SceneError, first_line
 from .options import DEFAULT_MASK_PATTERN, MASK_KINDS
-from .sentinel2 import DEFAULT_BANDS, band_key
+from .sentinel2 import DEFAULT_BANDS, RAW_OFFSET, band_key, baseline_number
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,12 @@ RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".vrt"}
 _MASK_BANDS = {"SCL": "scl", "MSK_CLDPRB": "probability", "CLP": "probability", "CLOUD_PROBABILITY": "probability",
                "MASK": "binary", "CLOUD_MASK": "binary", "CLM": "binary"}
 _BAND_TOKEN = re.compile(r"(?i)(?<![a-z0-9])B(\d{1,2})(A?)(?![0-9a-z])")
+# The layers beside the bands in an L2A granule's IMG_DATA/R10m, R20m, R60m (aerosol, water vapour, true colour)
+# and its preview: skipped where a folder holds one file per band, as users copy those folders whole.
+_NOT_BANDS = re.compile(r"(?i)(?<![a-z0-9])(AOT|WVP|TCI|PVI)(?![a-z0-9])")
+_SAFE = re.compile(r"(?i)^S2[A-D]_MSIL(1C|2A)_.*\.(SAFE|zip)$")  # a product folder or its download
+_SAFE_BASELINE = re.compile(r"_(N\d{4})_")
+_RESOLUTION = re.compile(r"(?i)(?<![a-z0-9])(\d{1,3})m(?![a-z0-9])")  # a granule file's "_10m"
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,8 @@ class Scene:
     mask_kind: str
     files: list[Path] = field(default_factory=list)  # the local files it is read from
     items: list[str] = field(default_factory=list)  # STAC input: the ids of the items mosaicked into this date
+    offset: float | None = None  # reflectance offset its source states (SAFE baseline, STAC); None: the tags'
+    product: str = ""  # the SAFE product it was found in
 
     @property
     def path(self) -> Path | str:
@@ -97,6 +105,10 @@ def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
         raise SceneError(f"--mask-kind {mask_kind!r} is not one of {', '.join(MASK_KINDS)}")
     files = sorted(p for p in folder.iterdir()
                    if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES and not p.name.startswith("."))
+    products: dict[Path, tuple[str, float]] = {}  # of the files inside SAFE products: product name, offset
+    if not files:
+        products = safe_band_files(folder)
+        files = sorted(products)
     if not files:
         raise SceneError(f"{folder}: no GeoTIFF scenes (*.tif) found; point to a folder with one GeoTIFF per date")
     try:
@@ -112,7 +124,10 @@ def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
         date = _date_of(path, tags, date_pattern)
         if mask_re.search(path.stem):
             if date in mask_files:
-                raise SceneError(f"{path} and {mask_files[date]}: two masks for {date}; keep one")
+                finer = _finer(path, mask_files[date])
+                if finer is None:
+                    raise SceneError(f"{path} and {mask_files[date]}: two masks for {date}; keep one")
+                path = finer
             mask_files[date] = path
         else:
             scene_files.setdefault(date, []).append((path, count, descriptions))
@@ -146,13 +161,43 @@ def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
                     "pass --mask-kind none to let the cloud screen make every mask")
             name, mask = found
             kind = mask_kind if mask_kind != "auto" else _MASK_BANDS.get(name, "binary")
-        scenes.append(Scene(date, {b: available[b] for b in wanted}, mask, kind, [e[0] for e in entries]))
+        product, offset = products.get(entries[0][0], ("", None))
+        scenes.append(Scene(date, {b: available[b] for b in wanted}, mask, kind, [e[0] for e in entries],
+                            offset=offset, product=product))
         log.debug("scene %s: %s, mask %s (%s)", date, ", ".join(p.name for p, _, _ in entries), mask.path.name, kind)
     for date in sorted(set(mask_files) - set(scene_files)):
         log.warning("skipped %s: a mask for %s but no scene on that date", mask_files[date], date)
     if not scenes:
         raise SceneError(f"{folder}: only mask files found; the scenes themselves are missing")
     return scenes
+
+
+def is_safe_product(path: Path) -> bool:
+    """Whether ``path`` is a Sentinel-2 SAFE product by its name (``S2A_MSIL2A_....SAFE``, or zipped)."""
+    return bool(_SAFE.search(path.name))
+
+
+def safe_band_files(folder: Path) -> dict[Path, tuple[str, float]]:
+    """The band and mask files of the Sentinel-2 SAFE products in ``folder`` (unzipped ``S2A_MSIL2A_....SAFE``
+    folders: GRANULE/*/IMG_DATA/R10m, R20m, R60m for L2A, IMG_DATA itself for L1C), each with its product's name
+    and reflectance offset: RAW_OFFSET from processing baseline 04.00 (``_N0400_`` in the name) on, as SAFE DN are
+    never harmonised, else 0. Empty where there are none; SceneError for a zipped or an empty product."""
+    products = sorted(p for p in folder.iterdir() if is_safe_product(p))
+    zipped = [p for p in products if not p.is_dir()]
+    if zipped:
+        raise SceneError(f"{zipped[0]}: a zipped SAFE product; unzip it beside the others (each .SAFE folder is "
+                         "read as it is)")
+    files: dict[Path, tuple[str, float]] = {}
+    for product in products:
+        found = [p for p in product.glob("GRANULE/*/IMG_DATA/**/*") if p.suffix.lower() in RASTER_SUFFIXES]
+        if not found:
+            raise SceneError(f"{product}: no band files under GRANULE/*/IMG_DATA; unzip the product again")
+        baseline = _SAFE_BASELINE.search(product.name)
+        offset = RAW_OFFSET if baseline and baseline_number(baseline.group(1)) >= 4.0 else 0.0
+        files.update((p, (product.name, offset)) for p in found)
+    if products:
+        log.info("%s: %d SAFE products, %d band and mask files", folder, len(products), len(files))
+    return files
 
 
 def _bands_of(entries: list[tuple[Path, int, tuple[str | None, ...]]], date: dt.date,
@@ -177,12 +222,28 @@ def _bands_of(entries: list[tuple[Path, int, tuple[str | None, ...]]], date: dt.
     bands: dict[str, BandRef] = {}
     for path, _, descriptions in entries:
         token = _BAND_TOKEN.search(path.stem)
-        if token is None or band_key(token.group(0)) in bands:
+        if token is None and _NOT_BANDS.search(path.stem):
+            log.debug("skipped %s: not a band (aerosol, water vapour or true-colour layer)", path.name)
+            continue
+        name = band_key(token.group(0)) if token else ""
+        finer = _finer(path, Path(bands[name].path)) if name in bands else path
+        if token is None or finer is None:
             others = ", ".join(p.name for p, _, _ in entries if p != path)
             raise SceneError(f"{path}: two scenes on the same date {date} (also {others}); keep one, or name "
                              "single-band files by band (..._B04_...)")
-        bands[band_key(token.group(0))] = BandRef(path, 1)
+        bands[name] = BandRef(finer, 1)
     return bands
+
+
+def _finer(path: Path, other: Path) -> Path | None:
+    """Of two files of one band (or mask) and date, the one of finer resolution by its name (``..._B02_10m`` over
+    ``..._B02_20m``, as a granule's R10m and R20m folders hold them); None where the names do not tell."""
+    found = [_RESOLUTION.search(p.stem) for p in (path, other)]
+    if None in found or found[0].group(1) == found[1].group(1):
+        return None
+    finer = path if int(found[0].group(1)) < int(found[1].group(1)) else other
+    log.debug("%s: taking %s over %s (finer)", finer.name, finer.name, (other if finer == path else path).name)
+    return finer
 
 
 def _mask_band(available: dict[str, BandRef], requested: str | None) -> tuple[str, BandRef] | None:

@@ -22,6 +22,16 @@ SCL_NODATA = (0, 1)  # no data, saturated or defective
 # 04.00 and later; harmonised products have it removed already).
 DN_SCALE = 1e-4
 DN_PER_REFLECTANCE = 10000
+RAW_OFFSET = -0.1  # reflectance: raw DN of baseline 04.00 and later (SAFE products, not harmonised)
+
+
+def baseline_number(text: object) -> float:
+    """Processing baseline as a number: '04.00', '4.0', '0400' and 'N0400' are all 4.0; 0 when unreadable."""
+    value = str(text).strip().upper().lstrip("N").replace("_", ".")
+    try:
+        return int(value) / 100 if value.isdigit() and len(value) == 4 else float(value)
+    except ValueError:
+        return 0.0
 
 
 def band_key(name: str) -> str:

@@ -28,7 +28,7 @@ from .cube import Grid, MaskRule, SceneCube, boxes_meet, describe_offsets, scene
 from .errors import SceneError, first_line
 from .options import ReadOptions, StacOptions
 from .scenes import BandRef, Scene
-from .sentinel2 import COMMON_NAMES, DN_SCALE, band_key
+from .sentinel2 import COMMON_NAMES, DN_SCALE, RAW_OFFSET, band_key, baseline_number
 
 log = logging.getLogger(__name__)
 
@@ -152,24 +152,16 @@ def item_offset(item: Any, asset_key: str) -> float | None:
     """
     props = item.properties
     baseline = props.get("s2:processing_baseline") or props.get("sentinel:processing_baseline")
-    raw_from_baseline = baseline is not None and _baseline_number(baseline) >= 4.0
+    raw_from_baseline = baseline is not None and baseline_number(baseline) >= 4.0
     applied = props.get("earthsearch:boa_offset_applied", props.get("sentinel:boa_offset_applied"))
     if applied is not None:
-        return 0.0 if applied else (-0.1 if raw_from_baseline else 0.0)
+        return 0.0 if applied else (RAW_OFFSET if raw_from_baseline else 0.0)
     raster = item.assets[asset_key].extra_fields.get("raster:bands") or [{}]
     if abs(float(raster[0].get("scale", 1.0)) - DN_SCALE) < 1e-9:
         return float(raster[0].get("offset", 0.0))
     if baseline is not None:
-        return -0.1 if raw_from_baseline else 0.0
+        return RAW_OFFSET if raw_from_baseline else 0.0
     return None
-
-
-def _baseline_number(text: Any) -> float:
-    value = str(text).strip().upper().lstrip("N")
-    try:
-        return int(value) / 100 if value.isdigit() and len(value) == 4 else float(value)
-    except ValueError:
-        return 0.0
 
 
 def _item_crs(item: Any, asset_key: str) -> CRS | None:
@@ -267,7 +259,7 @@ def open_stac(source: str | Path, bands: Sequence[str], read: ReadOptions = Read
     dates = [dt.date.fromisoformat(str(t)[:10]) for t in ds.time.values]
     if sorted(by_date) != dates:
         by_date = {d: group for d, group in zip(dates, by_date.values())}
-    scenes = [_scene(date, by_date[date], choice) for date in dates]
+    scenes = [_scene(date, by_date[date], choice, read) for date in dates]
     reflectance = xr.concat([ds[k] for k in choice.bands.values()], dim="band").assign_coords(band=list(choice.bands))
     reflectance = reflectance.transpose("time", "band", "y", "x").drop_vars("spatial_ref", errors="ignore")
     mask = ds[choice.mask].transpose("time", "y", "x").drop_vars("spatial_ref", errors="ignore")
@@ -275,7 +267,7 @@ def open_stac(source: str | Path, bands: Sequence[str], read: ReadOptions = Read
     grid = Grid(CRS.from_wkt(geobox.crs.to_wkt()), geobox.transform, geobox.width, geobox.height)
     reflectance = reflectance.rio.write_crs(grid.crs).rio.write_transform(grid.transform)
     rule = MaskRule(choice.mask_kind, read.cloud_threshold, read.scl_classes, read.mask_buffer)
-    scale, offsets = _decoding([by_date[date] for date in dates], scenes, choice, read)
+    scale, offsets = scene_decoding(scenes, read)
     nodata = read.nodata
     if nodata is None:
         raster = items[0].assets[next(iter(choice.bands.values()))].extra_fields.get("raster:bands") or [{}]
@@ -288,13 +280,20 @@ def open_stac(source: str | Path, bands: Sequence[str], read: ReadOptions = Read
                        read.screen)
 
 
-def _scene(date: dt.date, items: list, choice: AssetChoice) -> Scene:
+def _scene(date: dt.date, items: list, choice: AssetChoice, read: ReadOptions) -> Scene:
+    """The date's scene: the first item's assets, every item's local files, and the offset the items state."""
     first = items[0]
+    first_band = next(iter(choice.bands.values()))
+    said = {item_offset(item, first_band) for item in items} - {None}
+    if read.offset is None and len(said) > 1:
+        log.warning("the items of %s mix harmonised and raw DN (processing baselines before and after 04.00); "
+                    "reading that date with its first item's offset", date)
     local = [Path(item.assets[k].href) for item in items for k in [*choice.bands.values(), choice.mask]
              if not is_remote(item.assets[k].href)]
     bands = {b: BandRef(_ref_path(first.assets[k].href), 1) for b, k in choice.bands.items()}
     mask = BandRef(_ref_path(first.assets[choice.mask].href), 1)
-    return Scene(date, bands, mask, choice.mask_kind, local, items=[item.id for item in items])
+    return Scene(date, bands, mask, choice.mask_kind, local, items=[item.id for item in items],
+                 offset=item_offset(first, first_band))
 
 
 def _ref_path(href: str) -> Path | str:
@@ -305,21 +304,3 @@ def _ref_path(href: str) -> Path | str:
         return href
     scheme = urlparse(href).scheme
     return VSI_PREFIX[scheme] + (href if scheme.startswith("http") else href.split("://", 1)[1])
-
-
-def _decoding(groups: Sequence[Sequence], scenes: Sequence[Scene], choice: AssetChoice,
-              read: ReadOptions) -> tuple[float, tuple[float, ...]]:
-    """(scale, offset of each scene): the options where given, else each date's items' metadata
-    (:func:`item_offset`), checked against a sample of the first band by :func:`cube.scene_decoding`.
-    ``groups``: the items of each scene."""
-    first_band = next(iter(choice.bands.values()))
-    offsets = []
-    for scene, group in zip(scenes, groups):
-        said = {item_offset(item, first_band) for item in group} - {None}
-        if read.offset is None and len(said) > 1:
-            log.warning("the items of %s mix harmonised and raw DN (processing baselines before and after 04.00); "
-                        "reading that date with its first item's offset", scene.date)
-        offsets.append(item_offset(group[0], first_band))
-    if read.offset is None and any(o is not None for o in offsets):
-        log.info("offsets from the items' metadata (processing baseline / boa_offset_applied)")
-    return scene_decoding(scenes, read, offsets)

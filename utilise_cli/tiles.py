@@ -17,13 +17,14 @@ from .cluster import dask_client, use_threads
 from .errors import SceneError, UtiliseError
 from .options import check_scheduler
 from .plan import FillOptions
-from .scenes import RASTER_SUFFIXES
+from .scenes import RASTER_SUFFIXES, is_safe_product
 
 log = logging.getLogger(__name__)
 
 
 def _has_rasters(folder: Path) -> bool:
-    return any(p.is_file() and p.suffix.lower() in RASTER_SUFFIXES for p in folder.iterdir())
+    """Whether ``folder`` holds scenes: raster files, or Sentinel-2 SAFE products."""
+    return any((p.is_file() and p.suffix.lower() in RASTER_SUFFIXES) or is_safe_product(p) for p in folder.iterdir())
 
 
 def find_tiles(folder: str | Path) -> list[Path] | None:
