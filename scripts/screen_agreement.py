@@ -71,7 +71,8 @@ def geotiff_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     cube = open_folder(folder, ["B2", "B3", "B4", "B8"], ReadOptions(screen=False, mask_buffer=0, align=True))
     raw = np.asarray(cube.reflectance.data)
-    refl = np.where(raw == 0, np.nan, raw * np.float32(cube.scale)).astype(np.float32)
+    scales, offsets = (np.asarray(v, np.float32)[:, None, None, None] for v in (cube.scales, cube.offsets))
+    refl = np.where(raw == 0, np.nan, raw * scales + offsets).astype(np.float32)
     scl = np.asarray(cube.mask.data).astype(np.float32)
     days = np.array([(d - cube.dates[0]).days for d in cube.dates], np.float32)
     return refl, scl, days

@@ -100,7 +100,8 @@ def test_a_series_across_baseline_04_reads_each_date_with_its_own_offset(tmp_pat
     a, b = read_outputs(tmp_path / "mixed_out"), read_outputs(tmp_path / "plain_out")
     assert len(a) == 24 and a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     dry = runner.invoke(app, ["fill", str(mixed), "--out", str(tmp_path / "dry"), "--dry-run", "-q"])
-    assert "offset 0 on 5 dates (2021-04-03..2021-05-21), -0.1 on 7 dates (2021-06-02..2021-07-25)" in dry.output
+    assert ("reflectance = value x 0.0001 + 0 on 5 dates (2021-04-03..2021-05-21); value x 0.0001 - 0.1 on 7 dates "
+            "(2021-06-02..2021-07-25)") in dry.output
     # a later date that says baseline 04.00 but not its offset stops the fill, naming that file
     late = sorted(mixed.glob("*_T34VCL.tif"))[-1]
     with rasterio.open(late) as src:
@@ -111,6 +112,42 @@ def test_a_series_across_baseline_04_reads_each_date_with_its_own_offset(tmp_pat
         dst.update_tags(PROCESSING_BASELINE="04.00")
     one_line_error(_fill(mixed, tmp_path / "ask"), late.name, "--offset -0.1", "04.00")
     _nothing_final(tmp_path / "ask")
+
+
+def test_scenes_that_mark_no_data_differently_are_each_read_with_their_own_nodata(tmp_path):
+    """A folder gathered from two exporters: the later scenes mark no data 65535 (their nodata tag), the earlier
+    ones 0. Each scene's own value is no data, so the fill equals the sample's (65535 was read as reflectance
+    6.55 and spread into every date's fill)."""
+    folder = _copy(tmp_path / "mixed")
+    for path in sorted(folder.glob("*_T34VCL.tif"))[5:]:
+        with rasterio.open(path) as src:
+            profile, data, names = src.profile, src.read(), src.descriptions
+        with rasterio.open(path, "w", **{**profile, "nodata": 65535}) as dst:
+            dst.write(np.where(data == 0, 65535, data).astype(profile["dtype"]))
+            dst.descriptions = names
+    assert _fill(folder, tmp_path / "out").exit_code == 0
+    assert _fill(SAMPLE, tmp_path / "plain").exit_code == 0
+    a, b = read_outputs(tmp_path / "out"), read_outputs(tmp_path / "plain")
+    assert len(a) == 24 and a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_float_reflectance_scenes_beside_dn_scenes_are_each_read_with_their_own_scale(tmp_path):
+    """A folder gathered from two exports: the later scenes float reflectance (NaN no data), the earlier DN.
+    Each gets its own scale, so the fill equals the sample's (the floats were read as DN: reflectance 0.0001)."""
+    folder = _copy(tmp_path / "mixed")
+    for path in sorted(folder.glob("*_T34VCL.tif"))[5:]:
+        with rasterio.open(path) as src:
+            profile, data, names = src.profile, src.read(), src.descriptions
+        with rasterio.open(path, "w", **{**profile, "dtype": "float32", "nodata": float("nan")}) as dst:
+            dst.write(np.where(data == 0, np.nan, data.astype(np.float32) * np.float32(1e-4)))
+            dst.descriptions = names
+    # The screen off: its thresholds would turn float rounding of the two decodings into a few flipped pixels.
+    assert _fill(folder, tmp_path / "out", "--no-screen").exit_code == 0
+    assert _fill(SAMPLE, tmp_path / "plain", "--no-screen").exit_code == 0
+    a, b = read_outputs(tmp_path / "out"), read_outputs(tmp_path / "plain")
+    assert len(a) == 24 and a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    dry = runner.invoke(app, ["fill", str(folder), "--out", str(tmp_path / "dry"), "--dry-run", "-q"])
+    assert "value x 0.0001 + 0 on 5 dates (2021-04-03..2021-05-21); value x 1 + 0 on 7 dates" in dry.output
 
 
 def test_a_folder_with_nothing_observed_is_an_error_that_names_the_likely_mask_kind(tmp_path):

@@ -74,9 +74,9 @@ class SceneCube:
     scenes: list[Scene]
     grid: Grid
     rules: list[MaskRule]
-    scale: float
-    offsets: tuple[float, ...]  # per date, reflectance added after the scale (raw DN of baseline 04.00+: -0.1)
-    nodata: float | None
+    scales: tuple[float, ...]  # per date: reflectance = raw value x scale + offset
+    offsets: tuple[float, ...]  # per date (raw DN of processing baseline 04.00 and later: -0.1)
+    nodata: tuple[float | None, ...]  # per date, the raw value that means no data (None: only NaN does)
     origin: str = ""  # a STAC input's items and the assets chosen, for --dry-run and the log
     screen: bool = False  # add the clouds and shadows the masks miss (utilise_cli.screen) while decoding
     windows: WindowReader | None = None  # reads windows from the files (scenes on the grid); else through dask
@@ -130,13 +130,14 @@ def _overlaps(grid: Grid, reference: Grid) -> bool:
     return boxes_meet(bounds, array_bounds(reference.height, reference.width, reference.transform))
 
 
-def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, scale: float = DN_SCALE,
-              offsets: Sequence[float] | float = 0.0, nodata: float | None = None, align: bool = False,
+def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule,
+              scales: Sequence[float] | float = DN_SCALE, offsets: Sequence[float] | float = 0.0, nodata: float | None = None, align: bool = False,
               chunk_rows: int = 512) -> SceneCube:
     """Stack scenes into a lazy cube on the first scene's grid.
 
     Scenes on another grid raise SceneError unless ``align`` (bilinear reprojection for reflectance,
-    nearest for masks onto the first scene's grid). ``nodata`` defaults to the file's nodata, else 0.
+    nearest for masks onto the first scene's grid). ``nodata``: every scene's; by default each scene's own
+    (its first band's file's nodata, else 0), as folders gathered from several sources mix 0 and 65535.
     """
     if isinstance(rules, MaskRule):
         rules = [rules] * len(scenes)
@@ -155,7 +156,7 @@ def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, sca
     # The cube is assembled from dask arrays and wrapped in xarray once: xarray's concat, with its alignment of
     # coordinates, took 0.15 of the 0.24 s that opening 10 dates of 4 bands and a mask took (2-core AMD EPYC).
     reference: Grid | None = None
-    frames, masks = [], []
+    frames, masks, nodatas = [], [], []
     reprojected = False
     for scene in scenes:
         grids = {"scene": _grid_of(file(scene.path))}
@@ -169,9 +170,8 @@ def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, sca
                 raise SceneError(f"{path}: has no CRS (not georeferenced); give it one (`{fix}`) and rerun")
         if reference is None:
             reference, ref_file = grids["scene"], file(scene.path)
-            if nodata is None:
-                nodata = ref_file.rio.nodata
-                nodata = 0.0 if nodata is None else float(nodata)
+        own = file(scene.path).rio.nodata if nodata is None else nodata
+        nodatas.append(0.0 if own is None else float(own))
         stack = da.stack([file(ref.path).data[ref.index - 1] for ref in scene.bands.values()])
         mask = file(scene.mask.path).data[scene.mask.index - 1] if scene.mask_kind != "none" else None
         for what, grid in grids.items():
@@ -189,7 +189,8 @@ def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, sca
             array = (xr.concat([layer(ref) for ref in scene.bands.values()], dim="band") if what == "scene"
                      else layer(scene.mask))
             resampling = Resampling.bilinear if what == "scene" else Resampling.nearest
-            array = array.rio.reproject_match(ref_file, resampling=resampling, nodata=nodata if what == "scene" else 0)
+            array = array.rio.reproject_match(ref_file, resampling=resampling,
+                                              nodata=nodatas[-1] if what == "scene" else 0)
             if what == "scene":
                 stack = array.data
             else:
@@ -205,10 +206,10 @@ def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule, sca
                                coords={"time": time, "band": list(scenes[0].bands), **coords})
     mask_cube = xr.DataArray(da.stack(masks), dims=("time", "y", "x"), coords={"time": time, **coords})
     reflectance = reflectance.rio.write_crs(reference.crs).rio.write_transform(reference.transform)
-    if isinstance(offsets, (int, float)):
-        offsets = [offsets] * len(scenes)
-    return SceneCube(reflectance, mask_cube, list(scenes), reference, list(rules), scale,
-                     tuple(float(o) for o in offsets), nodata, windows=None if reprojected else WindowReader(scenes))
+    scales, offsets = ([v] * len(scenes) if isinstance(v, (int, float)) else v for v in (scales, offsets))
+    return SceneCube(reflectance, mask_cube, list(scenes), reference, list(rules), tuple(map(float, scales)),
+                     tuple(map(float, offsets)), tuple(nodatas),
+                     windows=None if reprojected else WindowReader(scenes))
 
 
 def guess_mask_kind(values: np.ndarray) -> str:
@@ -230,10 +231,10 @@ def open_folder(folder: str | Path, bands: Sequence[str], read: ReadOptions = Re
     """The lazy cube of a folder of dated scenes: find scenes and masks, then stack them (see ReadOptions)."""
     scenes = discover_scenes(folder, bands, read.mask_pattern, read.date_pattern, read.mask_kind, read.mask_band)
     rules = [MaskRule(s.mask_kind, read.cloud_threshold, read.scl_classes, read.mask_buffer) for s in scenes]
-    scale, offsets = scene_decoding(scenes, read)
+    scales, offsets = scene_decoding(scenes, read)
     # SAFE products hold their masks (SCL) and some bands at 20 m: put on the first 10 m band's grid without asking
     align = read.align or all(s.product for s in scenes)
-    cube = open_cube(scenes, rules, scale, offsets, read.nodata, align, chunk_rows)
+    cube = open_cube(scenes, rules, scales, offsets, read.nodata, align, chunk_rows)
     return with_screen(cube, read.screen)
 
 
@@ -340,50 +341,63 @@ def tag_offset(tags: dict[str, str], scale: float, path: Path | str) -> float:
     return 0.0
 
 
-def scene_decoding(scenes: Sequence[Scene], read: ReadOptions) -> tuple[float, tuple[float, ...]]:
-    """(scale, offset of each scene): :func:`decoding` of the first scene, then each scene's own offset, since a
-    series may cross processing baseline 04.00 (25 January 2022), from which raw DN carry +1000. An offset comes
-    from ``--offset`` for every scene where given, else from what the scene's source states (``Scene.offset``:
-    a SAFE product's baseline, STAC metadata), else its local file's tags (:func:`tag_offset`), else (a remote
-    file) the first scene's; the first scene of every other offset is checked as the first is."""
-    if read.offset is not None:
-        scale, offset = decoding(scenes[0], read)
-        return scale, (offset,) * len(scenes)
-    scale, first = decoding(scenes[0], replace(read, offset=scenes[0].offset))
-    found = [first]
-    checked = {first}
+def scene_decoding(scenes: Sequence[Scene], read: ReadOptions) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(scale, offset) of each scene: :func:`decoding` of the first, then each scene's own, since a series may
+    cross processing baseline 04.00 (25 January 2022), from which raw DN carry +1000, and a folder gathered from
+    several exports may hold float reflectance beside DN. An offset comes from ``--offset`` where given, else
+    what the scene's source states (``Scene.offset``: a SAFE product's baseline, STAC metadata), else its local
+    file's tags (:func:`tag_offset`), else (a remote file) the first scene's. A scene stored as floats beside
+    integers, or the other way round, gets its own scale (unless ``--scale``). The first scene of every other
+    (scale, offset) is checked as the first is."""
+    def said(scene: Scene) -> float | None:
+        return read.offset if read.offset is not None else scene.offset
+
+    first = decoding(scenes[0], replace(read, offset=said(scenes[0])))
+    first_float = _header(scenes[0])[1] if scenes[0].files else False
+    found, checked = [first], {first}
     for scene in scenes[1:]:
-        offset = scene.offset
-        if offset is None:
-            offset = tag_offset(_tags(scene), scale, scene.path) if scene.files else first
-        if offset not in checked:
-            decoding(scene, replace(read, scale=scale, offset=offset))
-            checked.add(offset)
-        found.append(offset)
+        tags, is_float = _header(scene) if scene.files else ({}, first_float)
+        if read.scale is None and is_float != first_float:
+            pair = decoding(scene, replace(read, offset=said(scene)))
+        else:
+            offset = said(scene)
+            if offset is None:
+                offset = tag_offset(tags, first[0], scene.path) if scene.files else first[1]
+            pair = (first[0], offset)
+            if pair not in checked:
+                decoding(scene, replace(read, scale=pair[0], offset=pair[1]))
+        checked.add(pair)
+        found.append(pair)
+    scales, offsets = (tuple(v) for v in zip(*found))
     if len(checked) > 1:
-        log.info("the dates carry different offsets (raw DN of processing baseline 04.00 and later carry +1000): %s",
-                 describe_offsets([s.date for s in scenes], found))
-    return scale, tuple(found)
+        log.info("the dates are stored differently (raw DN of processing baseline 04.00 and later carry +1000; "
+                 "float reflectance beside DN): %s", describe_decoding([s.date for s in scenes], scales, offsets))
+    return scales, offsets
 
 
-def _tags(scene: Scene) -> dict[str, str]:
-    """The tags of a scene's first band: its file's and the band's own."""
+def _header(scene: Scene) -> tuple[dict[str, str], bool]:
+    """The tags of a scene's first band (its file's and the band's own) and whether it is stored as floats."""
     ref = next(iter(scene.bands.values()))
     with rasterio.open(ref.path) as src:
-        return {**src.tags(), **src.tags(ref.index)}
+        return {**src.tags(), **src.tags(ref.index)}, np.dtype(src.dtypes[ref.index - 1]).kind == "f"
 
 
-def describe_offsets(dates: Sequence, offsets: Sequence[float]) -> str:
-    """'offset -0.1', or per offset its dates' count and span: 'offset 0 on 6 dates (2021-04-03..2021-12-20),
-    -0.1 on 6 dates (2022-01-27..2022-06-10)'."""
-    values = sorted(set(offsets), key=list(offsets).index)
-    if len(values) == 1:
-        return f"offset {values[0]:g}"
+def describe_decoding(dates: Sequence, scales: Sequence[float], offsets: Sequence[float]) -> str:
+    """'reflectance = value x 0.0001 + 0', or per way its dates' count and span: 'reflectance = value x 0.0001 + 0
+    on 6 dates (2021-04-03..2021-12-20); value x 0.0001 - 0.1 on 6 dates (2022-01-27..2022-06-10)'."""
+    pairs = list(zip(scales, offsets))
+    ways = sorted(set(pairs), key=pairs.index)
+
+    def text(scale: float, offset: float) -> str:
+        return f"value x {scale:g} {'-' if offset < 0 else '+'} {abs(offset):g}"
+
+    if len(ways) == 1:
+        return "reflectance = " + text(*ways[0])
     parts = []
-    for value in values:
-        at = [d for d, o in zip(dates, offsets) if o == value]
-        parts.append(f"{value:g} on {len(at)} date{'s' if len(at) > 1 else ''} ({at[0]}..{at[-1]})")
-    return "offset " + ", ".join(parts)
+    for way in ways:
+        at = [d for d, p in zip(dates, pairs) if p == way]
+        parts.append(f"{text(*way)} on {len(at)} date{'s' if len(at) > 1 else ''} ({at[0]}..{at[-1]})")
+    return "reflectance = " + "; ".join(parts)
 
 
 def read_margin(cube: SceneCube) -> int:
@@ -421,18 +435,20 @@ def read_classes(cube: SceneCube, row0: int, row1: int, col0: int = 0, col1: int
         """Dates [start, stop): each is decoded on its own, so date ranges can go to threads."""
         at = slice(dates.start, dates.stop)
         # One pass to float32 instead of a cast, a product and a sum over the window (the same values).
-        np.multiply(raw[at], np.float32(cube.scale), out=reflectance[at], dtype=np.float32)
         for t in dates:
+            np.multiply(raw[t], np.float32(cube.scales[t]), out=reflectance[t], dtype=np.float32)
             if cube.offsets[t]:
                 reflectance[t] += np.float32(cube.offsets[t])
-        if cube.nodata is not None:
+        for t in dates:
+            value = cube.nodata[t]
+            if value is None:
+                nodata[t] = False
+                continue
             # band by band: np.any(raw == nodata, axis=1) took 8.7 instead of 3.7 ms for 10 dates of 4 x 138 x
             # 2048 px (a bool array of every band first, then a reduction over its short axis; 2-core AMD EPYC)
-            np.equal(raw[at, 0], cube.nodata, out=nodata[at])
+            np.equal(raw[t, 0], value, out=nodata[t])
             for band in range(1, raw.shape[1]):
-                nodata[at] |= raw[at, band] == cube.nodata
-        else:
-            nodata[at] = False
+                nodata[t] |= raw[t, band] == value
         if not np.issubdtype(raw.dtype, np.integer):  # integers scale to finite numbers
             nodata[at] |= ~np.isfinite(reflectance[at]).all(axis=1)
         for t in dates:

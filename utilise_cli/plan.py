@@ -16,7 +16,7 @@ import rasterio
 from . import __version__
 from .chips import Panel, chip_count, chip_starts, column_panels
 from .cores import work_threads
-from .cube import SceneCube, describe_offsets, open_folder, read_margin
+from .cube import SceneCube, describe_decoding, open_folder, read_margin
 from .errors import CheckpointError, OptionError, OutputError, SceneError
 from .hardware import cpu_has_bf16, no_gpu_for_torch, resolve_precision
 from .options import FillOptions
@@ -311,8 +311,7 @@ def describe_plan(plan: FillPlan, options: FillOptions, available_mb: float) -> 
               f"{'m' if grid.crs is None or grid.crs.is_projected else 'degrees'}, top left "
               f"({grid.transform.c:.1f}, {grid.transform.f:.1f})",
               f"bands     {', '.join(plan.bands)}; method {options.method}",
-              f"decoding  reflectance = value x {plan.cube.scale:g} + offset; "
-              f"{describe_offsets(plan.cube.dates, plan.cube.offsets)}",
+              f"decoding  {describe_decoding(plan.cube.dates, plan.cube.scales, plan.cube.offsets)}",
               *network,
               f"masks     {describe_masks(plan.cube, options.read.mask_buffer)}",
               f"chips     {plan.chips} of {options.chip_size} x {options.chip_size} px, overlap {options.overlap} px "
@@ -398,7 +397,7 @@ def fingerprint(options: FillOptions, predictor: Predictor | None, bands: list[s
             "items": [s.items for s in cube.scenes], "stac": asdict(options.stac),
             "method": options.method, "predictor": getattr(predictor, "name", ""),
             "checkpoint": model.metadata.get("checkpoint_sha256", "") if model is not None else "",
-            "read": {**asdict(options.read), "scale": cube.scale, "offsets": cube.offsets},
+            "read": {**asdict(options.read), "scales": cube.scales, "offsets": cube.offsets},
             "chip": [options.chip_size, options.overlap, options.time_window], "precision": options.precision,
             "dtype": options.dtype, "compress": options.compress, "regenerate_all": options.regenerate_all}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]

@@ -24,7 +24,7 @@ import xarray as xr
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-from .cube import Grid, MaskRule, SceneCube, boxes_meet, describe_offsets, scene_decoding, with_screen
+from .cube import Grid, MaskRule, SceneCube, boxes_meet, describe_decoding, scene_decoding, with_screen
 from .errors import SceneError, first_line
 from .options import ReadOptions, StacOptions
 from .scenes import BandRef, Scene
@@ -267,16 +267,17 @@ def open_stac(source: str | Path, bands: Sequence[str], read: ReadOptions = Read
     grid = Grid(CRS.from_wkt(geobox.crs.to_wkt()), geobox.transform, geobox.width, geobox.height)
     reflectance = reflectance.rio.write_crs(grid.crs).rio.write_transform(grid.transform)
     rule = MaskRule(choice.mask_kind, read.cloud_threshold, read.scl_classes, read.mask_buffer)
-    scale, offsets = scene_decoding(scenes, read)
+    scales, offsets = scene_decoding(scenes, read)
     nodata = read.nodata
     if nodata is None:
         raster = items[0].assets[next(iter(choice.bands.values()))].extra_fields.get("raster:bands") or [{}]
         nodata = float(raster[0].get("nodata", 0.0) or 0.0)
     origin = (f"{len(items)} STAC items on {len(dates)} dates; assets "
               f"{', '.join(f'{b}={k}' for b, k in choice.bands.items())}, mask {choice.mask} ({choice.mask_kind}); "
-              f"scale {scale:g}, {describe_offsets(dates, offsets)}")
+              f"{describe_decoding(dates, scales, offsets)}")
     log.info("%s: %s", source.name, origin)
-    return with_screen(SceneCube(reflectance, mask, scenes, grid, [rule] * len(scenes), scale, offsets, nodata, origin),
+    return with_screen(SceneCube(reflectance, mask, scenes, grid, [rule] * len(scenes), scales, offsets,
+                                 (nodata,) * len(scenes), origin),
                        read.screen)
 
 
