@@ -47,6 +47,29 @@ def test_explain_writes_figures_with_content(checkpoint, tmp_path):
         assert image.std() > 10  # not a blank canvas
 
 
+def test_a_long_series_is_explained_in_pictures_people_can_open(tmp_path):
+    """24 dates (the sample twice, a year apart): the series and per-date attention wrap onto rows of at most
+    12 dates and the date-by-date attention is one matrix, instead of pictures 4,000 px wide and a grid of 24 x 24
+    maps (70 dates: 10,000 x 10,000 px, over two minutes)."""
+    folder = tmp_path / "long"
+    folder.mkdir()
+    for path in SAMPLE.glob("*.tif"):
+        for year in ("2020", "2021"):
+            (folder / (year + path.name[4:])).symlink_to(path)
+    result = runner.invoke(app, ["explain", str(folder), "--out", str(tmp_path / "out"), "--chip-size", "64",
+                                 "--date", "2020-05-01"])
+    assert result.exit_code == 0, result.output
+    assert "24 dates" in result.output
+    sizes = {p.name: Image.open(p).size for p in (tmp_path / "out").iterdir()}
+    assert set(sizes) == {"series.png", "attention_20200501.png", "attention_head0.png"}
+    assert all(w <= 2500 for w, _ in sizes.values()), sizes  # 12 dates a row: 2,200 px
+    assert sizes["series.png"][1] >= 2 * 396  # two pairs of rows (input, filled), 396 px each
+    width, height = sizes["attention_head0.png"]
+    assert width < 2000 and height < 2000, sizes  # one matrix, not 24 x 24 maps (3,400 px a side)
+    matrix = np.asarray(Image.open(tmp_path / "out" / "attention_head0.png").convert("L"), dtype=float)
+    assert matrix.std() > 10
+
+
 @pytest.mark.parametrize("args, words", [
     (["--date", "2021-01-01"], "--date 2021-01-01 is not in the series"),
     (["--pixel", "500,3"], "--pixel 500,3 is outside the raster"),

@@ -20,6 +20,9 @@ from .atomic import staged  # noqa: E402
 
 TRUE_COLOUR_MAX = 0.3  # reflectance shown as white
 OCCLUDED_RGB = (1.0, 0.0, 1.0)  # magenta marks pixels that were not observed
+# Dates per row of panels; longer series wrap onto more rows. In one row, a 70-date series made `explain` draw
+# pictures 10,000 px wide (its date-by-date attention 100 megapixels, 70 x 70 maps) in over two minutes.
+WRAP_DATES = 12
 
 
 def rgb_indices(bands: Sequence[str]) -> list[int]:
@@ -41,22 +44,33 @@ def true_colour(rgb: np.ndarray, occluded_rgb: Sequence[float] = OCCLUDED_RGB) -
     return image
 
 
+def _date_rows(t: int) -> list[range]:
+    """The dates of each row of panels: WRAP_DATES at a time."""
+    return [range(i, min(i + WRAP_DATES, t)) for i in range(0, t, WRAP_DATES)]
+
+
 def before_after_figure(before: np.ndarray, after: np.ndarray, titles: Sequence[str]) -> plt.Figure:
-    """Two rows of true-colour images: the input (occluded pixels magenta) and the filled series.
+    """Pairs of rows of true-colour images, WRAP_DATES dates a pair: the input (occluded pixels magenta) and the
+    filled series.
 
     before, after: T x 3 x H x W reflectance (RGB order), NaN where there is no value.
     """
-    t = before.shape[0]
-    fig, axes = plt.subplots(2, t, figsize=(1.6 * t + 0.8, 3.6), squeeze=False)
-    for i in range(t):
-        axes[0, i].imshow(true_colour(before[i]), interpolation="nearest")
-        axes[1, i].imshow(true_colour(after[i], (0.0, 0.0, 0.0)), interpolation="nearest")
-        axes[0, i].set_title(titles[i], fontsize=7)
-    axes[0, 0].set_ylabel("input", fontsize=8)
-    axes[1, 0].set_ylabel("filled", fontsize=8)
+    blocks = _date_rows(before.shape[0])
+    cols = len(blocks[0])
+    fig, axes = plt.subplots(2 * len(blocks), cols, figsize=(1.6 * cols + 0.8, 3.6 * len(blocks)), squeeze=False)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
+    for b, block in enumerate(blocks):
+        for j, i in enumerate(block):
+            axes[2 * b, j].imshow(true_colour(before[i]), interpolation="nearest")
+            axes[2 * b + 1, j].imshow(true_colour(after[i], (0.0, 0.0, 0.0)), interpolation="nearest")
+            axes[2 * b, j].set_title(titles[i], fontsize=7)
+        for j in range(len(block), cols):
+            axes[2 * b, j].set_axis_off()
+            axes[2 * b + 1, j].set_axis_off()
+        axes[2 * b, 0].set_ylabel("input", fontsize=8)
+        axes[2 * b + 1, 0].set_ylabel("filled", fontsize=8)
     fig.tight_layout(pad=0.3)
     return fig
 
@@ -161,27 +175,58 @@ def metrics_figure(values: dict[str, Sequence[float]], series: Sequence[str], yl
 
 def _attention_grid(maps: np.ndarray, row_labels: Sequence[str], col_titles: Sequence[str], title: str,
                     observed: np.ndarray, pixel: tuple[int, int] | None) -> plt.Figure:
-    """rows x cols attention maps on [0, 1] (viridis); key dates where the pixel is occluded are outlined."""
-    rows, cols = maps.shape[:2]
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 1.2, 1.3 * rows + 0.7), squeeze=False)
+    """rows x cols attention maps on [0, 1] (viridis), the columns WRAP_DATES at a time (each block of columns
+    below the last); key dates where the pixel is occluded are outlined."""
+    rows = maps.shape[0]
+    blocks = _date_rows(maps.shape[1])
+    cols = len(blocks[0])
+    fig, axes = plt.subplots(rows * len(blocks), cols, figsize=(1.3 * cols + 1.2, 1.3 * rows * len(blocks) + 0.7),
+                             squeeze=False)
     image = None
-    for r in range(rows):
-        for c in range(cols):
-            ax = axes[r, c]
-            image = ax.imshow(maps[r, c], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-            if (~observed[c]).any():
-                ax.contour(~observed[c], levels=[0.5], colors="magenta", linewidths=0.4)
-            if pixel is not None:
-                ax.plot(*pixel, marker="+", color="red", markersize=5)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(col_titles[c], fontsize=6)
-        axes[r, 0].set_ylabel(row_labels[r], fontsize=7)
+    for b, block in enumerate(blocks):
+        for r in range(rows):
+            for j in range(cols):
+                ax = axes[b * rows + r, j]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if j >= len(block):
+                    ax.set_axis_off()
+                    continue
+                c = block[j]
+                image = ax.imshow(maps[r, c], cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+                if (~observed[c]).any():
+                    ax.contour(~observed[c], levels=[0.5], colors="magenta", linewidths=0.4)
+                if pixel is not None:
+                    ax.plot(*pixel, marker="+", color="red", markersize=5)
+                if r == 0:
+                    ax.set_title(col_titles[c], fontsize=6)
+            axes[b * rows + r, 0].set_ylabel(row_labels[r], fontsize=7)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout(rect=(0, 0, 0.93, 1), pad=0.3)
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01)
+    return fig
+
+
+def _attention_matrix(attention: np.ndarray, dates: Sequence[str], head: int,
+                      pixel: tuple[int, int] | None) -> plt.Figure:
+    """One head's attention of every target date (row) over every date (column) as one T x T image: the mean
+    over the chip, or at ``pixel``. attention: T x T x h x w."""
+    at = "at the marked pixel" if pixel is not None else "mean over the chip"
+    matrix = attention[:, :, pixel[1], pixel[0]] if pixel is not None else attention.mean(axis=(2, 3))
+    t = len(dates)
+    side = min(max(0.14 * t + 2.5, 5.0), 14.0)
+    fig, ax = plt.subplots(figsize=(side + 1.0, side))
+    image = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=max(float(matrix.max()), 1e-6), interpolation="nearest")
+    step = max(1, -(-t // 24))  # at most about 24 labels a side
+    ax.set_xticks(range(0, t, step), [dates[i] for i in range(0, t, step)], rotation=90, fontsize=6)
+    ax.set_yticks(range(0, t, step), [dates[i] for i in range(0, t, step)], fontsize=6)
+    ax.set_xlabel("dates attended to", fontsize=8)
+    ax.set_ylabel("target dates", fontsize=8)
+    ax.set_title(f"head {head}: attention of each target date over the dates, {at} (uniform: {1 / t:.3f})",
+                 fontsize=8)
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+    fig.tight_layout(pad=0.4)
     return fig
 
 
@@ -194,6 +239,9 @@ def attention_heads_figure(attention: np.ndarray, dates: Sequence[str], target: 
 
 def attention_dates_figure(attention: np.ndarray, dates: Sequence[str], head: int, observed: np.ndarray,
                            pixel: tuple[int, int] | None = None) -> plt.Figure:
-    """One head: each target date's (row) attention over the key dates (columns). attention: T x T x h x w."""
+    """One head: each target date's (row) attention over the key dates (columns). attention: T x T x h x w.
+    Maps for up to WRAP_DATES dates; a longer series (T x T maps) as one matrix (:func:`_attention_matrix`)."""
+    if len(dates) > WRAP_DATES:
+        return _attention_matrix(attention, dates, head, pixel)
     return _attention_grid(attention, [f"{d}" for d in dates], dates,
                            f"head {head}: rows are target dates, columns the dates attended to", observed, pixel)
