@@ -129,7 +129,8 @@ _READ_OPTIONS = [
     _option("scale", float, _READ.scale, help="Input reflectance = DN x scale + offset."),
     _option("offset", float, _READ.offset, help="Input offset in reflectance (-0.1 for raw L1C/L2A DN of "
             "processing baseline 04.00 and later; harmonised products need none)."),
-    _option("nodata", Optional[float], _READ.nodata, help="Input nodata DN (every scene). Default: each scene's own (its file's nodata, else 0)."),
+    _option("nodata", Optional[float], _READ.nodata, help="Input nodata DN (every scene). Default: each scene's "
+            "own (its file's nodata, else 0)."),
     _option("mask_pattern", Optional[str], None, help="Regex that marks mask files by name. Default: names with "
             "mask, cloud, clm, scl, cldprb, ... as a word."),
     _option("mask_kind", str, _READ.mask_kind, help="auto, binary (1 = occluded), scl (classes), probability "
