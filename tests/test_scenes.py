@@ -111,7 +111,7 @@ def test_sentinel2_safe_products_are_read_as_shipped_each_with_its_baseline_s_of
         assert src.res == (20.0, 20.0)  # the 10 m bands' grid (the sample's pixels are 20 m)
 
 
-def test_a_zipped_safe_product_is_named_with_the_fix(tmp_path):
+def test_a_zipped_safe_product_or_products_of_two_tiles_are_named_with_the_fix(tmp_path):
     from typer.testing import CliRunner
 
     from utilise_cli.cli import app
@@ -121,3 +121,8 @@ def test_a_zipped_safe_product_is_named_with_the_fix(tmp_path):
     result = CliRunner().invoke(app, ["fill", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "-q"])
     one_line_error(result, "S2A_MSIL2A_20220612T100031_N0400_R122_T34VCL_20220612T161010.zip", "unzip")
     assert not (tmp_path / "out").exists()
+    (tmp_path / "in" / "S2A_MSIL2A_20220612T100031_N0400_R122_T34VCL_20220612T161010.zip").unlink()
+    for tile in ("T34VCL", "T34VCK"):  # an area across two tiles, downloaded into one folder
+        (tmp_path / "in" / f"S2A_MSIL2A_20220612T100031_N0400_R122_{tile}_20220612T161010.SAFE").mkdir()
+    result = CliRunner().invoke(app, ["fill", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "-q"])
+    one_line_error(result, "2 tiles (T34VCK, T34VCL)", "folder of its own")

@@ -2,7 +2,8 @@
 
 A folder holds one GeoTIFF per date (multi-band, bands named by their descriptions) or one file per band
 per date (``..._B04_...``), and cloud masks either as separate files per date (names matching
-``mask_pattern``) or as a band inside each scene (SCL, MSK_CLDPRB, ...). Nothing is read here but
+``mask_pattern``) or as a band inside each scene (SCL, MSK_CLDPRB, ...); or it holds Sentinel-2 SAFE products,
+whose granules' band files are read as one file per band. Nothing is read here but
 headers; pixels are read lazily by :mod:`utilise_cli.cube`.
 """
 
@@ -35,6 +36,7 @@ _BAND_TOKEN = re.compile(r"(?i)(?<![a-z0-9])B(\d{1,2})(A?)(?![0-9a-z])")
 _NOT_BANDS = re.compile(r"(?i)(?<![a-z0-9])(AOT|WVP|TCI|PVI)(?![a-z0-9])")
 _SAFE = re.compile(r"(?i)^S2[A-D]_MSIL(1C|2A)_.*\.(SAFE|zip)$")  # a product folder or its download
 _SAFE_BASELINE = re.compile(r"_(N\d{4})_")
+_SAFE_TILE = re.compile(r"_(T\d{2}[A-Z]{3})_")
 _RESOLUTION = re.compile(r"(?i)(?<![a-z0-9])(\d{1,3})m(?![a-z0-9])")  # a granule file's "_10m"
 
 
@@ -187,6 +189,10 @@ def safe_band_files(folder: Path) -> dict[Path, tuple[str, float]]:
     if zipped:
         raise SceneError(f"{zipped[0]}: a zipped SAFE product; unzip it beside the others (each .SAFE folder is "
                          "read as it is)")
+    tiles = sorted({m.group(1) for m in map(_SAFE_TILE.search, (p.name for p in products)) if m})
+    if len(tiles) > 1:
+        raise SceneError(f"{folder}: SAFE products of {len(tiles)} tiles ({', '.join(tiles)}); put each tile's "
+                         "products in a folder of its own, and fill the folder of those tile folders")
     files: dict[Path, tuple[str, float]] = {}
     for product in products:
         found = [p for p in product.glob("GRANULE/*/IMG_DATA/**/*") if p.suffix.lower() in RASTER_SUFFIXES]
@@ -242,7 +248,7 @@ def _finer(path: Path, other: Path) -> Path | None:
     if None in found or found[0].group(1) == found[1].group(1):
         return None
     finer = path if int(found[0].group(1)) < int(found[1].group(1)) else other
-    log.debug("%s: taking %s over %s (finer)", finer.name, finer.name, (other if finer == path else path).name)
+    log.debug("taking %s over %s (finer)", finer.name, (other if finer == path else path).name)
     return finer
 
 
