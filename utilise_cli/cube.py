@@ -131,12 +131,13 @@ def _overlaps(grid: Grid, reference: Grid) -> bool:
 
 
 def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule,
-              scales: Sequence[float] | float = DN_SCALE, offsets: Sequence[float] | float = 0.0, nodata: float | None = None, align: bool = False,
-              chunk_rows: int = 512) -> SceneCube:
+              scales: Sequence[float] | float = DN_SCALE, offsets: Sequence[float] | float = 0.0,
+              nodata: float | None = None, align: bool = False, chunk_rows: int = 512) -> SceneCube:
     """Stack scenes into a lazy cube on the first scene's grid.
 
     Scenes on another grid raise SceneError unless ``align`` (bilinear reprojection for reflectance,
-    nearest for masks onto the first scene's grid). ``nodata``: every scene's; by default each scene's own
+    nearest for masks onto the first scene's grid). ``scales``, ``offsets``: per scene, or one for all (see
+    :func:`scene_decoding`). ``nodata``: every scene's; by default each scene's own
     (its first band's file's nodata, else 0), as folders gathered from several sources mix 0 and 65535.
     """
     if isinstance(rules, MaskRule):
