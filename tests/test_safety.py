@@ -49,6 +49,19 @@ def _copy(out: Path, transform=None, dtype: str | None = None, tags: dict | None
     return out
 
 
+def _rewrite(path: Path, change, tags: dict | None = None, **profile) -> None:
+    """Write a scene again in place: its bands through ``change``, its profile updated by ``profile``, its band
+    names kept, ``tags`` added."""
+    with rasterio.open(path) as src:
+        old, data, names = src.profile, src.read(), src.descriptions
+    old.update(profile)
+    with rasterio.open(path, "w", **old) as dst:
+        dst.write(change(data).astype(old["dtype"]))
+        dst.descriptions = names
+        if tags:
+            dst.update_tags(**tags)
+
+
 def _fill(folder: Path, out: Path, *args: str):
     return runner.invoke(app, ["fill", str(folder), "--out", str(out), "--method", "linear", "-q", *args])
 
@@ -104,12 +117,7 @@ def test_a_series_across_baseline_04_reads_each_date_with_its_own_offset(tmp_pat
             "(2021-06-02..2021-07-25)") in dry.output
     # a later date that says baseline 04.00 but not its offset stops the fill, naming that file
     late = sorted(mixed.glob("*_T34VCL.tif"))[-1]
-    with rasterio.open(late) as src:
-        profile, data, names = src.profile, src.read(), src.descriptions
-    with rasterio.open(late, "w", **profile) as dst:
-        dst.write(data)
-        dst.descriptions = names
-        dst.update_tags(PROCESSING_BASELINE="04.00")
+    _rewrite(late, lambda data: data, {"PROCESSING_BASELINE": "04.00"})
     one_line_error(_fill(mixed, tmp_path / "ask"), late.name, "--offset -0.1", "04.00")
     _nothing_final(tmp_path / "ask")
 
@@ -120,11 +128,7 @@ def test_scenes_that_mark_no_data_differently_are_each_read_with_their_own_nodat
     6.55 and spread into every date's fill)."""
     folder = _copy(tmp_path / "mixed")
     for path in sorted(folder.glob("*_T34VCL.tif"))[5:]:
-        with rasterio.open(path) as src:
-            profile, data, names = src.profile, src.read(), src.descriptions
-        with rasterio.open(path, "w", **{**profile, "nodata": 65535}) as dst:
-            dst.write(np.where(data == 0, 65535, data).astype(profile["dtype"]))
-            dst.descriptions = names
+        _rewrite(path, lambda data: np.where(data == 0, 65535, data), nodata=65535)
     assert _fill(folder, tmp_path / "out").exit_code == 0
     assert _fill(SAMPLE, tmp_path / "plain").exit_code == 0
     a, b = read_outputs(tmp_path / "out"), read_outputs(tmp_path / "plain")
@@ -136,11 +140,8 @@ def test_float_reflectance_scenes_beside_dn_scenes_are_each_read_with_their_own_
     Each gets its own scale, so the fill equals the sample's (the floats were read as DN: reflectance 0.0001)."""
     folder = _copy(tmp_path / "mixed")
     for path in sorted(folder.glob("*_T34VCL.tif"))[5:]:
-        with rasterio.open(path) as src:
-            profile, data, names = src.profile, src.read(), src.descriptions
-        with rasterio.open(path, "w", **{**profile, "dtype": "float32", "nodata": float("nan")}) as dst:
-            dst.write(np.where(data == 0, np.nan, data.astype(np.float32) * np.float32(1e-4)))
-            dst.descriptions = names
+        _rewrite(path, lambda data: np.where(data == 0, np.nan, data.astype(np.float32) * np.float32(1e-4)),
+                 dtype="float32", nodata=float("nan"))
     # The screen off: its thresholds would turn float rounding of the two decodings into a few flipped pixels.
     assert _fill(folder, tmp_path / "out", "--no-screen").exit_code == 0
     assert _fill(SAMPLE, tmp_path / "plain", "--no-screen").exit_code == 0
