@@ -126,3 +126,45 @@ def test_a_zipped_safe_product_or_products_of_two_tiles_are_named_with_the_fix(t
         (tmp_path / "in" / f"S2A_MSIL2A_20220612T100031_N0400_R122_{tile}_20220612T161010.SAFE").mkdir()
     result = CliRunner().invoke(app, ["fill", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "-q"])
     one_line_error(result, "2 tiles (T34VCK, T34VCL)", "folder of its own")
+
+
+def test_hls_scenes_with_their_fmask_fill_as_the_same_bands_and_masks_do(tmp_path):
+    """HLS v2 (S30) granules: one int16 file per band (nodata -9999), day-of-year dates, and a bit-packed Fmask in
+    which nearly every pixel has an aerosol bit set. Read as binary, every pixel was occluded; read as Fmask
+    (its name says so) only cirrus, cloud, adjacent and shadow are, so the fill equals the sample's with the same
+    clouds."""
+    from typer.testing import CliRunner
+
+    from utilise_cli.cli import app
+
+    folder = tmp_path / "hls"
+    folder.mkdir()
+    for scene in sorted(SAMPLE.glob("*_T34VCL.tif")):
+        when = dt.datetime.strptime(scene.name[:8], "%Y%m%d")
+        stem = f"HLS.S30.T34VCL.{when:%Y%j}T100021.v2.0"
+        with rasterio.open(scene) as src, rasterio.open(scene.with_name(scene.stem + "_mask.tif")) as msk:
+            profile, data, clouds = src.profile, src.read(), msk.read(1) > 0
+        for values, band in zip(data, ("B02", "B03", "B04", "B08")):
+            with rasterio.open(folder / f"{stem}.{band}.tif", "w", **{**profile, "count": 1, "dtype": "int16",
+                                                                      "nodata": -9999}) as dst:
+                dst.write(np.where(values == 0, -9999, values).astype(np.int16)[None])
+        fmask = np.full(clouds.shape, 0b01000000, np.uint8)  # aerosol level low
+        fmask[clouds] |= 0b10  # cloud
+        fmask[:, :20] |= 0b100000  # water: not occluded
+        fmask[5:9, 5:9] |= 0b10000  # snow: not occluded
+        fmask[data[0] == 0] = 255  # fill
+        with rasterio.open(folder / f"{stem}.Fmask.tif", "w", **{**profile, "count": 1, "dtype": "uint8",
+                                                                 "nodata": 255}) as dst:
+            dst.write(fmask[None])
+    scenes = discover_scenes(folder)
+    assert len(scenes) == 12 and scenes[2].date == dt.date(2021, 5, 1) and scenes[0].mask_kind == "fmask"
+    runner = CliRunner()
+    for source, out in ((folder, "hls_out"), (SAMPLE, "sample_out")):
+        result = runner.invoke(app, ["fill", str(source), "--out", str(tmp_path / out), "--method", "linear", "-q"])
+        assert result.exit_code == 0, result.output
+    got, want = read_outputs(tmp_path / "hls_out"), read_outputs(tmp_path / "sample_out")
+    assert len(got) == 24 and got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in got)
+    # told the masks are binary, nothing is observed, and the error names the kind they look like
+    result = runner.invoke(app, ["fill", str(folder), "--out", str(tmp_path / "binary"), "--mask-kind", "binary",
+                                 "--method", "linear", "-q"])
+    one_line_error(result, "no pixel of any date is observed", "--mask-kind fmask")

@@ -134,8 +134,9 @@ _READ_OPTIONS = [
     _option("mask_pattern", Optional[str], None, help="Regex that marks mask files by name. Default: names with "
             "mask, cloud, clm, scl, cldprb, ... as a word."),
     _option("mask_kind", str, _READ.mask_kind, help="auto, binary (1 = occluded), scl (classes), probability "
-            "(0..100), or none (no masks: the cloud screen makes them; auto does this, with a warning, when no "
-            "date has a mask)."),
+            "(0..100), fmask (HLS bits: cirrus, cloud, adjacent, shadow occluded; 255 fill), or none (no masks: the "
+            "cloud screen makes them; auto does this, with a warning, when no date has a mask). auto reads a mask "
+            "file's kind from its name (scl, prob, fmask; else binary)."),
     _option("mask_band", Optional[str], _READ.mask_band, help="Mask band inside the scenes (default: SCL, "
             "MSK_CLDPRB, ...)."),
     _option("cloud_threshold", float, _READ.cloud_threshold, help="Probability masks: occluded at or above this "

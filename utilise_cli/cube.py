@@ -33,7 +33,7 @@ from .errors import OptionError, SceneError
 from .options import ReadOptions
 from .scenes import BandRef, Scene, discover_scenes
 from .screen import grow, screen, screen_margin
-from .sentinel2 import DN_SCALE, SCL_NODATA, SCL_OCCLUDED, baseline_number
+from .sentinel2 import DN_SCALE, FMASK_FILL, FMASK_OCCLUDED_BITS, SCL_NODATA, SCL_OCCLUDED, baseline_number
 from .windows import WindowReader
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,8 @@ class Grid:
 
 @dataclass(frozen=True)
 class MaskRule:
-    """How to read a cloud mask: kind 'binary' (nonzero = occluded), 'scl' (classes) or 'probability'."""
+    """How to read a cloud mask: kind 'binary' (nonzero = occluded), 'scl' (classes), 'probability' or 'fmask'
+    (HLS bits)."""
 
     kind: str
     threshold: float = 50.0
@@ -108,6 +109,10 @@ def decode_mask(values: np.ndarray, rule: MaskRule) -> tuple[np.ndarray, np.ndar
         return np.isin(values, rule.scl_occluded), np.isin(values, SCL_NODATA) | ~finite
     if rule.kind == "probability":
         return np.where(finite, values, 0) >= rule.threshold, ~finite
+    if rule.kind == "fmask":
+        bits = np.where(finite, values, FMASK_FILL).astype(np.int64)
+        fill = bits == FMASK_FILL
+        return ((bits & FMASK_OCCLUDED_BITS) != 0) & ~fill, fill
     if rule.kind == "none":
         return np.zeros(values.shape, bool), np.zeros(values.shape, bool)
     return np.where(finite, values, 0) != 0, ~finite
@@ -214,8 +219,8 @@ def open_cube(scenes: Sequence[Scene], rules: Sequence[MaskRule] | MaskRule,
 
 
 def guess_mask_kind(values: np.ndarray) -> str:
-    """The mask kind that raw mask values look like: binary (0/1), scl (classes 0..11) or probability
-    (0..100); '' when none fits."""
+    """The mask kind that raw mask values look like: binary (0/1), scl (classes 0..11), probability (0..100) or
+    fmask (HLS bits: integers up to 255, aerosol bits 6-7 set on most pixels); '' when none fits."""
     finite = np.asarray(values)[np.isfinite(values)] if np.asarray(values).dtype.kind == "f" else np.asarray(values)
     present = set(np.unique(finite).tolist())
     if present <= {0, 1}:
@@ -224,6 +229,9 @@ def guess_mask_kind(values: np.ndarray) -> str:
         return "scl"
     if finite.size and finite.min() >= 0 and finite.max() <= 100:
         return "probability"
+    whole = finite.size and present <= set(range(256))
+    if whole and np.mean((finite.astype(np.int64) & 0b11000000) != 0) > 0.5:
+        return "fmask"
     return ""
 
 

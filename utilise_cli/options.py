@@ -14,7 +14,7 @@ from typing import Sequence
 from .errors import OptionError, SceneError
 from .sentinel2 import SCL_OCCLUDED
 
-MASK_KINDS = ("auto", "binary", "scl", "probability", "none")
+MASK_KINDS = ("auto", "binary", "scl", "probability", "fmask", "none")
 METHODS = ("auto", "utilise", "linear", "adjusted", "closest", "last", "next")  # baselines.METHODS + networks
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = ("uint16", "float32")

@@ -77,6 +77,8 @@ def _open_header(path: Path) -> tuple[int, tuple[str | None, ...], dict[str, str
 
 def _mask_kind_from_name(path: Path) -> str:
     name = path.name.lower()
+    if "fmask" in name:
+        return "fmask"
     if "scl" in name:
         return "scl"
     if "prob" in name or "cldprb" in name or "clp" in name:

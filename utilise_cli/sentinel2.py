@@ -18,6 +18,12 @@ COMMON_NAMES = {"B1": "coastal", "B2": "blue", "B3": "green", "B4": "red", "B5":
 SCL_OCCLUDED = (3, 8, 9, 10)
 SCL_NODATA = (0, 1)  # no data, saturated or defective
 
+# HLS (Harmonized Landsat Sentinel-2, v2) Fmask, bit-packed: bits 0-3 cirrus, cloud, adjacent to cloud or shadow,
+# cloud shadow (occluded); 4 snow/ice, 5 water, 6-7 aerosol level (not occluded: nearly every pixel has one set);
+# 255 fill.
+FMASK_OCCLUDED_BITS = 0b1111
+FMASK_FILL = 255
+
 # L1C / L2A digital numbers: reflectance = DN * DN_SCALE (+ -0.1 offset for raw DN of processing baseline
 # 04.00 and later; harmonised products have it removed already).
 DN_SCALE = 1e-4
