@@ -168,3 +168,30 @@ def test_hls_scenes_with_their_fmask_fill_as_the_same_bands_and_masks_do(tmp_pat
     result = runner.invoke(app, ["fill", str(folder), "--out", str(tmp_path / "binary"), "--mask-kind", "binary",
                                  "--method", "linear", "-q"])
     one_line_error(result, "no pixel of any date is observed", "--mask-kind fmask")
+
+
+def test_earth_engine_exports_with_a_qa60_band_use_it_as_their_mask(tmp_path):
+    """Earth Engine's S2 exports often carry QA60 (bit 10 opaque cloud, 11 cirrus) and no SCL: it is found by its
+    name and read as binary, so the fill equals the sample's with its mask files."""
+    from typer.testing import CliRunner
+
+    from utilise_cli.cli import app
+
+    folder = tmp_path / "gee"
+    folder.mkdir()
+    for scene in sorted(SAMPLE.glob("*_T34VCL.tif")):
+        with rasterio.open(scene) as src, rasterio.open(scene.with_name(scene.stem + "_mask.tif")) as msk:
+            profile, data, names, clouds = src.profile, src.read(), src.descriptions, msk.read(1) > 0
+        qa60 = np.where(clouds, 1 << 10, 0).astype(data.dtype)
+        qa60[clouds & (np.arange(clouds.shape[1]) % 2 == 0)] = 1 << 11  # cirrus here and there
+        with rasterio.open(folder / scene.name, "w", **{**profile, "count": 5}) as dst:
+            dst.write(np.concatenate([data, qa60[None]]))
+            dst.descriptions = (*names, "QA60")
+    scenes = discover_scenes(folder)
+    assert all(s.mask.index == 5 and s.mask_kind == "binary" for s in scenes)
+    runner = CliRunner()
+    for source, out in ((folder, "gee_out"), (SAMPLE, "sample_out")):
+        result = runner.invoke(app, ["fill", str(source), "--out", str(tmp_path / out), "--method", "linear", "-q"])
+        assert result.exit_code == 0, result.output
+    got, want = read_outputs(tmp_path / "gee_out"), read_outputs(tmp_path / "sample_out")
+    assert len(got) == 24 and got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in got)

@@ -137,8 +137,8 @@ _READ_OPTIONS = [
             "(0..100), fmask (HLS bits: cirrus, cloud, adjacent, shadow occluded; 255 fill), or none (no masks: the "
             "cloud screen makes them; auto does this, with a warning, when no date has a mask). auto reads a mask "
             "file's kind from its name (scl, prob, fmask; else binary)."),
-    _option("mask_band", Optional[str], _READ.mask_band, help="Mask band inside the scenes (default: SCL, "
-            "MSK_CLDPRB, ...)."),
+    _option("mask_band", Optional[str], _READ.mask_band, help="Mask band inside the scenes (default: the first of "
+            "SCL, MSK_CLDPRB, CLOUD_PROBABILITY, ..., QA60 found)."),
     _option("cloud_threshold", float, _READ.cloud_threshold, help="Probability masks: occluded at or above this "
             "value (percent)."),
     _option("scl_classes", str, ",".join(map(str, _READ.scl_classes)), help="SCL classes counted as occluded "
