@@ -18,6 +18,34 @@ SAMPLE = ROOT / "sample_data"
 
 def test_band_names():
     assert [band_key(b) for b in ["B02", "b2", "S2-L2A-B02", "s2_B8A", "SCL"]] == ["B2", "B2", "B2", "B8A", "SCL"]
+    # STAC common names, as some exports describe their bands
+    assert [band_key(b) for b in ["blue", "Green", "RED", "nir", "nir08", "swir16", "QA60"]] == \
+        ["B2", "B3", "B4", "B8", "B8A", "B11", "QA60"]
+
+
+def test_scenes_whose_bands_are_described_by_common_names_are_read_as_their_sentinel_2_bands(tmp_path):
+    """Band descriptions blue, green, red, nir: found as B2, B3, B4, B8 (the shipped network's bands), so the fill
+    that stopped with "has no band B2, B3, B4, B8" runs, and equals the sample's."""
+    from typer.testing import CliRunner
+
+    from utilise_cli.cli import app
+
+    folder = tmp_path / "common"
+    folder.mkdir()
+    for path in SAMPLE.glob("*.tif"):
+        with rasterio.open(path) as src:
+            profile, data, names = src.profile, src.read(), src.descriptions
+        with rasterio.open(folder / path.name, "w", **profile) as dst:
+            dst.write(data)
+            dst.descriptions = ("blue", "green", "red", "nir") if len(names) == 4 else names
+    scenes = discover_scenes(folder)
+    assert [s.bands["B8"].index for s in scenes] == [4] * 12
+    runner = CliRunner()
+    for source, out in ((folder, "common_out"), (SAMPLE, "sample_out")):
+        result = runner.invoke(app, ["fill", str(source), "--out", str(tmp_path / out), "--method", "linear", "-q"])
+        assert result.exit_code == 0, result.output
+    got, want = read_outputs(tmp_path / "common_out"), read_outputs(tmp_path / "sample_out")
+    assert len(got) == 24 and all(np.array_equal(got[k], want[k]) for k in got)
 
 
 def test_discovers_sweden_scenes_with_scl_band_inside():

@@ -40,10 +40,14 @@ def baseline_number(text: object) -> float:
         return 0.0
 
 
+_BY_COMMON_NAME = {common: band for band, common in COMMON_NAMES.items()}
+
+
 def band_key(name: str) -> str:
-    """Canonical band name: 'B02', 'b2', 'S2-L2A-B02' and 's2_B02' are all 'B2'; 'B8A' stays 'B8A'."""
+    """Canonical band name: 'B02', 'b2', 'S2-L2A-B02' and 's2_B02' are all 'B2'; 'B8A' stays 'B8A'; the STAC
+    common names of the bands ('blue', 'Red', 'nir', 'nir08', 'swir16', ...), as some exports describe them, too."""
     text = name.strip()
     match = re.search(r"(?i)B(\d{1,2})(A?)$", text)
     if match:
         return f"B{int(match.group(1))}{match.group(2).upper()}"
-    return text.upper()
+    return _BY_COMMON_NAME.get(text.lower(), text.upper())
