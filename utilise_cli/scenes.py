@@ -27,11 +27,12 @@ from .sentinel2 import DEFAULT_BANDS, RAW_OFFSET, band_key, baseline_number
 log = logging.getLogger(__name__)
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".vrt"}
-# In-scene mask bands, best first, and the kind each one is.
-# QA60 (Earth Engine's S2 collections: bit 10 opaque cloud, 11 cirrus) reads as binary; last, as it may be empty
-# in products of 2022-2023.
+# In-scene mask bands, best first, and the kind each one is. PROBABILITY: Earth Engine's s2cloudless band. QA60
+# (Earth Engine's S2 collections: bit 10 opaque cloud, 11 cirrus) reads as binary; last, as it may be empty in
+# products of 2022-2023.
 _MASK_BANDS = {"SCL": "scl", "MSK_CLDPRB": "probability", "CLP": "probability", "CLOUD_PROBABILITY": "probability",
-               "MASK": "binary", "CLOUD_MASK": "binary", "CLM": "binary", "FMASK": "fmask", "QA60": "binary"}
+               "PROBABILITY": "probability", "MASK": "binary", "CLOUD_MASK": "binary", "CLM": "binary",
+               "FMASK": "fmask", "QA60": "binary"}
 _BAND_TOKEN = re.compile(r"(?i)(?<![a-z0-9])B(\d{1,2})(A?)(?![0-9a-z])")
 # The layers beside the bands in an L2A granule's IMG_DATA/R10m, R20m, R60m (aerosol, water vapour, true colour)
 # and its preview: skipped where a folder holds one file per band, as users copy those folders whole.
