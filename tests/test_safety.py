@@ -160,6 +160,25 @@ def test_a_folder_with_nothing_observed_is_an_error_that_names_the_likely_mask_k
     _nothing_final(tmp_path / "o2")
 
 
+def test_probability_masks_named_as_binary_ones_stop_with_the_kind_to_pass(tmp_path):
+    """Cloud probability (0..100) in files named like binary masks (``..._mask.tif``): read as binary, every pixel
+    above 0 % was cloud and the fill filled 8 times the pixels it should have, silently. Now one line names the
+    file and --mask-kind probability, with which the fill equals the sample's."""
+    def probability(mask):  # clear pixels 0 %, or 5..24 % in a third of 20-px blocks (haze)
+        rows, cols = np.indices(mask.shape[-2:])
+        haze = np.where((rows // 20 + cols // 20) % 3 == 0, 5 + (rows + cols) % 20, 0)
+        return np.where(mask > 0, 90, haze)
+
+    folder = _copy(tmp_path / "prob", masks=probability)
+    first_mask = sorted(folder.glob("*_mask.tif"))[0]
+    one_line_error(_fill(folder, tmp_path / "o1"), first_mask.name, "cloud probability", "--mask-kind probability")
+    _nothing_final(tmp_path / "o1")
+    assert _fill(folder, tmp_path / "told", "--mask-kind", "probability").exit_code == 0
+    assert _fill(SAMPLE, tmp_path / "plain").exit_code == 0
+    a, b = read_outputs(tmp_path / "told"), read_outputs(tmp_path / "plain")
+    assert len(a) == 24 and all(np.array_equal(a[k], b[k]) for k in a)
+
+
 def test_a_date_without_any_observed_pixel_is_written_flagged_and_named(tmp_path, caplog):
     def hide_first(masks):  # called per file in name order: the first date's mask becomes all cloud
         hide_first.calls = getattr(hide_first, "calls", 0) + 1

@@ -235,10 +235,41 @@ def guess_mask_kind(values: np.ndarray) -> str:
     return ""
 
 
+MASK_CHECKS = 3  # binary masks (by their names) whose values are looked at before a fill
+
+
+def check_binary_masks(scenes: Sequence[Scene]) -> None:
+    """Stop where masks taken as binary by their names hold something else: cloud probability (read as binary,
+    every pixel above 0 % is cloud: a fill of such masks filled 8 times the pixels it should have) or SCL
+    classes. Looks at a decimated read of the first MASK_CHECKS binary masks that have nonzero values. Raises
+    OptionError naming the file and the --mask-kind to pass."""
+    checked = 0
+    for scene in scenes:
+        if scene.mask_kind != "binary" or checked == MASK_CHECKS:
+            continue
+        with rasterio.open(scene.mask.path) as src:
+            step = max(1, max(src.height, src.width) // 256)
+            values = src.read(scene.mask.index, out_shape=(max(1, src.height // step), max(1, src.width // step)),
+                              resampling=Resampling.nearest)
+            values = values[values != src.nodata] if src.nodata is not None else values.ravel()
+        present = np.unique(values[np.isfinite(values)] if values.dtype.kind == "f" else values)
+        if not (present != 0).any():
+            continue
+        checked += 1
+        guess = guess_mask_kind(present)
+        if guess == "scl" or (guess == "probability" and len(present) > 6):
+            raise OptionError(f"{scene.mask.path}: values {present.min():g}..{present.max():g} in {len(present)} "
+                              f"steps look like {'SCL classes' if guess == 'scl' else 'cloud probability (percent)'}, "
+                              f"which a binary mask (as its name makes it) reads as cloud wherever above 0; pass "
+                              f"--mask-kind {guess} (or --mask-kind binary if every nonzero value is cloud)")
+
+
 def open_folder(folder: str | Path, bands: Sequence[str], read: ReadOptions = ReadOptions(),
                 chunk_rows: int = 512) -> SceneCube:
     """The lazy cube of a folder of dated scenes: find scenes and masks, then stack them (see ReadOptions)."""
     scenes = discover_scenes(folder, bands, read.mask_pattern, read.date_pattern, read.mask_kind, read.mask_band)
+    if read.mask_kind == "auto":
+        check_binary_masks(scenes)
     rules = [MaskRule(s.mask_kind, read.cloud_threshold, read.scl_classes, read.mask_buffer) for s in scenes]
     scales, offsets = scene_decoding(scenes, read)
     # SAFE products hold their masks (SCL) and some bands at 20 m: put on the first 10 m band's grid without asking
