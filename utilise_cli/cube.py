@@ -241,18 +241,14 @@ MASK_CHECKS = 3  # binary masks (by their names) whose values are looked at befo
 def check_binary_masks(scenes: Sequence[Scene]) -> None:
     """Stop where masks taken as binary by their names hold something else: cloud probability (read as binary,
     every pixel above 0 % is cloud: a fill of such masks filled 8 times the pixels it should have) or SCL
-    classes. Looks at a decimated read of the first MASK_CHECKS binary masks that have nonzero values. Raises
-    OptionError naming the file and the --mask-kind to pass."""
+    classes. Looks at a sample (:func:`sample_values`) of the first MASK_CHECKS binary masks that have nonzero
+    values. Raises OptionError naming the file and the --mask-kind to pass."""
     checked = 0
     for scene in scenes:
         if scene.mask_kind != "binary" or checked == MASK_CHECKS:
             continue
         with rasterio.open(scene.mask.path) as src:
-            step = max(1, max(src.height, src.width) // 256)
-            values = src.read(scene.mask.index, out_shape=(max(1, src.height // step), max(1, src.width // step)),
-                              resampling=Resampling.nearest)
-            values = values[values != src.nodata] if src.nodata is not None else values.ravel()
-        present = np.unique(values[np.isfinite(values)] if values.dtype.kind == "f" else values)
+            present = np.unique(sample_values(src, scene.mask.index, np.nan if src.nodata is None else src.nodata))
         if not (present != 0).any():
             continue
         checked += 1
