@@ -7,13 +7,25 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from typer.testing import CliRunner
 
+from utilise_cli.cli import app
 from utilise_cli.scenes import discover_scenes
 from utilise_cli.sentinel2 import band_key
 
 from .conftest import ROOT, one_line_error, read_outputs, shared_path
 
 SAMPLE = ROOT / "sample_data"
+
+
+def _fills_as_the_sample(folder: Path, tmp_path: Path) -> None:
+    """`utilise fill --method linear` of ``folder`` and of the sample write the same 24 files, value for value."""
+    for source, out in ((folder, "folder_out"), (SAMPLE, "sample_out")):
+        result = CliRunner().invoke(app, ["fill", str(source), "--out", str(tmp_path / out), "--method", "linear",
+                                          "-q"])
+        assert result.exit_code == 0, result.output
+    got, want = read_outputs(tmp_path / "folder_out"), read_outputs(tmp_path / "sample_out")
+    assert len(got) == 24 and got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in got)
 
 
 def test_band_names():
@@ -26,9 +38,6 @@ def test_band_names():
 def test_scenes_whose_bands_are_described_by_common_names_are_read_as_their_sentinel_2_bands(tmp_path):
     """Band descriptions blue, green, red, nir: found as B2, B3, B4, B8 (the shipped network's bands), so the fill
     that stopped with "has no band B2, B3, B4, B8" runs, and equals the sample's."""
-    from typer.testing import CliRunner
-
-    from utilise_cli.cli import app
 
     folder = tmp_path / "common"
     folder.mkdir()
@@ -40,12 +49,7 @@ def test_scenes_whose_bands_are_described_by_common_names_are_read_as_their_sent
             dst.descriptions = ("blue", "green", "red", "nir") if len(names) == 4 else names
     scenes = discover_scenes(folder)
     assert [s.bands["B8"].index for s in scenes] == [4] * 12
-    runner = CliRunner()
-    for source, out in ((folder, "common_out"), (SAMPLE, "sample_out")):
-        result = runner.invoke(app, ["fill", str(source), "--out", str(tmp_path / out), "--method", "linear", "-q"])
-        assert result.exit_code == 0, result.output
-    got, want = read_outputs(tmp_path / "common_out"), read_outputs(tmp_path / "sample_out")
-    assert len(got) == 24 and all(np.array_equal(got[k], want[k]) for k in got)
+    _fills_as_the_sample(folder, tmp_path)
 
 
 def test_discovers_sweden_scenes_with_scl_band_inside():
@@ -110,9 +114,6 @@ def test_sentinel2_safe_products_are_read_as_shipped_each_with_its_baseline_s_of
     """A folder of unzipped L2A products: the 10 m bands (not the 20 m copies, not the aerosol or true-colour
     layers), the 20 m SCL put on their grid, and raw DN of baseline 04.00 products read with -0.1, so a series
     across that baseline fills as the same series all harmonised does."""
-    from typer.testing import CliRunner
-
-    from utilise_cli.cli import app
     from utilise_cli.fill import fill
     from utilise_cli.options import ReadOptions
     from utilise_cli.plan import FillOptions
@@ -140,9 +141,6 @@ def test_sentinel2_safe_products_are_read_as_shipped_each_with_its_baseline_s_of
 
 
 def test_a_zipped_safe_product_or_products_of_two_tiles_are_named_with_the_fix(tmp_path):
-    from typer.testing import CliRunner
-
-    from utilise_cli.cli import app
 
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "S2A_MSIL2A_20220612T100031_N0400_R122_T34VCL_20220612T161010.zip").write_bytes(b"PK")
@@ -161,9 +159,6 @@ def test_hls_scenes_with_their_fmask_fill_as_the_same_bands_and_masks_do(tmp_pat
     which nearly every pixel has an aerosol bit set. Read as binary, every pixel was occluded; read as Fmask
     (its name says so) only cirrus, cloud, adjacent and shadow are, so the fill equals the sample's with the same
     clouds."""
-    from typer.testing import CliRunner
-
-    from utilise_cli.cli import app
 
     folder = tmp_path / "hls"
     folder.mkdir()
@@ -186,24 +181,16 @@ def test_hls_scenes_with_their_fmask_fill_as_the_same_bands_and_masks_do(tmp_pat
             dst.write(fmask[None])
     scenes = discover_scenes(folder)
     assert len(scenes) == 12 and scenes[2].date == dt.date(2021, 5, 1) and scenes[0].mask_kind == "fmask"
-    runner = CliRunner()
-    for source, out in ((folder, "hls_out"), (SAMPLE, "sample_out")):
-        result = runner.invoke(app, ["fill", str(source), "--out", str(tmp_path / out), "--method", "linear", "-q"])
-        assert result.exit_code == 0, result.output
-    got, want = read_outputs(tmp_path / "hls_out"), read_outputs(tmp_path / "sample_out")
-    assert len(got) == 24 and got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in got)
+    _fills_as_the_sample(folder, tmp_path)
     # told the masks are binary, nothing is observed, and the error names the kind they look like
-    result = runner.invoke(app, ["fill", str(folder), "--out", str(tmp_path / "binary"), "--mask-kind", "binary",
-                                 "--method", "linear", "-q"])
+    result = CliRunner().invoke(app, ["fill", str(folder), "--out", str(tmp_path / "binary"), "--mask-kind",
+                                      "binary", "--method", "linear", "-q"])
     one_line_error(result, "no pixel of any date is observed", "--mask-kind fmask")
 
 
 def test_earth_engine_exports_with_a_qa60_band_use_it_as_their_mask(tmp_path):
     """Earth Engine's S2 exports often carry QA60 (bit 10 opaque cloud, 11 cirrus) and no SCL: it is found by its
     name and read as binary, so the fill equals the sample's with its mask files."""
-    from typer.testing import CliRunner
-
-    from utilise_cli.cli import app
 
     folder = tmp_path / "gee"
     folder.mkdir()
@@ -217,9 +204,4 @@ def test_earth_engine_exports_with_a_qa60_band_use_it_as_their_mask(tmp_path):
             dst.descriptions = (*names, "QA60")
     scenes = discover_scenes(folder)
     assert all(s.mask.index == 5 and s.mask_kind == "binary" for s in scenes)
-    runner = CliRunner()
-    for source, out in ((folder, "gee_out"), (SAMPLE, "sample_out")):
-        result = runner.invoke(app, ["fill", str(source), "--out", str(tmp_path / out), "--method", "linear", "-q"])
-        assert result.exit_code == 0, result.output
-    got, want = read_outputs(tmp_path / "gee_out"), read_outputs(tmp_path / "sample_out")
-    assert len(got) == 24 and got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in got)
+    _fills_as_the_sample(folder, tmp_path)
