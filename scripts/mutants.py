@@ -113,6 +113,8 @@ MUTATIONS = [
     Mutation("probability masks named like binary ones read as binary", "cube.py", "check_binary_masks",
              'if guess == "scl" or (guess == "probability" and len(present) > 6):', "if False:",
              ("tests/test_safety.py",)),
+    Mutation("granule band files outside their products read without a word about the offset", "cube.py",
+             "open_folder", "if loose and read.offset is None:", "if False:", ("tests/test_scenes.py",)),
     Mutation("float reflectance read as DN", "cube.py", "decoding", "scale = 1.0", "scale = DN_SCALE",
              ("tests/test_safety.py",)),
     Mutation("a rerun's fingerprint ignores the method", "plan.py", "fingerprint",

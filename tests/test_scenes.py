@@ -205,3 +205,31 @@ def test_earth_engine_exports_with_a_qa60_band_use_it_as_their_mask(tmp_path):
     scenes = discover_scenes(folder)
     assert all(s.mask.index == 5 and s.mask_kind == "binary" for s in scenes)
     _fills_as_the_sample(folder, tmp_path)
+
+
+def test_granule_band_files_outside_their_products_are_read_with_a_warning_about_the_offset(tmp_path, caplog):
+    """A granule's R10m and R20m files copied into one folder: read (the layers beside the bands skipped, the
+    finer of a band's files taken), but their baseline, and so their offset, is unknown without the product: the
+    log says so once and names --offset -0.1 and the .SAFE folders."""
+    import logging
+    import shutil
+
+    from utilise_cli.cube import open_folder
+    from utilise_cli.options import ReadOptions
+
+    products = _safe_products(tmp_path / "products", raw_from=0, dates=2)  # baseline 04.00: raw DN
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for path in products.glob("*.SAFE/GRANULE/*/IMG_DATA/R*/*.jp2"):
+        shutil.copy(path, flat / path.name)
+    with caplog.at_level(logging.WARNING, logger="utilise_cli"):
+        cube = open_folder(flat, ["B2", "B3", "B4", "B8"], ReadOptions(align=True))
+    assert [Path(str(s.bands["B2"].path)).name for s in cube.scenes] == [
+        "T34VCL_20210403T100019_B02_10m.jp2", "T34VCL_20210418T100019_B02_10m.jp2"]
+    warned = [r.getMessage() for r in caplog.records if "outside their products" in r.getMessage()]
+    assert len(warned) == 1 and "--offset -0.1" in warned[0] and ".SAFE folders" in warned[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="utilise_cli"):
+        open_folder(flat, ["B2", "B3", "B4", "B8"], ReadOptions(align=True, offset=-0.1))
+        open_folder(products, ["B2", "B3", "B4", "B8"])
+    assert not [r for r in caplog.records if "outside their products" in r.getMessage()]

@@ -31,7 +31,7 @@ from .cores import each_on_threads, work_threads
 from .dates import day_positions
 from .errors import OptionError, SceneError
 from .options import ReadOptions
-from .scenes import BandRef, Scene, discover_scenes
+from .scenes import BandRef, Scene, discover_scenes, is_granule_file
 from .screen import grow, screen, screen_margin
 from .sentinel2 import DN_SCALE, FMASK_FILL, FMASK_OCCLUDED_BITS, SCL_NODATA, SCL_OCCLUDED, baseline_number
 from .windows import WindowReader
@@ -268,6 +268,12 @@ def open_folder(folder: str | Path, bands: Sequence[str], read: ReadOptions = Re
         check_binary_masks(scenes)
     rules = [MaskRule(s.mask_kind, read.cloud_threshold, read.scl_classes, read.mask_buffer) for s in scenes]
     scales, offsets = scene_decoding(scenes, read)
+    loose = [s for s, o in zip(scenes, offsets) if not s.product and o == 0 and is_granule_file(s.path)]
+    if loose and read.offset is None:
+        log.warning("%s and %d more: band files of SAFE granules outside their products, read without an offset; "
+                    "raw DN of processing baseline 04.00 and later (every product since 25 January 2022, and "
+                    "reprocessed older ones) carry +1000: fill the .SAFE folders themselves (their names give the "
+                    "baseline) or pass --offset -0.1", Path(str(loose[0].path)).name, len(loose) - 1)
     # SAFE products hold their masks (SCL) and some bands at 20 m: put on the first 10 m band's grid without asking
     align = read.align or all(s.product for s in scenes)
     cube = open_cube(scenes, rules, scales, offsets, read.nodata, align, chunk_rows)

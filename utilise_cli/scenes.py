@@ -40,6 +40,9 @@ _NOT_BANDS = re.compile(r"(?i)(?<![a-z0-9])(AOT|WVP|TCI|PVI)(?![a-z0-9])")
 _SAFE = re.compile(r"(?i)^S2[A-D]_MSIL(1C|2A)_.*\.(SAFE|zip)$")  # a product folder or its download
 _SAFE_BASELINE = re.compile(r"_(N\d{4})_")
 _SAFE_TILE = re.compile(r"_(T\d{2}[A-Z]{3})_")
+# A band file of a SAFE granule copied out of its product (T34VCL_20220612T100031_B04_10m.jp2): its DN are raw,
+# but without the product's name or metadata its processing baseline, and so its offset, is unknown.
+_GRANULE_FILE = re.compile(r"(?i)^T\d{2}[A-Z]{3}_\d{8}T\d{6}_B[0-9]{1,2}A?(_\d{2}m)?\.jp2$")
 _RESOLUTION = re.compile(r"(?i)(?<![a-z0-9])(\d{1,3})m(?![a-z0-9])")  # a granule file's "_10m"
 
 
@@ -177,6 +180,11 @@ def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
     if not scenes:
         raise SceneError(f"{folder}: only mask files found; the scenes themselves are missing")
     return scenes
+
+
+def is_granule_file(path: Path | str) -> bool:
+    """Whether ``path`` is a band file of a SAFE granule by its name, outside its product."""
+    return bool(_GRANULE_FILE.match(Path(str(path)).name))
 
 
 def is_safe_product(path: Path) -> bool:
