@@ -24,6 +24,21 @@ def read_outputs(folder: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def fills_as_the_sample(folder: Path, tmp_path: Path, *args: str) -> None:
+    """`utilise fill --method linear ARGS` of ``folder`` and of sample_data write the same 24 files, value for
+    value: a folder that stores the sample otherwise is read as what it is. ``args`` go to both fills."""
+    from typer.testing import CliRunner
+
+    from utilise_cli.cli import app
+
+    for source, out in ((folder, "folder_out"), (ROOT / "sample_data", "sample_out")):
+        result = CliRunner().invoke(app, ["fill", str(source), "--out", str(tmp_path / out), "--method", "linear",
+                                          "-q", *args])
+        assert result.exit_code == 0, result.output
+    got, want = read_outputs(tmp_path / "folder_out"), read_outputs(tmp_path / "sample_out")
+    assert len(got) == 24 and got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in got)
+
+
 def one_line_error(result, *words: str) -> None:
     """A CLI result that failed as user errors must: exit 2, one line starting 'error: ', naming ``words``."""
     assert result.exit_code == 2, result.output

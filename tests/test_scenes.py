@@ -13,19 +13,9 @@ from utilise_cli.cli import app
 from utilise_cli.scenes import discover_scenes
 from utilise_cli.sentinel2 import band_key
 
-from .conftest import ROOT, one_line_error, read_outputs, shared_path
+from .conftest import ROOT, fills_as_the_sample, one_line_error, read_outputs, shared_path
 
 SAMPLE = ROOT / "sample_data"
-
-
-def _fills_as_the_sample(folder: Path, tmp_path: Path) -> None:
-    """`utilise fill --method linear` of ``folder`` and of the sample write the same 24 files, value for value."""
-    for source, out in ((folder, "folder_out"), (SAMPLE, "sample_out")):
-        result = CliRunner().invoke(app, ["fill", str(source), "--out", str(tmp_path / out), "--method", "linear",
-                                          "-q"])
-        assert result.exit_code == 0, result.output
-    got, want = read_outputs(tmp_path / "folder_out"), read_outputs(tmp_path / "sample_out")
-    assert len(got) == 24 and got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in got)
 
 
 def test_band_names():
@@ -49,7 +39,7 @@ def test_scenes_whose_bands_are_described_by_common_names_are_read_as_their_sent
             dst.descriptions = ("blue", "green", "red", "nir") if len(names) == 4 else names
     scenes = discover_scenes(folder)
     assert [s.bands["B8"].index for s in scenes] == [4] * 12
-    _fills_as_the_sample(folder, tmp_path)
+    fills_as_the_sample(folder, tmp_path)
 
 
 def test_discovers_sweden_scenes_with_scl_band_inside():
@@ -181,7 +171,7 @@ def test_hls_scenes_with_their_fmask_fill_as_the_same_bands_and_masks_do(tmp_pat
             dst.write(fmask[None])
     scenes = discover_scenes(folder)
     assert len(scenes) == 12 and scenes[2].date == dt.date(2021, 5, 1) and scenes[0].mask_kind == "fmask"
-    _fills_as_the_sample(folder, tmp_path)
+    fills_as_the_sample(folder, tmp_path)
     # told the masks are binary, nothing is observed, and the error names the kind they look like
     result = CliRunner().invoke(app, ["fill", str(folder), "--out", str(tmp_path / "binary"), "--mask-kind",
                                       "binary", "--method", "linear", "-q"])
@@ -204,7 +194,7 @@ def test_earth_engine_exports_with_a_qa60_band_use_it_as_their_mask(tmp_path):
             dst.descriptions = (*names, "QA60")
     scenes = discover_scenes(folder)
     assert all(s.mask.index == 5 and s.mask_kind == "binary" for s in scenes)
-    _fills_as_the_sample(folder, tmp_path)
+    fills_as_the_sample(folder, tmp_path)
 
 
 def test_granule_band_files_outside_their_products_are_read_with_a_warning_about_the_offset(tmp_path, caplog):
