@@ -130,7 +130,7 @@ def test_sentinel2_safe_products_are_read_as_shipped_each_with_its_baseline_s_of
         assert src.res == (20.0, 20.0)  # the 10 m bands' grid (the sample's pixels are 20 m)
 
 
-def test_a_zipped_safe_product_or_products_of_two_tiles_are_named_with_the_fix(tmp_path):
+def test_a_zipped_safe_product_two_tiles_or_one_product_alone_are_named_with_the_fix(tmp_path):
 
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "S2A_MSIL2A_20220612T100031_N0400_R122_T34VCL_20220612T161010.zip").write_bytes(b"PK")
@@ -142,6 +142,9 @@ def test_a_zipped_safe_product_or_products_of_two_tiles_are_named_with_the_fix(t
         (tmp_path / "in" / f"S2A_MSIL2A_20220612T100031_N0400_R122_{tile}_20220612T161010.SAFE").mkdir()
     result = CliRunner().invoke(app, ["fill", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "-q"])
     one_line_error(result, "2 tiles (T34VCK, T34VCL)", "folder of its own")
+    product = next((tmp_path / "in").iterdir())  # one product given instead of the folder of them
+    result = CliRunner().invoke(app, ["fill", str(product), "--out", str(tmp_path / "out"), "-q"])
+    one_line_error(result, product.name, "one SAFE product (one date)", "the products of every date")
 
 
 def test_hls_scenes_with_their_fmask_fill_as_the_same_bands_and_masks_do(tmp_path):

@@ -119,6 +119,9 @@ def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
     if not files:
         products = safe_band_files(folder)
         files = sorted(products)
+    if not files and is_safe_product(folder):
+        raise SceneError(f"{folder}: one SAFE product (one date); pass the folder that holds the products of every "
+                         "date")
     if not files:
         raise SceneError(f"{folder}: no GeoTIFF scenes (*.tif) found; point to a folder with one GeoTIFF per date")
     try:
