@@ -194,6 +194,9 @@ def test_rerun_skips_finished_outputs_and_interrupted_run_leaves_nothing_that_lo
     (out / "20210501_filled.tif").unlink()
     again = fill(SAMPLE, out, FillOptions(method="linear"))
     assert [p.name for p in again.outputs] == ["20210501_filled.tif"] and len(again.skipped_outputs) == 11
+    (out / "20210403_filled.tif").unlink()
+    line = runner.invoke(app, ["fill", str(SAMPLE), "--out", str(out), "--method", "linear"]).output
+    assert f"wrote 1 COG to {out} (11 already there)" in line, line  # one COG, not "1 COGs"
 
 
 def test_dry_run_prints_plan_and_writes_nothing(tmp_path):

@@ -374,13 +374,18 @@ def fill(
     if report.skipped_outputs and not report.outputs:
         typer.echo(f"all {len(report.skipped_outputs)} outputs already in {out}; nothing to do (--overwrite to redo)")
         return
-    typer.echo(f"wrote {len(report.outputs)} COGs to {out} ({len(report.skipped_outputs)} already there) with "
-               f"{report.method}: "
-               f"{report.chips_run} chips run, {report.chips_skipped} chips with nothing to fill passed through, "
+    typer.echo(f"wrote {_count(len(report.outputs), 'COG')} to {out} ({len(report.skipped_outputs)} already there) "
+               f"with {report.method}: {_count(report.chips_run, 'chip')} run, "
+               f"{_count(report.chips_skipped, 'chip')} with nothing to fill passed through, "
                f"{report.filled_pixels} pixel-dates filled ({report.screened_pixels} found by the cloud screen), "
                f"{report.never_observed_pixels} pixels never observed (nodata), {report.seconds:.1f} s")
     if report.preview:
         typer.echo(f"preview: {report.preview}")
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 COG', '2 COGs'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _bbox(text: str) -> tuple[float, float, float, float]:
