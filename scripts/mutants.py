@@ -310,6 +310,8 @@ MUTATIONS = [
     Mutation("the memory estimate leaves out --method auto's first phase", "plan.py", "estimate_memory_mb",
              "return _BASE_MB + cache + network / 1e6 + max(filling, validating)",
              "return _BASE_MB + cache + network / 1e6 + filling", ("tests/test_stripes.py",)),
+    Mutation("dates written YYYY_MM_DD or YYYY.MM.DD not read from names", "dates.py", "",
+             "(?P<sep>[-_.])", "(?P<sep>-)", ("tests/test_dates.py",)),
 ]
 
 

@@ -22,6 +22,11 @@ from .conftest import shared_path
     ("band0_sr_june_28_2021.tif", dt.date(2021, 6, 28)),
     ("band10_sr_august_17_2021.tif", dt.date(2021, 8, 17)),
     ("export_28-Jun-2021.tif", dt.date(2021, 6, 28)),
+    ("S2_2021_06_28.tif", dt.date(2021, 6, 28)),
+    ("s2.2021.06.28.tif", dt.date(2021, 6, 28)),
+    ("export_2021-Jun-28.tif", dt.date(2021, 6, 28)),
+    ("mixed_2021_06-28.tif", None),  # two different separators: not a date
+    ("v2021.1.12.tif", None),
     ("no_date_here.tif", None),
     ("tile_99999999.tif", None),
 ])

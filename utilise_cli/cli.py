@@ -147,7 +147,7 @@ _READ_OPTIONS = [
             "square around each occluded pixel), to hide the thin bright rims that masks miss. The cloud screen "
             "adds its pixels after this, ungrown."),
     _option("date_pattern", Optional[str], _READ.date_pattern, help="Regex with named groups year, month, day "
-            "(or doy) for dates in file names. Default: YYYYMMDD, YYYY-MM-DD, june_28_2021..."),
+            "(or doy) for dates in file names. Default: YYYYMMDD, YYYY-MM-DD (or _ or .), june_28_2021..."),
     _option("align", bool, _READ.align, "--align", help="Reproject scenes on other grids onto the first "
             "scene's grid (bilinear for reflectance, nearest for masks)."),
     _option("screen", bool, _READ.screen, "--screen/--no-screen", help="Also mask the clouds, haze, rims and "

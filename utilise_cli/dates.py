@@ -17,10 +17,12 @@ _MONTH_RE = "|".join(sorted(_MONTHS, key=len, reverse=True))
 # acquisition, the second the processing date, so the leftmost match is the one we want.
 _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("YYYYMMDDTHHMMSS", re.compile(r"(?<!\d)(?P<year>\d{4})(?P<month>\d{2})(?P<day>\d{2})T\d{6}(?!\d)")),
-    ("YYYY-MM-DD", re.compile(r"(?<!\d)(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})(?!\d)")),
+    # also YYYY_MM_DD and YYYY.MM.DD (many export scripts' names), the same separator twice
+    ("YYYY-MM-DD", re.compile(r"(?<!\d)(?P<year>\d{4})(?P<sep>[-_.])(?P<month>\d{2})(?P=sep)(?P<day>\d{2})(?!\d)")),
     ("YYYYMMDD", re.compile(r"(?<!\d)(?P<year>\d{4})(?P<month>\d{2})(?P<day>\d{2})(?!\d)")),
     ("YYYYDDD", re.compile(r"(?<!\d)(?P<year>\d{4})(?P<doy>\d{3})(?:T\d{6})?(?!\d)")),
     ("month_DD_YYYY", re.compile(rf"(?i)(?<![a-z])(?P<month>{_MONTH_RE})[_\- ]?(?P<day>\d{{1,2}})[_\-, ]+(?P<year>\d{{4}})(?!\d)")),
+    ("YYYY_month_DD", re.compile(rf"(?i)(?<!\d)(?P<year>\d{{4}})[_\- ]?(?P<month>{_MONTH_RE})[_\- ]?(?P<day>\d{{1,2}})(?!\d)")),
     ("DD_month_YYYY", re.compile(rf"(?i)(?<!\d)(?P<day>\d{{1,2}})[_\- ]?(?P<month>{_MONTH_RE})[_\- ]?(?P<year>\d{{4}})(?!\d)")),
 ]
 
@@ -47,8 +49,8 @@ def date_from_name(name: str, pattern: str | None = None) -> dt.date | None:
     """The acquisition date in a file name, or None.
 
     ``pattern`` is a user regex with named groups ``year`` and ``month`` + ``day`` (or ``doy``); without
-    it the built-in forms are tried: YYYYMMDDTHHMMSS, YYYY-MM-DD, YYYYMMDD, YYYYDDD (HLS), and spelled-out
-    months (``june_28_2021``, ``28-jun-2021``).
+    it the built-in forms are tried: YYYYMMDDTHHMMSS, YYYY-MM-DD (or YYYY_MM_DD, YYYY.MM.DD), YYYYMMDD, YYYYDDD
+    (HLS), and spelled-out months (``june_28_2021``, ``28-jun-2021``, ``2021-Jun-28``).
     """
     patterns = [("user", re.compile(pattern))] if pattern else _PATTERNS
     for _, regex in patterns:
