@@ -310,6 +310,11 @@ MUTATIONS = [
     Mutation("the memory estimate leaves out --method auto's first phase", "plan.py", "estimate_memory_mb",
              "return _BASE_MB + cache + network / 1e6 + max(filling, validating)",
              "return _BASE_MB + cache + network / 1e6 + filling", ("tests/test_stripes.py",)),
+    Mutation("the files of a mask folder read as scenes", "scenes.py", "discover_scenes",
+             "if path in foldered or mask_re.search(path.stem):", "if mask_re.search(path.stem):",
+             ("tests/test_scenes.py",)),
+    Mutation("a mask folder's name not telling its masks' kind", "scenes.py", "discover_scenes",
+             "mask_files[date] in foldered)", "False)", ("tests/test_scenes.py",)),
     Mutation("dates written YYYY_MM_DD or YYYY.MM.DD not read from names", "dates.py", "",
              "(?P<sep>[-_.])", "(?P<sep>-)", ("tests/test_dates.py",)),
 ]

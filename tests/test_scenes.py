@@ -226,3 +226,35 @@ def test_granule_band_files_outside_their_products_are_read_with_a_warning_about
         open_folder(flat, ["B2", "B3", "B4", "B8"], ReadOptions(align=True, offset=-0.1))
         open_folder(products, ["B2", "B3", "B4", "B8"])
     assert not [r for r in caplog.records if "outside their products" in r.getMessage()]
+
+
+def test_masks_in_a_subfolder_or_a_folder_given_are_read_whatever_their_names(tmp_path):
+    """Masks kept apart from the scenes: in a subfolder named like masks (here SCL/, files named by date alone,
+    their kind told by the folder's name), or in a folder beside the scenes' given with --mask-folder. Both fill
+    as the sample does; before, the masks were not found and the cloud screen alone made them."""
+
+    folder, beside = tmp_path / "scenes", tmp_path / "cloud_cover"
+    (folder / "SCL").mkdir(parents=True)
+    beside.mkdir()
+    for scene in sorted(SAMPLE.glob("*_T34VCL.tif")):
+        (folder / scene.name).write_bytes(scene.read_bytes())
+        mask = scene.with_name(scene.stem + "_mask.tif")
+        (beside / f"{scene.name[:8]}.tif").write_bytes(mask.read_bytes())
+        with rasterio.open(mask) as src:
+            profile, clouds = src.profile, src.read(1) > 0
+        with rasterio.open(folder / "SCL" / f"{scene.name[:8]}.tif", "w", **profile) as dst:
+            dst.write(np.where(clouds, 9, 4).astype(profile["dtype"])[None])  # cloud high, vegetation
+    scenes = discover_scenes(folder)
+    assert [s.mask.path.parent.name for s in scenes] == ["SCL"] * 12 and {s.mask_kind for s in scenes} == {"scl"}
+    fills_as_the_sample(folder, tmp_path / "sub")
+    dry = CliRunner().invoke(app, ["fill", str(folder), "--out", str(tmp_path / "o"), "--dry-run"])
+    assert "mask SCL/20210403.tif (scl)" in dry.output, dry.output
+    (folder / "SCL").rename(tmp_path / "SCL")  # out of the folder: --mask-folder finds the binary masks
+    result = CliRunner().invoke(app, ["fill", str(folder), "--out", str(tmp_path / "beside"), "--method", "linear",
+                                      "-q", "--mask-folder", str(beside)])
+    assert result.exit_code == 0, result.output
+    got, want = read_outputs(tmp_path / "beside"), read_outputs(tmp_path / "sub" / "sample_out")
+    assert len(got) == 24 and got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in got)
+    result = CliRunner().invoke(app, ["fill", str(folder), "--out", str(tmp_path / "x"), "--method", "linear", "-q",
+                                      "--mask-folder", str(tmp_path / "nowhere")])
+    one_line_error(result, str(tmp_path / "nowhere"), "--mask-folder")

@@ -133,6 +133,9 @@ _READ_OPTIONS = [
             "own (its file's nodata, else 0)."),
     _option("mask_pattern", Optional[str], None, help="Regex that marks mask files by name. Default: names with "
             "mask, cloud, clm, scl, cldprb, ... as a word."),
+    _option("mask_folder", Optional[str], _READ.mask_folder, help="Folder that holds the cloud masks, one file per "
+            "date with the date in its name (any other name). Default: the scenes' folder, and a subfolder of it "
+            "named like masks (masks/, clouds/, SCL/) whose every file is read as a mask."),
     _option("mask_kind", str, _READ.mask_kind, help="auto, binary (1 = occluded), scl (classes), probability "
             "(0..100), fmask (HLS bits: cirrus, cloud, adjacent, shadow occluded; 255 fill), or none (no masks: the "
             "cloud screen makes them; auto does this, with a warning, when no date has a mask). auto reads a mask "

@@ -265,7 +265,8 @@ def check_binary_masks(scenes: Sequence[Scene]) -> None:
 def open_folder(folder: str | Path, bands: Sequence[str], read: ReadOptions = ReadOptions(),
                 chunk_rows: int = 512) -> SceneCube:
     """The lazy cube of a folder of dated scenes: find scenes and masks, then stack them (see ReadOptions)."""
-    scenes = discover_scenes(folder, bands, read.mask_pattern, read.date_pattern, read.mask_kind, read.mask_band)
+    scenes = discover_scenes(folder, bands, read.mask_pattern, read.date_pattern, read.mask_kind, read.mask_band,
+                             read.mask_folder)
     if read.mask_kind == "auto":
         check_binary_masks(scenes)
     rules = [MaskRule(s.mask_kind, read.cloud_threshold, read.scl_classes, read.mask_buffer) for s in scenes]

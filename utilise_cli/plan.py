@@ -299,8 +299,11 @@ def describe_plan(plan: FillPlan, options: FillOptions, available_mb: float) -> 
     lines = [f"{len(plan.scenes)} dates in {plan.source}" + (f": {plan.cube.origin}" if plan.cube.origin else ":")]
     for i, (scene, path) in enumerate(zip(plan.scenes, plan.outputs)):
         state = "to write" if i in plan.todo else "exists, skipped"
+        mask = Path(str(scene.mask.path))
+        beside = scene.product or mask.parent == Path(str(scene.files[0])).parent  # else in a mask folder
         inputs = (f"items {', '.join(scene.items)}" if scene.items else
-                  f"{scene.product or ', '.join(p.name for p in scene.files)}  mask {Path(str(scene.mask.path)).name}")
+                  f"{scene.product or ', '.join(p.name for p in scene.files)}  "
+                  f"mask {mask.name if beside else f'{mask.parent.name}/{mask.name}'}")
         lines.append(f"  {scene.date}  {inputs} ({scene.mask_kind})  -> {path.name} ({state})")
     network = []
     if plan.network:

@@ -2,7 +2,8 @@
 
 A folder holds one GeoTIFF per date (multi-band, bands named by their descriptions) or one file per band
 per date (``..._B04_...``), and cloud masks either as separate files per date (names matching
-``mask_pattern``) or as a band inside each scene (SCL, MSK_CLDPRB, ...); or it holds Sentinel-2 SAFE products,
+``mask_pattern``, or any name in a mask folder: a subfolder named like masks, or one given) or as a band inside
+each scene (SCL, MSK_CLDPRB, ...); or it holds Sentinel-2 SAFE products,
 whose granules' band files are read as one file per band. Nothing is read here but
 headers; pixels are read lazily by :mod:`utilise_cli.cube`.
 """
@@ -81,8 +82,9 @@ def _open_header(path: Path) -> tuple[int, tuple[str | None, ...], dict[str, str
         raise SceneError(f"{path}: not a readable raster ({first_line(err, path)}); remove or replace it") from None
 
 
-def _mask_kind_from_name(path: Path) -> str:
-    name = path.name.lower()
+def _mask_kind_from_name(path: Path, in_mask_folder: bool = False) -> str:
+    """A mask file's kind by its name (and the name of the mask folder it lies in: scl/20210403.tif)."""
+    name = (f"{path.parent.name}/" if in_mask_folder else "").lower() + path.name.lower()
     if "fmask" in name:
         return "fmask"
     if "scl" in name:
@@ -100,10 +102,28 @@ def _date_of(path: Path, tags: dict[str, str], date_pattern: str | None) -> dt.d
     return date
 
 
+def _rasters(folder: Path) -> list[Path]:
+    """The raster files right in ``folder`` (not hidden ones), sorted."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES and not p.name.startswith("."))
+
+
+def mask_folders(folder: Path, mask_re: re.Pattern[str], mask_folder: str | Path | None = None) -> list[Path]:
+    """Folders whose rasters are all masks, whatever their own names: ``mask_folder`` where given, else the
+    subfolders of ``folder`` named like masks (``masks/``, ``clouds/``, ``SCL/``: ``mask_re``)."""
+    if mask_folder is not None:
+        if not Path(mask_folder).is_dir():
+            raise SceneError(f"{mask_folder}: not a folder; pass --mask-folder the folder that holds the cloud masks")
+        return [Path(mask_folder)]
+    return [d for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".") and mask_re.search(d.name)]
+
+
 def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
                     mask_pattern: str = DEFAULT_MASK_PATTERN, date_pattern: str | None = None,
-                    mask_kind: str = "auto", mask_band: str | None = None) -> list[Scene]:
-    """Scenes of a folder sorted by date, each with the requested ``bands`` and a cloud mask.
+                    mask_kind: str = "auto", mask_band: str | None = None,
+                    mask_folder: str | Path | None = None) -> list[Scene]:
+    """Scenes of a folder sorted by date, each with the requested ``bands`` and a cloud mask: a mask file beside
+    it (named by ``mask_pattern``), in a mask folder (see :func:`mask_folders`), or a band of the scene.
 
     Raises SceneError (naming the file and the fix) for: no rasters, a file without a date, an unreadable
     file, two scenes on one date, a missing band, a date without a mask.
@@ -113,8 +133,7 @@ def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
         raise SceneError(f"{folder}: not a folder; pass the folder that holds the dated GeoTIFF scenes")
     if mask_kind not in MASK_KINDS:
         raise SceneError(f"--mask-kind {mask_kind!r} is not one of {', '.join(MASK_KINDS)}")
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES and not p.name.startswith("."))
+    files = _rasters(folder)
     products: dict[Path, tuple[str, float]] = {}  # of the files inside SAFE products: product name, offset
     if not files:
         products = safe_band_files(folder)
@@ -129,13 +148,14 @@ def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
     except re.error as err:
         raise SceneError(f"--mask-pattern {mask_pattern!r} is not a valid regular expression ({err})") from None
     wanted = [band_key(b) for b in bands]
+    foldered = {p for d in mask_folders(folder, mask_re, mask_folder) for p in _rasters(d)}
 
     scene_files: dict[dt.date, list[tuple[Path, int, tuple[str | None, ...]]]] = {}
     mask_files: dict[dt.date, Path] = {}
-    for path in files:
+    for path in [*files, *sorted(foldered)]:
         count, descriptions, tags = _open_header(path)
         date = _date_of(path, tags, date_pattern)
-        if mask_re.search(path.stem):
+        if path in foldered or mask_re.search(path.stem):
             if date in mask_files:
                 finer = _finer(path, mask_files[date])
                 if finer is None:
@@ -150,7 +170,8 @@ def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
     if (mask_kind == "auto" and not mask_files
             and not any(_mask_band(available, mask_band) for available in bands_by_date.values())):
         log.warning("%s: no cloud masks (no mask files, no mask band): the cloud screen alone makes the masks, "
-                    "which misses more than a real mask; pass --mask-kind none to say this is meant", folder)
+                    "which misses more than a real mask; pass --mask-folder where the masks lie elsewhere, or --mask-kind "
+                    "none to say this is meant", folder)
         mask_kind = "none"
     for date in sorted(scene_files):
         entries = scene_files[date]
@@ -164,13 +185,15 @@ def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
             mask, kind = available[wanted[0]], "none"  # not read: the screen makes the masks
         elif date in mask_files:
             mask = BandRef(mask_files[date], 1)
-            kind = mask_kind if mask_kind != "auto" else _mask_kind_from_name(mask_files[date])
+            kind = mask_kind if mask_kind != "auto" else _mask_kind_from_name(mask_files[date],
+                                                                                mask_files[date] in foldered)
         else:
             found = _mask_band(available, mask_band)
             if found is None:
                 raise SceneError(
                     f"{entries[0][0]}: no cloud mask for {date}; add a mask file for that date (a name matching "
-                    "--mask-pattern, e.g. 20210403_mask.tif) or a mask band (SCL, MSK_CLDPRB, or --mask-band), or "
+                    "--mask-pattern, e.g. 20210403_mask.tif, or in --mask-folder) or a mask band (SCL, MSK_CLDPRB, or "
+                    "--mask-band), or "
                     "pass --mask-kind none to let the cloud screen make every mask")
             name, mask = found
             kind = mask_kind if mask_kind != "auto" else _MASK_BANDS.get(name, "binary")
