@@ -315,6 +315,8 @@ MUTATIONS = [
              ("tests/test_scenes.py",)),
     Mutation("a mask folder's name not telling its masks' kind", "scenes.py", "discover_scenes",
              "mask_files[date] in foldered)", "False)", ("tests/test_scenes.py",)),
+    Mutation("--band-names ignored", "scenes.py", "_bands_of", "if band_names and count > 1 and not any(names):",
+             "if False:", ("tests/test_scenes.py",)),
     Mutation("dates written YYYY_MM_DD or YYYY.MM.DD not read from names", "dates.py", "",
              "(?P<sep>[-_.])", "(?P<sep>-)", ("tests/test_dates.py",)),
 ]

@@ -258,3 +258,36 @@ def test_masks_in_a_subfolder_or_a_folder_given_are_read_whatever_their_names(tm
     result = CliRunner().invoke(app, ["fill", str(folder), "--out", str(tmp_path / "x"), "--method", "linear", "-q",
                                       "--mask-folder", str(tmp_path / "nowhere")])
     one_line_error(result, str(tmp_path / "nowhere"), "--mask-folder")
+
+
+def test_a_full_band_stack_without_descriptions_is_read_by_the_band_names_given(tmp_path):
+    """12-band L2A stacks (B1..B12 without B10) exported without band descriptions: --band-names names them in
+    file order and the four the network takes are picked from them, so the fill equals the sample's. Before,
+    the only way was --bands with all 12 names, which the 4-band checkpoint refuses."""
+
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    order = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B11", "B12"]
+    for scene in sorted(SAMPLE.glob("*_T34VCL.tif")):
+        mask = scene.with_name(scene.stem + "_mask.tif")
+        (folder / mask.name).write_bytes(mask.read_bytes())
+        with rasterio.open(scene) as src:
+            profile, data = src.profile, src.read()
+        by_name = dict(zip(["B2", "B3", "B4", "B8"], data))
+        others = np.where(data[0] > 0, (data[0] // 2 + data[3] // 2 + 1), 0).astype(data.dtype)
+        with rasterio.open(folder / scene.name, "w", **{**profile, "count": 12}) as dst:
+            dst.write(np.stack([by_name.get(name, others) for name in order]))
+    names = ["--band-names", ",".join(order)]
+    refused = CliRunner().invoke(app, ["fill", str(folder), "--out", str(tmp_path / "x"), "--dry-run", "-q"])
+    one_line_error(refused, "20210403_S2_T34VCL.tif", "12 bands without descriptions", "--band-names")
+    planned = CliRunner().invoke(app, ["fill", str(folder), "--out", str(tmp_path / "x"), "--dry-run", *names])
+    assert planned.exit_code == 0 and "bands     B2, B3, B4, B8" in planned.output, planned.output
+    for source, out, extra in ((folder, "out", names), (SAMPLE, "sample_out", [])):
+        result = CliRunner().invoke(app, ["fill", str(source), "--out", str(tmp_path / out), "--method", "linear",
+                                          "-q", *extra])
+        assert result.exit_code == 0, result.output
+    got, want = read_outputs(tmp_path / "out"), read_outputs(tmp_path / "sample_out")
+    assert len(got) == 24 and got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in got)
+    short = CliRunner().invoke(app, ["fill", str(folder), "--out", str(tmp_path / "x"), "--dry-run", "-q",
+                                     "--band-names", ",".join(order[:-1])])
+    one_line_error(short, "20210403_S2_T34VCL.tif", "12 bands, but --band-names names 11")

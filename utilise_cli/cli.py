@@ -133,6 +133,9 @@ _READ_OPTIONS = [
             "own (its file's nodata, else 0)."),
     _option("mask_pattern", Optional[str], None, help="Regex that marks mask files by name. Default: names with "
             "mask, cloud, clm, scl, cldprb, ... as a word."),
+    _option("band_names", Optional[str], None, help="Comma-separated names of the scenes' bands in file order "
+            "(e.g. B1,B2,B3,B4,B5,B6,B7,B8,B8A,B9,B11,B12), for multi-band scenes without band descriptions; "
+            "--bands then picks the ones to fill. Default: the files' descriptions."),
     _option("mask_folder", Optional[str], _READ.mask_folder, help="Folder that holds the cloud masks, one file per "
             "date with the date in its name (any other name). Default: the scenes' folder, and a subfolder of it "
             "named like masks (masks/, clouds/, SCL/) whose every file is read as a mask."),
@@ -160,12 +163,15 @@ _READ_OPTIONS = [
 ]
 
 
-def _read_options(mask_pattern: str | None, scl_classes: str, **values: Any) -> dict[str, Any]:
+def _read_options(mask_pattern: str | None, scl_classes: str, band_names: str | None, **values: Any
+                  ) -> dict[str, Any]:
     try:
         classes = tuple(int(c) for c in scl_classes.split(","))
     except ValueError:
         raise typer.BadParameter("must be comma-separated integers such as 3,8,9,10", param_hint="--scl-classes")
-    return {"read": ReadOptions(mask_pattern=mask_pattern or _READ.mask_pattern, scl_classes=classes, **values)}
+    names = tuple(b.strip() for b in band_names.split(",")) if band_names else ()
+    return {"read": ReadOptions(mask_pattern=mask_pattern or _READ.mask_pattern, scl_classes=classes,
+                                band_names=names, **values)}
 
 
 read_options = shared_options(_READ_OPTIONS, _read_options, ("read",))

@@ -266,7 +266,7 @@ def open_folder(folder: str | Path, bands: Sequence[str], read: ReadOptions = Re
                 chunk_rows: int = 512) -> SceneCube:
     """The lazy cube of a folder of dated scenes: find scenes and masks, then stack them (see ReadOptions)."""
     scenes = discover_scenes(folder, bands, read.mask_pattern, read.date_pattern, read.mask_kind, read.mask_band,
-                             read.mask_folder)
+                             read.mask_folder, read.band_names)
     if read.mask_kind == "auto":
         check_binary_masks(scenes)
     rules = [MaskRule(s.mask_kind, read.cloud_threshold, read.scl_classes, read.mask_buffer) for s in scenes]

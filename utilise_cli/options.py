@@ -32,6 +32,7 @@ class ReadOptions:
     nodata: float | None = None  # input nodata DN; None: the file's nodata, else 0
     mask_pattern: str = DEFAULT_MASK_PATTERN  # regex that marks mask files by name
     mask_folder: str | None = None  # folder of the masks (any names); None: a subfolder named like masks, if any
+    band_names: tuple[str, ...] = ()  # the multi-band scenes' bands in file order, for scenes without descriptions
     date_pattern: str | None = None  # regex with groups year, month, day (or doy); None: the usual forms
     mask_kind: str = "auto"  # auto | binary | scl | probability | none (the screen alone makes the masks)
     mask_band: str | None = None  # mask band inside the scenes; None: SCL, MSK_CLDPRB, ...
@@ -43,6 +44,7 @@ class ReadOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scl_classes", tuple(int(c) for c in self.scl_classes))
+        object.__setattr__(self, "band_names", tuple(self.band_names))
         if self.scale is not None and not self.scale > 0:
             raise SceneError(f"--scale {self.scale:g} must be positive (reflectance = DN x scale + offset, "
                              "usually 0.0001)")

@@ -121,9 +121,10 @@ def mask_folders(folder: Path, mask_re: re.Pattern[str], mask_folder: str | Path
 def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
                     mask_pattern: str = DEFAULT_MASK_PATTERN, date_pattern: str | None = None,
                     mask_kind: str = "auto", mask_band: str | None = None,
-                    mask_folder: str | Path | None = None) -> list[Scene]:
+                    mask_folder: str | Path | None = None, band_names: Sequence[str] = ()) -> list[Scene]:
     """Scenes of a folder sorted by date, each with the requested ``bands`` and a cloud mask: a mask file beside
     it (named by ``mask_pattern``), in a mask folder (see :func:`mask_folders`), or a band of the scene.
+    ``band_names``: the bands of multi-band scenes in file order, where their files do not describe them.
 
     Raises SceneError (naming the file and the fix) for: no rasters, a file without a date, an unreadable
     file, two scenes on one date, a missing band, a date without a mask.
@@ -166,7 +167,8 @@ def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
             scene_files.setdefault(date, []).append((path, count, descriptions))
 
     scenes = []
-    bands_by_date = {date: _bands_of(entries, date, wanted) for date, entries in scene_files.items()}
+    named = [band_key(b) for b in band_names]
+    bands_by_date = {date: _bands_of(entries, date, wanted, named) for date, entries in scene_files.items()}
     if (mask_kind == "auto" and not mask_files
             and not any(_mask_band(available, mask_band) for available in bands_by_date.values())):
         log.warning("%s: no cloud masks (no mask files, no mask band): the cloud screen alone makes the masks, "
@@ -246,11 +248,17 @@ def safe_band_files(folder: Path) -> dict[Path, tuple[str, float]]:
 
 
 def _bands_of(entries: list[tuple[Path, int, tuple[str | None, ...]]], date: dt.date,
-              wanted: list[str]) -> dict[str, BandRef]:
-    """Band name -> location for the files of one date (one multi-band file, or one file per band)."""
+              wanted: list[str], band_names: list[str]) -> dict[str, BandRef]:
+    """Band name -> location for the files of one date (one multi-band file, or one file per band);
+    ``band_names``: a multi-band file's bands in order where its descriptions do not name them (or empty)."""
     if len(entries) == 1:
         path, count, descriptions = entries[0]
         names = [band_key(d) if d else "" for d in descriptions]
+        if band_names and count > 1 and not any(names):
+            if len(band_names) != count:
+                raise SceneError(f"{path}: {count} bands, but --band-names names {len(band_names)}; pass one name "
+                                 "per band, in file order")
+            names = band_names
         if not any(names):
             token = _BAND_TOKEN.search(path.stem)
             if count == 1 and token:
@@ -262,7 +270,7 @@ def _bands_of(entries: list[tuple[Path, int, tuple[str | None, ...]]], date: dt.
                     named["MASK"] = BandRef(path, count)
                 return named
             raise SceneError(f"{path}: {count} bands without descriptions; name them (B2, B3, ...) or "
-                             f"pass --bands with {count} names in file order")
+                             f"pass --band-names with {count} names in file order")
         return {name: BandRef(path, i + 1) for i, name in enumerate(names) if name}
     bands: dict[str, BandRef] = {}
     for path, _, descriptions in entries:
