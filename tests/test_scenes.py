@@ -229,15 +229,18 @@ def test_granule_band_files_outside_their_products_are_read_with_a_warning_about
 
 
 def test_masks_in_a_subfolder_or_a_folder_given_are_read_whatever_their_names(tmp_path):
-    """Masks kept apart from the scenes: in a subfolder named like masks (here SCL/, files named by date alone,
-    their kind told by the folder's name), or in a folder beside the scenes' given with --mask-folder. Both fill
-    as the sample does; before, the masks were not found and the cloud screen alone made them."""
+    """Masks kept apart from the scenes: in a subfolder named as masks (here SCL/, files named by date alone,
+    their kind told by the folder's name; a cloud_free/ subfolder is left alone), or in a folder beside the
+    scenes' given with --mask-folder. Both fill as the sample does; before, the masks were not found and the
+    cloud screen alone made them."""
 
     folder, beside = tmp_path / "scenes", tmp_path / "cloud_cover"
     (folder / "SCL").mkdir(parents=True)
     beside.mkdir()
+    (folder / "cloud_free").mkdir()  # another tool's outputs, not masks
     for scene in sorted(SAMPLE.glob("*_T34VCL.tif")):
         (folder / scene.name).write_bytes(scene.read_bytes())
+        (folder / "cloud_free" / f"{scene.name[:8]}.tif").write_bytes(scene.read_bytes())
         mask = scene.with_name(scene.stem + "_mask.tif")
         (beside / f"{scene.name[:8]}.tif").write_bytes(mask.read_bytes())
         with rasterio.open(mask) as src:

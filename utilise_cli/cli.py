@@ -138,7 +138,7 @@ _READ_OPTIONS = [
             "--bands then picks the ones to fill. Default: the files' descriptions."),
     _option("mask_folder", Optional[str], _READ.mask_folder, help="Folder that holds the cloud masks, one file per "
             "date with the date in its name (any other name). Default: the scenes' folder, and a subfolder of it "
-            "named like masks (masks/, clouds/, SCL/) whose every file is read as a mask."),
+            "named as masks (masks/, clouds/, cloud_masks/, SCL/, ...) whose every file is read as a mask."),
     _option("mask_kind", str, _READ.mask_kind, help="auto, binary (1 = occluded), scl (classes), probability "
             "(0..100), fmask (HLS bits: cirrus, cloud, adjacent, shadow occluded; 255 fill), or none (no masks: the "
             "cloud screen makes them; auto does this, with a warning, when no date has a mask). auto reads a mask "

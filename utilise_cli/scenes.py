@@ -28,6 +28,9 @@ from .sentinel2 import DEFAULT_BANDS, RAW_OFFSET, band_key, baseline_number
 log = logging.getLogger(__name__)
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".vrt"}
+# Subfolders read as mask folders: named as masks and nothing else, so that a cloud_free/ or clouds_removed/
+# beside the scenes (another tool's outputs) is not taken for one.
+MASK_FOLDER = re.compile(r"(?i)(cloud[_\-.]?)?(masks?|clouds?|clm|cld|scl|cldprb|clp|fmask)$")
 # In-scene mask bands, best first, and the kind each one is. PROBABILITY: Earth Engine's s2cloudless band. QA60
 # (Earth Engine's S2 collections: bit 10 opaque cloud, 11 cirrus) reads as binary; last, as it may be empty in
 # products of 2022-2023.
@@ -108,14 +111,15 @@ def _rasters(folder: Path) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES and not p.name.startswith("."))
 
 
-def mask_folders(folder: Path, mask_re: re.Pattern[str], mask_folder: str | Path | None = None) -> list[Path]:
+def mask_folders(folder: Path, mask_folder: str | Path | None = None) -> list[Path]:
     """Folders whose rasters are all masks, whatever their own names: ``mask_folder`` where given, else the
-    subfolders of ``folder`` named like masks (``masks/``, ``clouds/``, ``SCL/``: ``mask_re``)."""
+    subfolders of ``folder`` named as masks and nothing else (MASK_FOLDER: ``masks/``, ``cloud_masks/``, ``SCL/``;
+    not ``cloud_free/``)."""
     if mask_folder is not None:
         if not Path(mask_folder).is_dir():
             raise SceneError(f"{mask_folder}: not a folder; pass --mask-folder the folder that holds the cloud masks")
         return [Path(mask_folder)]
-    return [d for d in sorted(folder.iterdir()) if d.is_dir() and not d.name.startswith(".") and mask_re.search(d.name)]
+    return [d for d in sorted(folder.iterdir()) if d.is_dir() and MASK_FOLDER.match(d.name)]
 
 
 def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
@@ -149,7 +153,7 @@ def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
     except re.error as err:
         raise SceneError(f"--mask-pattern {mask_pattern!r} is not a valid regular expression ({err})") from None
     wanted = [band_key(b) for b in bands]
-    foldered = {p for d in mask_folders(folder, mask_re, mask_folder) for p in _rasters(d)}
+    foldered = {p for d in mask_folders(folder, mask_folder) for p in _rasters(d)}
 
     scene_files: dict[dt.date, list[tuple[Path, int, tuple[str | None, ...]]]] = {}
     mask_files: dict[dt.date, Path] = {}
