@@ -31,7 +31,7 @@ class ReadOptions:
     offset: float | None = None  # None: from the BOA_ADD_OFFSET tag where present, else 0 (harmonised data)
     nodata: float | None = None  # input nodata DN; None: the file's nodata, else 0
     mask_pattern: str = DEFAULT_MASK_PATTERN  # regex that marks mask files by name
-    mask_folder: str | None = None  # folder of the masks (any names); None: a subfolder named like masks, if any
+    mask_folder: str | None = None  # folder of the masks (any names); None: a subfolder named as masks, if any
     band_names: tuple[str, ...] = ()  # the multi-band scenes' bands in file order, for scenes without descriptions
     date_pattern: str | None = None  # regex with groups year, month, day (or doy); None: the usual forms
     mask_kind: str = "auto"  # auto | binary | scl | probability | none (the screen alone makes the masks)

@@ -199,8 +199,7 @@ def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
                 raise SceneError(
                     f"{entries[0][0]}: no cloud mask for {date}; add a mask file for that date (a name matching "
                     "--mask-pattern, e.g. 20210403_mask.tif, or in --mask-folder) or a mask band (SCL, MSK_CLDPRB, or "
-                    "--mask-band), or "
-                    "pass --mask-kind none to let the cloud screen make every mask")
+                    "--mask-band), or pass --mask-kind none to let the cloud screen make every mask")
             name, mask = found
             kind = mask_kind if mask_kind != "auto" else _MASK_BANDS.get(name, "binary")
         product, offset = products.get(entries[0][0], ("", None))
