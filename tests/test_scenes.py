@@ -294,3 +294,44 @@ def test_a_full_band_stack_without_descriptions_is_read_by_the_band_names_given(
     short = CliRunner().invoke(app, ["fill", str(folder), "--out", str(tmp_path / "x"), "--dry-run", "-q",
                                      "--band-names", ",".join(order[:-1])])
     one_line_error(short, "20210403_S2_T34VCL.tif", "12 bands, but --band-names names 11")
+
+
+def test_a_folder_per_date_as_stac_downloads_lay_items_out_is_one_series(tmp_path):
+    """A folder per date, the date in the folder's name and none in the files' (`S2B_34VCL_20210403_0_L2A/B04.tif`,
+    `SCL.tif`: Earth Search's items downloaded one folder each). It was taken for a folder of tiles, each of
+    whose files had no date. Now one series: with SCL on the bands' grid it fills as the sample does; with SCL at
+    20 m, as those items hold it, the SCL is put on the 10 m grid without asking (as SAFE products' is)."""
+    from utilise_cli.tiles import find_tiles
+
+    series, coarse = tmp_path / "items", tmp_path / "items20"
+    for scene in sorted(SAMPLE.glob("*_T34VCL.tif")):
+        with rasterio.open(scene) as src, rasterio.open(scene.with_name(scene.stem + "_mask.tif")) as msk:
+            profile, data, clouds, mask_profile = src.profile, src.read(), msk.read(1) > 0, msk.profile
+        scl = np.where(clouds, 9, 4).astype(np.uint8)  # cloud high, vegetation
+        for root in (series, coarse):
+            item = root / f"S2B_34VCL_{scene.name[:8]}_0_L2A"
+            item.mkdir(parents=True)
+            for values, band in zip(data, ("B02", "B03", "B04", "B08")):
+                with rasterio.open(item / f"{band}.tif", "w", **{**profile, "count": 1}) as dst:
+                    dst.write(values[None])
+            (item / "TCI.tif").write_bytes((item / "B04.tif").read_bytes())  # the true-colour layer: skipped
+        with rasterio.open(series / item.name / "SCL.tif", "w", **mask_profile) as dst:
+            dst.write(scl[None])
+        half = scl[::2, ::2]
+        with rasterio.open(coarse / item.name / "SCL.tif", "w", **{
+                **mask_profile, "height": half.shape[0], "width": half.shape[1],
+                "transform": mask_profile["transform"] @ rasterio.Affine.scale(2)}) as dst:
+            dst.write(half[None])
+    assert find_tiles(series) is None
+    scenes = discover_scenes(series)
+    assert len(scenes) == 12 and scenes[0].date == dt.date(2021, 4, 3) and scenes[0].mask_kind == "scl"
+    assert scenes[0].folder == "S2B_34VCL_20210403_0_L2A"
+    fills_as_the_sample(series, tmp_path / "same")
+    result = CliRunner().invoke(app, ["fill", str(coarse), "--out", str(tmp_path / "coarse"), "--method", "linear",
+                                      "-q"])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "coarse" / "20210501_filled_flags.tif") as flags, \
+            rasterio.open(tmp_path / "same" / "folder_out" / "20210501_filled_flags.tif") as same:
+        assert flags.shape == same.shape == (165, 149)
+        filled, want = (f.read(1) > 0 for f in (flags, same))  # flags 0: observed
+        assert abs(int(filled.sum()) - int(want.sum())) < 0.2 * want.sum()

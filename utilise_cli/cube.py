@@ -277,8 +277,9 @@ def open_folder(folder: str | Path, bands: Sequence[str], read: ReadOptions = Re
                     "raw DN of processing baseline 04.00 and later (every product since 25 January 2022, and "
                     "reprocessed older ones) carry +1000: fill the .SAFE folders themselves (their names give the "
                     "baseline) or pass --offset -0.1", Path(str(loose[0].path)).name, len(loose) - 1)
-    # SAFE products hold their masks (SCL) and some bands at 20 m: put on the first 10 m band's grid without asking
-    align = read.align or all(s.product for s in scenes)
+    # SAFE products, and STAC items downloaded a folder each, hold their masks (SCL) and some bands at 20 m: put on
+    # the first 10 m band's grid without asking
+    align = read.align or all(s.product or s.folder for s in scenes)
     cube = open_cube(scenes, rules, scales, offsets, read.nodata, align, chunk_rows)
     return with_screen(cube, read.screen)
 

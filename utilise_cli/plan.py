@@ -301,9 +301,9 @@ def describe_plan(plan: FillPlan, options: FillOptions, available_mb: float) -> 
         state = "to write" if i in plan.todo else "exists, skipped"
         mask = Path(str(scene.mask.path))
         beside = scene.product or mask.parent == Path(str(scene.files[0])).parent  # else in a mask folder
+        files = scene.product or (f"{scene.folder}/ " if scene.folder else "") + ", ".join(p.name for p in scene.files)
         inputs = (f"items {', '.join(scene.items)}" if scene.items else
-                  f"{scene.product or ', '.join(p.name for p in scene.files)}  "
-                  f"mask {mask.name if beside else f'{mask.parent.name}/{mask.name}'}")
+                  f"{files}  mask {mask.name if beside else f'{mask.parent.name}/{mask.name}'}")
         lines.append(f"  {scene.date}  {inputs} ({scene.mask_kind})  -> {path.name} ({state})")
     network = []
     if plan.network:

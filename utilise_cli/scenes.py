@@ -1,7 +1,7 @@
 """Finding the dated scenes, their bands and their cloud masks in a folder.
 
 A folder holds one GeoTIFF per date (multi-band, bands named by their descriptions) or one file per band
-per date (``..._B04_...``), and cloud masks either as separate files per date (names matching
+per date (``..._B04_...``; or a folder per date, its date in the folder's name), and cloud masks either as separate files per date (names matching
 ``mask_pattern``, or any name in a mask folder: a subfolder named like masks, or one given) or as a band inside
 each scene (SCL, MSK_CLDPRB, ...); or it holds Sentinel-2 SAFE products,
 whose granules' band files are read as one file per band. Nothing is read here but
@@ -70,6 +70,7 @@ class Scene:
     items: list[str] = field(default_factory=list)  # STAC input: the ids of the items mosaicked into this date
     offset: float | None = None  # reflectance offset its source states (SAFE baseline, STAC); None: the tags'
     product: str = ""  # the SAFE product it was found in
+    folder: str = ""  # the dated folder its files were found in (S2B_34VCL_20210403_0_L2A), if any
 
     @property
     def path(self) -> Path | str:
@@ -97,8 +98,10 @@ def _mask_kind_from_name(path: Path, in_mask_folder: bool = False) -> str:
     return "binary"
 
 
-def _date_of(path: Path, tags: dict[str, str], date_pattern: str | None) -> dt.date:
-    date = date_from_name(path.name, date_pattern) or date_from_tags(tags)
+def _date_of(path: Path, tags: dict[str, str], date_pattern: str | None, folder_date: dt.date | None = None
+             ) -> dt.date:
+    """A file's date: from its name, else its dated folder's (``folder_date``), else its tags."""
+    date = date_from_name(path.name, date_pattern) or folder_date or date_from_tags(tags)
     if date is None:
         hint = "fix --date-pattern" if date_pattern else "rename it (e.g. 20210403_scene.tif) or pass --date-pattern"
         raise SceneError(f"{path}: no acquisition date in the file name or tags; {hint}")
@@ -122,6 +125,15 @@ def mask_folders(folder: Path, mask_folder: str | Path | None = None) -> list[Pa
     return [d for d in sorted(folder.iterdir()) if d.is_dir() and MASK_FOLDER.match(d.name)]
 
 
+def dated_folders(folder: Path, date_pattern: str | None = None) -> dict[Path, dt.date]:
+    """The subfolders of ``folder`` that each hold one date's files, with the date their names carry
+    (``S2B_34VCL_20210403_0_L2A/B04.tif``: STAC items downloaded a folder each); empty unless every subfolder
+    with rasters but the mask folders has a date in its name (a folder of tile folders has none)."""
+    found = {d: date_from_name(d.name, date_pattern) for d in sorted(folder.iterdir())
+             if d.is_dir() and not d.name.startswith(".") and not MASK_FOLDER.match(d.name) and _rasters(d)}
+    return found if found and all(found.values()) else {}  # type: ignore[return-value]
+
+
 def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
                     mask_pattern: str = DEFAULT_MASK_PATTERN, date_pattern: str | None = None,
                     mask_kind: str = "auto", mask_band: str | None = None,
@@ -140,9 +152,13 @@ def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
         raise SceneError(f"--mask-kind {mask_kind!r} is not one of {', '.join(MASK_KINDS)}")
     files = _rasters(folder)
     products: dict[Path, tuple[str, float]] = {}  # of the files inside SAFE products: product name, offset
+    dated: dict[Path, dt.date] = {}  # dated folders (one date's files each) and their dates
     if not files:
         products = safe_band_files(folder)
         files = sorted(products)
+    if not files:
+        dated = dated_folders(folder, date_pattern)
+        files = [p for d in dated for p in _rasters(d)]
     if not files and is_safe_product(folder):
         raise SceneError(f"{folder}: one SAFE product (one date); pass the folder that holds the products of every "
                          "date")
@@ -159,7 +175,7 @@ def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
     mask_files: dict[dt.date, Path] = {}
     for path in [*files, *sorted(foldered)]:
         count, descriptions, tags = _open_header(path)
-        date = _date_of(path, tags, date_pattern)
+        date = _date_of(path, tags, date_pattern, dated.get(path.parent))
         if path in foldered or mask_re.search(path.stem):
             if date in mask_files:
                 finer = _finer(path, mask_files[date])
@@ -204,7 +220,7 @@ def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
             kind = mask_kind if mask_kind != "auto" else _MASK_BANDS.get(name, "binary")
         product, offset = products.get(entries[0][0], ("", None))
         scenes.append(Scene(date, {b: available[b] for b in wanted}, mask, kind, [e[0] for e in entries],
-                            offset=offset, product=product))
+                            offset=offset, product=product, folder=entries[0][0].parent.name if dated else ""))
         log.debug("scene %s: %s, mask %s (%s)", date, ", ".join(p.name for p, _, _ in entries), mask.path.name, kind)
     for date in sorted(set(mask_files) - set(scene_files)):
         log.warning("skipped %s: a mask for %s but no scene on that date", mask_files[date], date)

@@ -17,7 +17,7 @@ from .cluster import dask_client, use_threads
 from .errors import SceneError, UtiliseError
 from .options import check_scheduler
 from .plan import FillOptions
-from .scenes import RASTER_SUFFIXES, is_safe_product
+from .scenes import RASTER_SUFFIXES, dated_folders, is_safe_product
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +29,9 @@ def _has_rasters(folder: Path) -> bool:
 
 def find_tiles(folder: str | Path) -> list[Path] | None:
     """The tile folders of ``folder`` when it is a folder of tiles (no scenes of its own, subfolders with
-    scenes); None when it is a folder of scenes."""
+    scenes, not all named by date); None when it is a folder of scenes (or of a folder per date)."""
     folder = Path(folder)
-    if not folder.is_dir() or _has_rasters(folder):
+    if not folder.is_dir() or _has_rasters(folder) or dated_folders(folder):
         return None
     tiles = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and _has_rasters(p))
     return tiles or None
