@@ -119,6 +119,30 @@ def test_a_series_across_baseline_04_reads_each_date_with_its_own_offset(tmp_pat
     _nothing_final(tmp_path / "ask")
 
 
+def test_scenes_whose_band_metadata_state_scale_and_offset_are_decoded_with_them(tmp_path):
+    """GDAL's own band scale and offset (reflectance = DN x 0.0001 - 0.1: raw DN of baseline 04.00, as some
+    archives' COGs state it instead of a BOA_ADD_OFFSET tag) on the later dates: each date is decoded as its
+    metadata say, so the fill equals the sample's. They were ignored: the outputs 1000 DN too bright."""
+    folder = _copy(tmp_path / "stated")
+    for path in sorted(folder.glob("*_T34VCL.tif"))[5:]:
+        _rewrite(path, lambda dn: np.where(dn == 0, 0, dn.astype(np.int32) + 1000))
+        with rasterio.open(path, "r+") as dst:
+            dst.scales, dst.offsets = [1e-4] * dst.count, [-0.1] * dst.count
+    fills_as_the_sample(folder, tmp_path)
+    dry = runner.invoke(app, ["fill", str(folder), "--out", str(tmp_path / "dry"), "--dry-run", "-q"])
+    assert "value x 0.0001 - 0.1 on 7 dates (2021-06-02..2021-07-25)" in dry.output, dry.output
+    # every date stated so (the first one's decoding found from its metadata too): within a DN of the sample's,
+    # without the screen, whose thresholds the last bit of float rounding can tip
+    for path in sorted(folder.glob("*_T34VCL.tif"))[:5]:
+        _rewrite(path, lambda dn: np.where(dn == 0, 0, dn.astype(np.int32) + 1000))
+        with rasterio.open(path, "r+") as dst:
+            dst.scales, dst.offsets = [1e-4] * dst.count, [-0.1] * dst.count
+    for source, out in ((folder, "all"), (SAMPLE, "sample")):
+        assert _fill(source, tmp_path / out, "--no-screen").exit_code == 0
+    got, want = read_outputs(tmp_path / "all"), read_outputs(tmp_path / "sample")
+    assert got.keys() == want.keys() and all(np.abs(got[k].astype(int) - want[k]).max() <= 1 for k in got)
+
+
 def test_scenes_that_mark_no_data_differently_are_each_read_with_their_own_nodata(tmp_path):
     """A folder gathered from two exporters: the later scenes mark no data 65535 (their nodata tag), the earlier
     ones 0. Each scene's own value is no data, so the fill equals the sample's (65535 was read as reflectance

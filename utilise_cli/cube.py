@@ -336,10 +336,18 @@ def sample_values(src: rasterio.DatasetReader, index: int, nodata: float) -> np.
                           resampling=Resampling.nearest))
 
 
+def declared_decoding(src: rasterio.io.DatasetReader, index: int) -> tuple[float, float] | None:
+    """The scale and offset a band's metadata state (GDAL's: reflectance = value x scale + offset), or None
+    where they are GDAL's defaults (1, 0: not stated)."""
+    scale, offset = float(src.scales[index - 1]), float(src.offsets[index - 1])
+    return None if (scale, offset) == (1.0, 0.0) else (scale, offset)
+
+
 def decoding(scene: Scene, read: ReadOptions) -> tuple[float, float]:
-    """(scale, offset) of one scene: the options where given, else worked out from its data type, tags
-    (:func:`tag_offset`) and a sample of its first band (sample_values), and said in the log. Raises OptionError
-    when the data do not say it unambiguously, or when the decoded values cannot be reflectance."""
+    """(scale, offset) of one scene: the options where given, else those its first band's metadata state
+    (:func:`declared_decoding`), else worked out from its data type, tags (:func:`tag_offset`) and a sample of its
+    first band (sample_values), and said in the log. Raises OptionError when the data do not say it
+    unambiguously, or when the decoded values cannot be reflectance."""
     ref = next(iter(scene.bands.values()))
     name = Path(str(ref.path)).name
     with rasterio.open(ref.path) as src:
@@ -347,6 +355,11 @@ def decoding(scene: Scene, read: ReadOptions) -> tuple[float, float]:
         is_float = np.dtype(src.dtypes[ref.index - 1]).kind == "f"
         nodata = read.nodata if read.nodata is not None else (src.nodata if src.nodata is not None else 0.0)
         values = sample_values(src, ref.index, nodata)
+        declared = declared_decoding(src, ref.index)
+    if declared is not None and (read.scale is None or read.offset is None):
+        log.info("%s: its band metadata say reflectance = value x %g %+g", name, *declared)
+        read = replace(read, scale=declared[0] if read.scale is None else read.scale,
+                       offset=declared[1] if read.offset is None else read.offset)
     scale = read.scale
     if scale is None:
         high = float(np.percentile(values, 99)) if values.size else 0.0
@@ -402,14 +415,18 @@ def scene_decoding(scenes: Sequence[Scene], read: ReadOptions) -> tuple[tuple[fl
     first_float = _header(scenes[0])[1] if scenes[0].files else False
     found, checked = [first], {first}
     for scene in scenes[1:]:
-        tags, is_float = _header(scene) if scene.files else ({}, first_float)
-        if read.scale is None and is_float != first_float:
+        tags, is_float, declared = _header(scene) if scene.files else ({}, first_float, None)
+        scale = read.scale if read.scale is not None or declared is None else declared[0]
+        if scale is None and is_float != first_float:
             pair = decoding(scene, replace(read, offset=said(scene)))
         else:
+            scale = first[0] if scale is None else scale
             offset = said(scene)
+            if offset is None and declared is not None:
+                offset = declared[1]
             if offset is None:
-                offset = tag_offset(tags, first[0], scene.path) if scene.files else first[1]
-            pair = (first[0], offset)
+                offset = tag_offset(tags, scale, scene.path) if scene.files else first[1]
+            pair = (scale, offset)
             if pair not in checked:
                 decoding(scene, replace(read, scale=pair[0], offset=pair[1]))
         checked.add(pair)
@@ -421,11 +438,13 @@ def scene_decoding(scenes: Sequence[Scene], read: ReadOptions) -> tuple[tuple[fl
     return scales, offsets
 
 
-def _header(scene: Scene) -> tuple[dict[str, str], bool]:
-    """The tags of a scene's first band (its file's and the band's own) and whether it is stored as floats."""
+def _header(scene: Scene) -> tuple[dict[str, str], bool, tuple[float, float] | None]:
+    """The tags of a scene's first band (its file's and the band's own), whether it is stored as floats, and the
+    scale and offset its metadata state (or None)."""
     ref = next(iter(scene.bands.values()))
     with rasterio.open(ref.path) as src:
-        return {**src.tags(), **src.tags(ref.index)}, np.dtype(src.dtypes[ref.index - 1]).kind == "f"
+        return ({**src.tags(), **src.tags(ref.index)}, np.dtype(src.dtypes[ref.index - 1]).kind == "f",
+                declared_decoding(src, ref.index))
 
 
 def describe_decoding(dates: Sequence, scales: Sequence[float], offsets: Sequence[float]) -> str:
