@@ -459,6 +459,33 @@ def test_probability_masks_fill_like_the_binary_masks_they_were_made_from(tmp_pa
     assert high.filled_pixels < binary.filled_pixels / 20
 
 
+def test_probability_masks_as_fractions_or_bytes_are_read_on_their_own_scale(tmp_path):
+    """Cloud probability stored as floats 0..1 (as s2cloudless computes it) or as bytes 0..255 (Sentinel Hub's
+    CLP), with haze on the clear pixels (up to 45 %). Read as percent, the fractions hid every cloud (4,857
+    pixel-dates filled instead of 17,982) and the bytes made haze cloud (24,476 pixels never observed): now
+    the scale is found from the values and both fill as the binary masks they were made from do."""
+    rng = np.random.default_rng(0)
+    fractions, octets = tmp_path / "fractions", tmp_path / "bytes"
+    for folder in (fractions, octets):
+        folder.mkdir()
+    for path in SAMPLE.glob("*_T34VCL.tif"):
+        for folder in (fractions, octets):
+            shutil.copy(path, folder / path.name)
+        with rasterio.open(path.with_name(path.stem + "_mask.tif")) as src:
+            profile, clouds = src.profile, src.read(1) > 0
+        p = np.where(clouds, rng.uniform(0.6, 1, clouds.shape), rng.uniform(0, 0.45, clouds.shape))
+        with rasterio.open(fractions / f"{path.stem}_cldprb.tif", "w", **{**profile, "dtype": "float32"}) as dst:
+            dst.write(p.astype(np.float32)[None])
+        with rasterio.open(octets / f"{path.stem}_clp.tif", "w", **profile) as dst:
+            dst.write(np.round(p * 255).astype(np.uint8)[None])
+    binary = fill(SAMPLE, tmp_path / "binary", FillOptions(method="linear"))
+    want = read_outputs(tmp_path / "binary")
+    for folder in (fractions, octets):
+        report = fill(folder, tmp_path / f"{folder.name}_out", FillOptions(method="linear"))
+        got = read_outputs(tmp_path / f"{folder.name}_out")
+        assert report.filled_pixels == binary.filled_pixels and all(np.array_equal(got[k], want[k]) for k in want)
+
+
 def test_bands_overwrite_and_float32_outputs(tmp_path):
     default = fill(SAMPLE, tmp_path / "d", FillOptions(method="linear", dtype="float32"))
     with rasterio.open(default.outputs[0]) as src:

@@ -146,7 +146,8 @@ _READ_OPTIONS = [
     _option("mask_band", Optional[str], _READ.mask_band, help="Mask band inside the scenes (default: the first of "
             "SCL, MSK_CLDPRB, CLOUD_PROBABILITY, ..., QA60 found)."),
     _option("cloud_threshold", float, _READ.cloud_threshold, help="Probability masks: occluded at or above this "
-            "value (percent)."),
+            "value (percent; masks stored as fractions 0..1 or bytes 0..255 are read on their scale, found from "
+            "their values)."),
     _option("scl_classes", str, ",".join(map(str, _READ.scl_classes)), help="SCL classes counted as occluded "
             "(0, 1 are always no data)."),
     _option("mask_buffer", int, _READ.mask_buffer, min=0, help="Grow every cloud mask by this many pixels (a "

@@ -262,6 +262,30 @@ def check_binary_masks(scenes: Sequence[Scene]) -> None:
                               f"--mask-kind {guess} (or --mask-kind binary if every nonzero value is cloud)")
 
 
+def probability_scale(scenes: Sequence[Scene]) -> float:
+    """The value that means 100 % in the scenes' cloud probability masks: 1 (floats within 0..1, as s2cloudless
+    computes them), 100 (percent: MSK_CLDPRB, Earth Engine's s2cloudless band) or 255 (bytes, as Sentinel Hub's
+    CLP); from a sample (:func:`sample_values`) of the first MASK_CHECKS probability masks that have clouds. Raises
+    OptionError for values beyond 255, which are none of these."""
+    highest, floats, checked = 0.0, True, 0
+    for scene in scenes:
+        if checked == MASK_CHECKS:
+            break
+        if scene.mask_kind != "probability":
+            continue
+        with rasterio.open(scene.mask.path) as src:
+            values = sample_values(src, scene.mask.index, np.nan if src.nodata is None else src.nodata)
+            floats &= np.dtype(src.dtypes[scene.mask.index - 1]).kind == "f"
+        if not (values > 0).any():
+            continue
+        checked += 1
+        highest = max(highest, float(values.max()))
+        if highest > 255:
+            raise OptionError(f"{scene.mask.path}: cloud probability up to {highest:g}, which is neither 0..1, "
+                              "0..100 nor 0..255; pass the --mask-kind these masks are")
+    return 1.0 if checked and floats and highest <= 1 else 255.0 if highest > 100 else 100.0
+
+
 def open_folder(folder: str | Path, bands: Sequence[str], read: ReadOptions = ReadOptions(),
                 chunk_rows: int = 512) -> SceneCube:
     """The lazy cube of a folder of dated scenes: find scenes and masks, then stack them (see ReadOptions)."""
@@ -269,7 +293,12 @@ def open_folder(folder: str | Path, bands: Sequence[str], read: ReadOptions = Re
                              read.mask_folder, read.band_names)
     if read.mask_kind == "auto":
         check_binary_masks(scenes)
-    rules = [MaskRule(s.mask_kind, read.cloud_threshold, read.scl_classes, read.mask_buffer) for s in scenes]
+    full = probability_scale(scenes)
+    if full != 100:
+        log.info("cloud probability masks on a 0..%g scale: cloud from %g (--cloud-threshold %g %%)", full,
+                 read.cloud_threshold * full / 100, read.cloud_threshold)
+    rules = [MaskRule(s.mask_kind, read.cloud_threshold * full / 100, read.scl_classes, read.mask_buffer)
+             for s in scenes]
     scales, offsets = scene_decoding(scenes, read)
     loose = [s for s, o in zip(scenes, offsets) if not s.product and o == 0 and is_granule_file(s.path)]
     if loose and read.offset is None:
