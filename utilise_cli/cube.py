@@ -257,7 +257,7 @@ def check_binary_masks(scenes: Sequence[Scene]) -> None:
         guess = guess_mask_kind(present)
         if guess == "scl" or (guess == "probability" and len(present) > 6):
             raise OptionError(f"{scene.mask.path}: values {present.min():g}..{present.max():g} in {len(present)} "
-                              f"steps look like {'SCL classes' if guess == 'scl' else 'cloud probability (percent)'}, "
+                              f"steps look like {'SCL classes' if guess == 'scl' else 'cloud probability'}, "
                               f"which a binary mask (as its name makes it) reads as cloud wherever above 0; pass "
                               f"--mask-kind {guess} (or --mask-kind binary if every nonzero value is cloud)")
 
