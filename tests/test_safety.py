@@ -143,6 +143,19 @@ def test_scenes_whose_band_metadata_state_scale_and_offset_are_decoded_with_them
     assert got.keys() == want.keys() and all(np.abs(got[k].astype(int) - want[k]).max() <= 1 for k in got)
 
 
+def test_bands_stored_as_bytes_stop_with_the_fix(tmp_path):
+    """A true-colour style export (bands stretched to 0..255 bytes) was read as DN / 10000 and filled silently;
+    now it stops naming the file, whether the first date is stored so or only a later one."""
+    stretched = _copy(tmp_path / "bytes", lambda dn: np.clip(dn / 3000 * 255, 0, 255), dtype="uint8")
+    one_line_error(_fill(stretched, tmp_path / "out"), "20210403_S2_T34VCL.tif", "bytes (0..255)", "--scale")
+    _nothing_final(tmp_path / "out")
+    later = _copy(tmp_path / "later")
+    last = sorted(later.glob("*_T34VCL.tif"))[-1]
+    _rewrite(last, lambda dn: np.clip(dn / 3000 * 255, 0, 255), dtype="uint8")
+    one_line_error(_fill(later, tmp_path / "out2"), last.name, "bytes (0..255)")
+    _nothing_final(tmp_path / "out2")
+
+
 def test_scenes_that_mark_no_data_differently_are_each_read_with_their_own_nodata(tmp_path):
     """A folder gathered from two exporters: the later scenes mark no data 65535 (their nodata tag), the earlier
     ones 0. Each scene's own value is no data, so the fill equals the sample's (65535 was read as reflectance

@@ -381,10 +381,13 @@ def decoding(scene: Scene, read: ReadOptions) -> tuple[float, float]:
     name = Path(str(ref.path)).name
     with rasterio.open(ref.path) as src:
         tags = {**src.tags(), **src.tags(ref.index)}
-        is_float = np.dtype(src.dtypes[ref.index - 1]).kind == "f"
+        dtype = np.dtype(src.dtypes[ref.index - 1])
         nodata = read.nodata if read.nodata is not None else (src.nodata if src.nodata is not None else 0.0)
         values = sample_values(src, ref.index, nodata)
         declared = declared_decoding(src, ref.index)
+    is_float = dtype.kind == "f"
+    if dtype.itemsize == 1 and read.scale is None and declared is None:
+        _not_bytes(ref.path)
     if declared is not None and (read.scale is None or read.offset is None):
         log.info("%s: its band metadata say reflectance = value x %g %+g", name, *declared)
         read = replace(read, scale=declared[0] if read.scale is None else read.scale,
@@ -441,10 +444,13 @@ def scene_decoding(scenes: Sequence[Scene], read: ReadOptions) -> tuple[tuple[fl
         return read.offset if read.offset is not None else scene.offset
 
     first = decoding(scenes[0], replace(read, offset=said(scenes[0])))
-    first_float = _header(scenes[0])[1] if scenes[0].files else False
+    first_float = _header(scenes[0])[1].kind == "f" if scenes[0].files else False
     found, checked = [first], {first}
     for scene in scenes[1:]:
-        tags, is_float, declared = _header(scene) if scene.files else ({}, first_float, None)
+        tags, dtype, declared = _header(scene) if scene.files else ({}, None, None)
+        is_float = first_float if dtype is None else dtype.kind == "f"
+        if dtype is not None and dtype.itemsize == 1 and read.scale is None and declared is None:
+            _not_bytes(scene.path)
         scale = read.scale if read.scale is not None or declared is None else declared[0]
         if scale is None and is_float != first_float:
             pair = decoding(scene, replace(read, offset=said(scene)))
@@ -467,13 +473,21 @@ def scene_decoding(scenes: Sequence[Scene], read: ReadOptions) -> tuple[tuple[fl
     return scales, offsets
 
 
-def _header(scene: Scene) -> tuple[dict[str, str], bool, tuple[float, float] | None]:
-    """The tags of a scene's first band (its file's and the band's own), whether it is stored as floats, and the
-    scale and offset its metadata state (or None)."""
+def _header(scene: Scene) -> tuple[dict[str, str], np.dtype, tuple[float, float] | None]:
+    """The tags of a scene's first band (its file's and the band's own), its data type, and the scale and offset
+    its metadata state (or None)."""
     ref = next(iter(scene.bands.values()))
     with rasterio.open(ref.path) as src:
-        return ({**src.tags(), **src.tags(ref.index)}, np.dtype(src.dtypes[ref.index - 1]).kind == "f",
+        return ({**src.tags(), **src.tags(ref.index)}, np.dtype(src.dtypes[ref.index - 1]),
                 declared_decoding(src, ref.index))
+
+
+def _not_bytes(path: Path | str) -> None:
+    """Refuse bands stored as bytes (0..255): a picture's stretch (a true-colour export), not reflectance, which
+    decoded as DN / 10000 filled silently with values a thousandth of the real ones."""
+    raise OptionError(f"{path}: bands stored as bytes (0..255) are a picture's stretch, not reflectance; export "
+                      "the bands as DN (uint16) or reflectance (float), or pass --scale (and --offset) if these "
+                      "bytes are reflectance")
 
 
 def describe_decoding(dates: Sequence, scales: Sequence[float], offsets: Sequence[float]) -> str:
