@@ -323,6 +323,8 @@ MUTATIONS = [
              ("tests/test_safety.py",)),
     Mutation("a later scene's stated offset ignored", "cube.py", "scene_decoding",
              "if offset is None and declared is not None:", "if False:", ("tests/test_safety.py",)),
+    Mutation("a no-data mark the files do not name read as reflectance", "cube.py", "decoding",
+             "if decoded.size and float(decoded.min()) < NO_SURFACE:", "if False:", ("tests/test_safety.py",)),
     Mutation("bands stored as bytes read as DN", "cube.py", "decoding",
              "if dtype.itemsize == 1 and read.scale is None and declared is None:", "if False:",
              ("tests/test_safety.py",)),

@@ -156,6 +156,18 @@ def test_bands_stored_as_bytes_stop_with_the_fix(tmp_path):
     _nothing_final(tmp_path / "out2")
 
 
+def test_a_no_data_mark_the_files_do_not_name_stops_with_the_value_to_pass(tmp_path, reference):
+    """int16 scenes marking no data -9999 without a nodata tag: -9999 was read as reflectance -1 and written as
+    DN 1 where no data should be ("0 pixels never observed"); now one line names the value to pass, and with it
+    the fill equals the sample's."""
+    folder = _copy(tmp_path / "marked", lambda dn: np.where(dn == 0, -9999, dn), dtype="int16")
+    one_line_error(_fill(folder, tmp_path / "out"), "20210403_S2_T34VCL.tif", "-9999", "--nodata -9999")
+    _nothing_final(tmp_path / "out")
+    assert _fill(folder, tmp_path / "given", "--nodata", "-9999").exit_code == 0
+    got = read_outputs(tmp_path / "given")
+    assert len(got) == 24 and all(np.array_equal(got[k], reference[k]) for k in reference)
+
+
 def test_scenes_that_mark_no_data_differently_are_each_read_with_their_own_nodata(tmp_path):
     """A folder gathered from two exporters: the later scenes mark no data 65535 (their nodata tag), the earlier
     ones 0. Each scene's own value is no data, so the fill equals the sample's (65535 was read as reflectance

@@ -365,6 +365,9 @@ def sample_values(src: rasterio.DatasetReader, index: int, nodata: float) -> np.
                           resampling=Resampling.nearest))
 
 
+NO_SURFACE = -0.5  # reflectance below this is no surface's (L2A dips below 0 only slightly, over water and shadow)
+
+
 def declared_decoding(src: rasterio.io.DatasetReader, index: int) -> tuple[float, float] | None:
     """The scale and offset a band's metadata state (GDAL's: reflectance = value x scale + offset), or None
     where they are GDAL's defaults (1, 0: not stated)."""
@@ -410,6 +413,11 @@ def decoding(scene: Scene, read: ReadOptions) -> tuple[float, float]:
         if offset:
             log.info("%s: BOA_ADD_OFFSET in the tags: reading it with offset %g", name, offset)
     decoded = values * scale + offset
+    if decoded.size and float(decoded.min()) < NO_SURFACE:  # found among the values, so not the nodata read
+        low = float(values.min())
+        raise OptionError(f"{ref.path}: values of {low:g} (reflectance {low * scale + offset:.3g}, which no surface "
+                          f"has) look like a no-data mark that its nodata ({nodata:g}) does not name; pass --nodata "
+                          f"{low:g}")
     if decoded.size and not (0.001 <= float(np.median(decoded)) <= 1.5):
         raise OptionError(f"{ref.path}: with --scale {scale:g} --offset {offset:g} the median reflectance is "
                           f"{float(np.median(decoded)):.4g}, outside 0.001..1.5; pass the --scale and --offset "
