@@ -323,6 +323,8 @@ MUTATIONS = [
              ("tests/test_safety.py",)),
     Mutation("a later scene's stated offset ignored", "cube.py", "scene_decoding",
              "if offset is None and declared is not None:", "if False:", ("tests/test_safety.py",)),
+    Mutation("QA60 files beside the scenes taken for scenes", "options.py", "", "|fmask|qa60)", "|fmask)",
+             ("tests/test_scenes.py",)),
     Mutation("a no-data mark the files do not name read as reflectance", "cube.py", "decoding",
              "if decoded.size and float(decoded.min()) < NO_SURFACE:", "if False:", ("tests/test_safety.py",)),
     Mutation("bands stored as bytes read as DN", "cube.py", "decoding",

@@ -198,6 +198,17 @@ def test_earth_engine_exports_with_a_qa60_band_use_it_as_their_mask(tmp_path):
     scenes = discover_scenes(folder)
     assert all(s.mask.index == 5 and s.mask_kind == "binary" for s in scenes)
     fills_as_the_sample(folder, tmp_path)
+    # QA60 exported as a file of its own beside each scene: a mask by its name
+    apart = tmp_path / "apart"
+    apart.mkdir()
+    for scene in sorted(SAMPLE.glob("*_T34VCL.tif")):
+        (apart / scene.name).write_bytes(scene.read_bytes())
+        with rasterio.open(folder / scene.name) as src:
+            profile, qa60 = src.profile, src.read(5)
+        with rasterio.open(apart / f"{scene.stem}_QA60.tif", "w", **{**profile, "count": 1}) as dst:
+            dst.write(qa60[None])
+    assert [s.mask.path.name for s in discover_scenes(apart)][:1] == ["20210403_S2_T34VCL_QA60.tif"]
+    fills_as_the_sample(apart, tmp_path / "apart_out")
 
 
 def test_granule_band_files_outside_their_products_are_read_with_a_warning_about_the_offset(tmp_path, caplog):

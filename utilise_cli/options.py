@@ -20,7 +20,8 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = ("uint16", "float32")
 COMPRESSIONS = ("deflate", "zstd")  # of the output COGs
 DEVICES = ("auto", "cpu", "cuda")
-DEFAULT_MASK_PATTERN = r"(?i)(^|[_\-.])(mask|masks|cloud|clouds|cloudmask|clm|cld|scl|cldprb|clp|fmask)([_\-.]|$)"
+DEFAULT_MASK_PATTERN = (r"(?i)(^|[_\-.])(mask|masks|cloud|clouds|cloudmask|clm|cld|scl|cldprb|clp|fmask|qa60)"
+                        r"([_\-.]|$)")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """Finding the dated scenes, their bands and their cloud masks in a folder.
 
 A folder holds one GeoTIFF per date (multi-band, bands named by their descriptions) or one file per band
-per date (``..._B04_...``; or a folder per date, its date in the folder's name), and cloud masks either as separate files per date (names matching
-``mask_pattern``, or any name in a mask folder: a subfolder named like masks, or one given) or as a band inside
-each scene (SCL, MSK_CLDPRB, ...); or it holds Sentinel-2 SAFE products,
+per date (``..._B04_...``; or a folder per date, its date in the folder's name), and cloud masks either as
+separate files per date (names matching ``mask_pattern``, or any name in a mask folder: a subfolder named as
+masks, or one given) or as a band inside each scene (SCL, MSK_CLDPRB, ...); or it holds Sentinel-2 SAFE products,
 whose granules' band files are read as one file per band. Nothing is read here but
 headers; pixels are read lazily by :mod:`utilise_cli.cube`.
 """
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 RASTER_SUFFIXES = {".tif", ".tiff", ".jp2", ".vrt"}
 # Subfolders read as mask folders: named as masks and nothing else, so that a cloud_free/ or clouds_removed/
 # beside the scenes (another tool's outputs) is not taken for one.
-MASK_FOLDER = re.compile(r"(?i)(cloud[_\-.]?)?(masks?|clouds?|clm|cld|scl|cldprb|clp|fmask)$")
+MASK_FOLDER = re.compile(r"(?i)(cloud[_\-.]?)?(masks?|clouds?|clm|cld|scl|cldprb|clp|fmask|qa60)$")
 # In-scene mask bands, best first, and the kind each one is. PROBABILITY: Earth Engine's s2cloudless band. QA60
 # (Earth Engine's S2 collections: bit 10 opaque cloud, 11 cirrus) reads as binary; last, as it may be empty in
 # products of 2022-2023.
@@ -192,8 +192,8 @@ def discover_scenes(folder: str | Path, bands: Sequence[str] = DEFAULT_BANDS,
     if (mask_kind == "auto" and not mask_files
             and not any(_mask_band(available, mask_band) for available in bands_by_date.values())):
         log.warning("%s: no cloud masks (no mask files, no mask band): the cloud screen alone makes the masks, "
-                    "which misses more than a real mask; pass --mask-folder where the masks lie elsewhere, or --mask-kind "
-                    "none to say this is meant", folder)
+                    "which misses more than a real mask; pass --mask-folder where the masks lie elsewhere, or "
+                    "--mask-kind none to say this is meant", folder)
         mask_kind = "none"
     for date in sorted(scene_files):
         entries = scene_files[date]
