@@ -389,8 +389,7 @@ def decoding(scene: Scene, read: ReadOptions) -> tuple[float, float]:
         values = sample_values(src, ref.index, nodata)
         declared = declared_decoding(src, ref.index)
     is_float = dtype.kind == "f"
-    if dtype.itemsize == 1 and read.scale is None and declared is None:
-        _not_bytes(ref.path)
+    _check_not_bytes(ref.path, dtype, read, declared)
     if declared is not None and (read.scale is None or read.offset is None):
         log.info("%s: its band metadata say reflectance = value x %g %+g", name, *declared)
         read = replace(read, scale=declared[0] if read.scale is None else read.scale,
@@ -457,8 +456,8 @@ def scene_decoding(scenes: Sequence[Scene], read: ReadOptions) -> tuple[tuple[fl
     for scene in scenes[1:]:
         tags, dtype, declared = _header(scene) if scene.files else ({}, None, None)
         is_float = first_float if dtype is None else dtype.kind == "f"
-        if dtype is not None and dtype.itemsize == 1 and read.scale is None and declared is None:
-            _not_bytes(scene.path)
+        if dtype is not None:
+            _check_not_bytes(scene.path, dtype, read, declared)
         scale = read.scale if read.scale is not None or declared is None else declared[0]
         if scale is None and is_float != first_float:
             pair = decoding(scene, replace(read, offset=said(scene)))
@@ -490,12 +489,14 @@ def _header(scene: Scene) -> tuple[dict[str, str], np.dtype, tuple[float, float]
                 declared_decoding(src, ref.index))
 
 
-def _not_bytes(path: Path | str) -> None:
-    """Refuse bands stored as bytes (0..255): a picture's stretch (a true-colour export), not reflectance, which
-    decoded as DN / 10000 filled silently with values a thousandth of the real ones."""
-    raise OptionError(f"{path}: bands stored as bytes (0..255) are a picture's stretch, not reflectance; export "
-                      "the bands as DN (uint16) or reflectance (float), or pass --scale (and --offset) if these "
-                      "bytes are reflectance")
+def _check_not_bytes(path: Path | str, dtype: np.dtype, read: ReadOptions,
+                     declared: tuple[float, float] | None) -> None:
+    """Refuse bands stored as bytes (0..255) that neither --scale nor their metadata decode: a picture's stretch (a
+    true-colour export), not reflectance, which decoded as DN / 10000 filled silently with values near 0."""
+    if dtype.itemsize == 1 and read.scale is None and declared is None:
+        raise OptionError(f"{path}: bands stored as bytes (0..255) are a picture's stretch, not reflectance; export "
+                          "the bands as DN (uint16) or reflectance (float), or pass --scale (and --offset) if these "
+                          "bytes are reflectance")
 
 
 def describe_decoding(dates: Sequence, scales: Sequence[float], offsets: Sequence[float]) -> str:
