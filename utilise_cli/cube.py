@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import dask
 import dask.array as da
@@ -238,22 +238,30 @@ def guess_mask_kind(values: np.ndarray) -> str:
 MASK_CHECKS = 3  # binary masks (by their names) whose values are looked at before a fill
 
 
-def check_binary_masks(scenes: Sequence[Scene]) -> None:
-    """Stop where masks taken as binary by their names hold something else: cloud probability (read as binary,
-    every pixel above 0 % is cloud: a fill of such masks filled 8 times the pixels it should have) or SCL
-    classes. Looks at a sample (:func:`sample_values`) of the first MASK_CHECKS binary masks that have nonzero
-    values. Raises OptionError naming the file and the --mask-kind to pass."""
+def sampled_masks(scenes: Sequence[Scene], kind: str) -> Iterator[tuple[Scene, np.ndarray, np.dtype]]:
+    """The first MASK_CHECKS masks of ``kind`` that have nonzero values: each one's scene, a sample of its values
+    (:func:`sample_values`) and its data type."""
     checked = 0
     for scene in scenes:
         if checked == MASK_CHECKS:
-            break
-        if scene.mask_kind != "binary":
+            return
+        if scene.mask_kind != kind:
             continue
         with rasterio.open(scene.mask.path) as src:
-            present = np.unique(sample_values(src, scene.mask.index, np.nan if src.nodata is None else src.nodata))
-        if not (present != 0).any():
-            continue
-        checked += 1
+            values = sample_values(src, scene.mask.index, np.nan if src.nodata is None else src.nodata)
+            dtype = np.dtype(src.dtypes[scene.mask.index - 1])
+        if (values != 0).any():
+            checked += 1
+            yield scene, values, dtype
+
+
+def check_binary_masks(scenes: Sequence[Scene]) -> None:
+    """Stop where masks taken as binary by their names hold something else: cloud probability (read as binary,
+    every pixel above 0 % is cloud: a fill of such masks filled 8 times the pixels it should have) or SCL
+    classes. Looks at the first binary masks that have nonzero values (:func:`sampled_masks`). Raises OptionError
+    naming the file and the --mask-kind to pass."""
+    for scene, values, _ in sampled_masks(scenes, "binary"):
+        present = np.unique(values)
         guess = guess_mask_kind(present)
         if guess == "scl" or (guess == "probability" and len(present) > 6):
             raise OptionError(f"{scene.mask.path}: values {present.min():g}..{present.max():g} in {len(present)} "
@@ -265,21 +273,11 @@ def check_binary_masks(scenes: Sequence[Scene]) -> None:
 def probability_scale(scenes: Sequence[Scene]) -> float:
     """The value that means 100 % in the scenes' cloud probability masks: 1 (floats within 0..1, as s2cloudless
     computes them), 100 (percent: MSK_CLDPRB, Earth Engine's s2cloudless band) or 255 (bytes, as Sentinel Hub's
-    CLP); from a sample (:func:`sample_values`) of the first MASK_CHECKS probability masks that have clouds. Raises
-    OptionError for values beyond 255, which are none of these."""
-    highest, floats, checked = 0.0, True, 0
-    for scene in scenes:
-        if checked == MASK_CHECKS:
-            break
-        if scene.mask_kind != "probability":
-            continue
-        with rasterio.open(scene.mask.path) as src:
-            values = sample_values(src, scene.mask.index, np.nan if src.nodata is None else src.nodata)
-            floats &= np.dtype(src.dtypes[scene.mask.index - 1]).kind == "f"
-        if not (values > 0).any():
-            continue
-        checked += 1
-        highest = max(highest, float(values.max()))
+    CLP); from the first probability masks that have clouds (:func:`sampled_masks`). Raises OptionError for values
+    beyond 255, which are none of these."""
+    highest, floats, checked = 0.0, True, False
+    for scene, values, dtype in sampled_masks(scenes, "probability"):
+        checked, floats, highest = True, floats and dtype.kind == "f", max(highest, float(values.max()))
         if highest > 255:
             raise OptionError(f"{scene.mask.path}: cloud probability up to {highest:g}, which is neither 0..1, "
                               "0..100 nor 0..255; pass the --mask-kind these masks are")
