@@ -324,6 +324,8 @@ MUTATIONS = [
              ("tests/test_safety.py",)),
     Mutation("a later scene's stated offset ignored", "cube.py", "scene_decoding",
              "if offset is None and declared is not None:", "if False:", ("tests/test_safety.py",)),
+    Mutation("one --mask-folder given to every tile of a folder of tiles", "tiles.py", "check_tile_options",
+             "if options.read.mask_folder is not None:", "if False:", ("tests/test_tiles.py",)),
     Mutation("QA60 files beside the scenes taken for scenes", "options.py", "", "|fmask|qa60)", "|fmask)",
              ("tests/test_scenes.py",)),
     Mutation("a no-data mark the files do not name read as reflectance", "cube.py", "decoding",

@@ -15,7 +15,7 @@ from utilise_cli.cli import app
 from utilise_cli.fill import FillOptions, fill
 from utilise_cli.tiles import fill_tiles, find_tiles
 
-from .conftest import ROOT
+from .conftest import ROOT, one_line_error
 
 SAMPLE = ROOT / "sample_data"
 runner = CliRunner()
@@ -36,6 +36,16 @@ def tiles(tmp_path_factory):
                     dst.write(src.read(window=window))
                     dst.descriptions = src.descriptions
     return root
+
+
+def test_one_mask_folder_for_a_folder_of_tiles_is_refused(tiles, tmp_path):
+    """One --mask-folder cannot hold every tile's masks: one line says so (each tile failed on its own before,
+    with "on another grid" or "two masks" for masks that were not its own)."""
+    for args in ([], ["--dry-run"]):
+        result = runner.invoke(app, ["fill", str(tiles), "--out", str(tmp_path / "out"), "--method", "linear", "-q",
+                                     "--mask-folder", str(tiles / "tile0"), *args])
+        one_line_error(result, "--mask-folder", "a folder of tiles")
+    assert not (tmp_path / "out").exists()
 
 
 def read_all(folder):

@@ -344,10 +344,11 @@ def fill(
         overwrite=overwrite, preview=preview, max_memory_mb=max_memory,
         stac=StacOptions(crs=crs, resolution=resolution, assets=tuple(asset or ()),
                          bbox=_bbox(bbox) if bbox else None))
-    from .tiles import find_tiles, fill_tiles
+    from .tiles import check_tile_options, find_tiles, fill_tiles
 
     tiles = find_tiles(folder)
     if tiles is not None:
+        check_tile_options(options)
         if dry_run:
             typer.echo(f"{len(tiles)} tiles in {folder}; each is filled into {out}/<tile> (scheduler {scheduler}):")
             predictor = planning_predictor(options)

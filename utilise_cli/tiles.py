@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from .cluster import dask_client, use_threads
-from .errors import SceneError, UtiliseError
+from .errors import OptionError, SceneError, UtiliseError
 from .options import check_scheduler
 from .plan import FillOptions
 from .scenes import RASTER_SUFFIXES, dated_folders, is_safe_product
@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 def _has_rasters(folder: Path) -> bool:
     """Whether ``folder`` holds scenes: raster files, or Sentinel-2 SAFE products."""
     return any((p.is_file() and p.suffix.lower() in RASTER_SUFFIXES) or is_safe_product(p) for p in folder.iterdir())
+
+
+def check_tile_options(options: FillOptions) -> None:
+    """Refuse options that cannot serve every tile: one --mask-folder holds one tile's masks."""
+    if options.read.mask_folder is not None:
+        raise OptionError(f"--mask-folder {options.read.mask_folder}: a folder of tiles takes each tile's masks from "
+                          "that tile's folder (or a masks/ subfolder of it); leave --mask-folder out")
 
 
 def find_tiles(folder: str | Path) -> list[Path] | None:
@@ -65,6 +72,7 @@ def fill_tiles(folder: str | Path, out: str | Path, options: FillOptions, schedu
     """Fill every tile of ``folder`` into ``out/<tile>``. ``scheduler``: sync (this process), processes or
     local:N (a dask LocalCluster of N single-threaded worker processes), or a scheduler address."""
     check_scheduler(scheduler)
+    check_tile_options(options)
     tiles = find_tiles(folder)
     if not tiles:
         raise SceneError(f"{folder}: no tile folders with scenes inside; pass a folder of tile folders")
