@@ -348,8 +348,8 @@ def fill(
 
     tiles = find_tiles(folder)
     if tiles is not None:
-        check_tile_options(options)
         if dry_run:
+            check_tile_options(options)  # fill_tiles checks for the run itself
             typer.echo(f"{len(tiles)} tiles in {folder}; each is filled into {out}/<tile> (scheduler {scheduler}):")
             predictor = planning_predictor(options)
             for tile in tiles:

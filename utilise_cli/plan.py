@@ -293,18 +293,24 @@ def network_workers(asked: int, predictor: Predictor) -> int:
     return work_threads(asked) if device is not None and device.type == "cpu" else 1
 
 
+def _inputs(scene: Scene) -> str:
+    """What a date is read from, for --dry-run: its STAC items, or its files (its SAFE product, or the dated folder
+    they lie in) and its mask (with its mask folder where it lies in one)."""
+    if scene.items:
+        return f"items {', '.join(scene.items)}"
+    mask = Path(str(scene.mask.path))
+    beside = scene.product or mask.parent == Path(str(scene.files[0])).parent
+    files = scene.product or (f"{scene.folder}/ " if scene.folder else "") + ", ".join(p.name for p in scene.files)
+    return f"{files}  mask {mask.name if beside else f'{mask.parent.name}/{mask.name}'}"
+
+
 def describe_plan(plan: FillPlan, options: FillOptions, available_mb: float) -> list[str]:
     """What --dry-run prints: inputs per date (files, or STAC items), outputs, grid, chips, time and memory."""
     grid = plan.cube.grid
     lines = [f"{len(plan.scenes)} dates in {plan.source}" + (f": {plan.cube.origin}" if plan.cube.origin else ":")]
     for i, (scene, path) in enumerate(zip(plan.scenes, plan.outputs)):
         state = "to write" if i in plan.todo else "exists, skipped"
-        mask = Path(str(scene.mask.path))
-        beside = scene.product or mask.parent == Path(str(scene.files[0])).parent  # else in a mask folder
-        files = scene.product or (f"{scene.folder}/ " if scene.folder else "") + ", ".join(p.name for p in scene.files)
-        inputs = (f"items {', '.join(scene.items)}" if scene.items else
-                  f"{files}  mask {mask.name if beside else f'{mask.parent.name}/{mask.name}'}")
-        lines.append(f"  {scene.date}  {inputs} ({scene.mask_kind})  -> {path.name} ({state})")
+        lines.append(f"  {scene.date}  {_inputs(scene)} ({scene.mask_kind})  -> {path.name} ({state})")
     network = []
     if plan.network:
         chips = f"{plan.batch_size} chip{'s' if plan.batch_size > 1 else ''} per pass"
